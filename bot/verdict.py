@@ -1,0 +1,112 @@
+"""The Verdict: the one result every renderer (report, status, check run, dashboard) reads.
+
+It is the contract between the engine and the edges, so its JSON Schema is kept in the
+repository (`bot/schemas/verdict.schema.json`) and a test fails when the two drift apart.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Decision(StrEnum):
+    approve = "approve"
+    review = "review"
+    reject = "reject"
+    # Not a judgement of the change: the gate could not reach one (infrastructure failed).
+    error = "error"
+
+
+class Risk(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+    @property
+    def rank(self) -> int:
+        return list(Risk).index(self)
+
+
+class Status(StrEnum):
+    passed = "passed"
+    failed = "failed"
+    # A step that did not run. Required criteria that are skipped count as failed (fail closed).
+    skipped = "skipped"
+
+
+class Criterion(BaseModel):
+    id: str = Field(description="Stable id, e.g. 'migrate.idempotent' or 'P1-DATABASE-001/list'.")
+    title: str
+    status: Status
+    required: bool = True
+    evidence: str = Field("", description="What was observed: values, log lines, timings.")
+    duration_ms: float | None = None
+    suite: str | None = Field(None, description="Check suite the criterion came from, if any.")
+    bug_id: str | None = Field(None, description="Bug id of a regression suite, if any.")
+
+
+class RiskFactor(BaseModel):
+    id: str
+    level: Risk = Field(description="The least risk this factor alone implies.")
+    points: int = Field(description="Weight added to the risk score.")
+    reason: str
+    location: str | None = Field(None, description="file:line or table the factor is about.")
+
+
+class Finding(BaseModel):
+    """A migration finding that points at a file and line (check-run annotations read these)."""
+
+    rule: str
+    level: Risk
+    message: str
+    file: str | None = None
+    line: int | None = None
+    statement: str | None = None
+    safe_alternative: str | None = None
+
+
+class Stage(BaseModel):
+    name: str
+    seconds: float
+    ok: bool
+    detail: str = ""
+
+
+class Verdict(BaseModel):
+    schema_version: int = 1
+    decision: Decision
+    risk: Risk
+    summary: str = Field(description="One line a maintainer reads first.")
+    reasons: list[str] = Field(default_factory=list, description="Why the decision was taken.")
+    job: dict[str, Any] = Field(default_factory=dict, description="The Job that was validated.")
+    criteria: list[Criterion] = Field(default_factory=list)
+    risk_factors: list[RiskFactor] = Field(default_factory=list)
+    risk_score: int = 0
+    findings: list[Finding] = Field(default_factory=list)
+    stages: list[Stage] = Field(default_factory=list)
+    evidence: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Compared values and captured artefacts (DDL, schema diff, log tails).",
+    )
+    started_at: str = ""
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.decision]
+
+    def failed_criteria(self) -> list[Criterion]:
+        return [c for c in self.criteria if c.status is not Status.passed and c.required]
+
+
+# The command line's exit codes, one table shared by every entry point (documented in the README).
+EXIT_CODES: dict[Decision, int] = {
+    Decision.approve: 0,
+    Decision.reject: 1,
+    Decision.error: 2,
+    Decision.review: 3,
+}
