@@ -1,0 +1,96 @@
+"""The Sandbox contract: a throw-away PostgreSQL plus the API under test.
+
+The pipeline only talks to this interface, so the embedded `local` sandbox and a
+`containers` sandbox are interchangeable and must give the same verdict.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+LogSource = Literal["api", "database"]
+
+
+class SandboxError(Exception):
+    """The sandbox itself failed. `log_tail` carries the evidence for the report."""
+
+    def __init__(self, message: str, log_tail: str = ""):
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+class DatabaseStartError(SandboxError):
+    """PostgreSQL did not start: an infrastructure failure, never the change's fault."""
+
+
+class ApiStartError(SandboxError):
+    """The API under test exited or never answered its health URL in time.
+
+    Whether this is the change's fault is for the pipeline to judge (the base branch's API
+    failing is an infrastructure error; the merge result's API failing is a reject).
+    """
+
+    def __init__(self, message: str, log_tail: str = "", returncode: int | None = None):
+        super().__init__(message, log_tail)
+        self.returncode = returncode
+
+
+@dataclass
+class ApiSpec:
+    """How to start the API under test. Values are already expanded by the policy layer."""
+
+    command: str  # run by /bin/sh in `workdir`
+    env: dict[str, str] = field(default_factory=dict)
+    port_env: str = "PORT"  # the sandbox sets this variable to the chosen port
+    database_url_env: str = "DATABASE_URL"  # ...and this one to the sandbox's database URL
+    health_path: str = "/healthz"
+    start_timeout: float = 30.0
+
+
+class Sandbox(ABC):
+    """Context manager: `with LocalSandbox(...) as sb:` tears everything down on any exit."""
+
+    database_url: str  # superuser URL over TCP loopback, e.g. postgresql://postgres@127.0.0.1:5/app
+    api_url: str | None = None
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start PostgreSQL and create the application database. Raises DatabaseStartError."""
+
+    @abstractmethod
+    def start_api(self, workdir: Path, spec: ApiSpec, name: str) -> str:
+        """Start the API (stopping a running one first) and wait for health; returns api_url."""
+
+    @abstractmethod
+    def stop_api(self) -> int | None:
+        """Stop the API if running; returns its exit code."""
+
+    @abstractmethod
+    def log_mark(self, source: LogSource) -> int:
+        """An opaque position in a log, for reading only what came after it."""
+
+    @abstractmethod
+    def logs(self, source: LogSource, since: int = 0) -> str:
+        """The log text written after `since`."""
+
+    @abstractmethod
+    def psql(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run one statement as superuser; rows as dicts (empty for statements without rows)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop everything and delete every file the sandbox made. Safe to call twice."""
+
+    def __enter__(self) -> Sandbox:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
