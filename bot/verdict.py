@@ -67,6 +67,13 @@ class Finding(BaseModel):
     line: int | None = None
     statement: str | None = None
     safe_alternative: str | None = None
+    column: int | None = Field(None, description="1-based column of the statement's start.")
+    table: str | None = Field(None, description="Table the finding is about, if one.")
+    lock: str | None = Field(None, description="PostgreSQL lock mode the statement takes.")
+    rewrites: bool = Field(False, description="The statement rewrites the whole table.")
+    suppressed_reason: str | None = Field(
+        None, description="Why the finding was suppressed (gatekeeper:ignore or policy)."
+    )
 
 
 class Stage(BaseModel):
@@ -79,7 +86,7 @@ class Stage(BaseModel):
 class Verdict(BaseModel):
     schema_version: int = 1
     decision: Decision
-    risk: Risk
+    risk: Risk | None = Field(description="None when the gate could not run (decision error).")
     summary: str = Field(description="One line a maintainer reads first.")
     reasons: list[str] = Field(default_factory=list, description="Why the decision was taken.")
     job: dict[str, Any] = Field(default_factory=dict, description="The Job that was validated.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 LogSource = Literal["api", "database"]
 
@@ -84,7 +84,7 @@ class Sandbox(ABC):
     def stop(self) -> None:
         """Stop everything and delete every file the sandbox made. Safe to call twice."""
 
-    def __enter__(self) -> Sandbox:
+    def __enter__(self) -> Self:
         try:
             self.start()
         except BaseException:

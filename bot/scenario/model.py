@@ -7,9 +7,59 @@ the bug it guards.
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from jsonpath_ng import JSONPath
+from jsonpath_ng.ext import parse as _parse_jsonpath
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+# `${name}` in a step's strings is replaced by a run variable or a value an earlier step captured.
+VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@functools.cache
+def compile_jsonpath(path: str) -> JSONPath:
+    """Parsing is slow (a parser generator runs each time), and suites reuse paths."""
+    return _parse_jsonpath(path)
+
+
+def _check_jsonpath(path: str) -> str:
+    # Checked at load time so a typo is a ConfigError with a line number, not a failed step.
+    try:
+        compile_jsonpath(path)
+    except Exception as exc:  # jsonpath-ng raises several unrelated types for bad syntax
+        raise ValueError(f"invalid JSONPath {path!r}: {exc}") from None
+    return path
+
+
+def _check_regex(pattern: str) -> str:
+    try:
+        re.compile(VARIABLE.sub("x", pattern))
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    return pattern
+
+
+def _check_variable_name(name: str) -> str:
+    if not VARIABLE.fullmatch(f"${{{name}}}"):
+        raise ValueError(f"'{name}' cannot be used as ${{{name}}}: use letters, digits and _")
+    return name
+
+
+JsonPathStr = Annotated[str, AfterValidator(_check_jsonpath)]
+Regex = Annotated[str, AfterValidator(_check_regex)]
+VariableName = Annotated[str, AfterValidator(_check_variable_name)]
 
 
 class Strict(BaseModel):
@@ -20,13 +70,24 @@ class JsonExpect(Strict):
     """Expectation on the value a JSONPath selects. Give exactly the checks you need."""
 
     equals: Any = None
-    matches: str | None = Field(
-        None, description="Python regular expression, searched in str(value)."
+    matches: Regex | None = Field(
+        None,
+        description="Python regular expression, searched in the value (a string as is, "
+        "anything else as compact JSON).",
     )
     exists: bool | None = None
     type: Literal["string", "number", "integer", "boolean", "array", "object", "null"] | None = None
-    contains: Any = Field(None, description="Item that a list must hold, or substring of a string.")
+    contains: Any = Field(
+        None, description="Item a list must hold, substring of a string, or key of an object."
+    )
     length: int | None = None
+
+    @model_validator(mode="after")
+    def _some_check(self) -> JsonExpect:
+        # An empty mapping would pass whatever the API returned.
+        if not self.model_fields_set:
+            raise ValueError("give at least one check (write equals: {} for an empty object)")
+        return self
 
 
 # A mapping is a set of checks (JsonExpect); anything else is a literal the value must equal.
@@ -46,13 +107,13 @@ class HttpRequest(Strict):
 
 class HttpExpect(Strict):
     status: int | list[int] | None = None
-    json_paths: dict[str, ValueExpect] = Field(
+    json_paths: dict[JsonPathStr, ValueExpect] = Field(
         default_factory=dict,
         alias="json",
         description="JSONPath -> expected value, or a mapping of checks (use equals: for an "
         "object literal).",
     )
-    body_matches: str | None = None
+    body_matches: Regex | None = None
 
 
 class SqlQuery(Strict):
@@ -67,7 +128,7 @@ class SqlExpect(Strict):
     values: dict[str, Any] = Field(
         default_factory=dict, description="Column -> expected value in the first row."
     )
-    error_matches: str | None = Field(
+    error_matches: Regex | None = Field(
         None, description="The query must fail with an error matching this pattern."
     )
 
@@ -76,11 +137,17 @@ class LogCheck(Strict):
     source: Literal["api", "database"] = "api"
     since: Literal["suite", "step", "api_start"] = Field(
         "suite",
-        description="Where reading starts: this suite's start, the previous step, "
-        "or the head API's start.",
+        description="Where reading starts: this suite's start, the start of the previous "
+        "step (so the window holds what that step caused), or the head API's start.",
     )
-    must_not_match: list[str] = Field(default_factory=list)
-    must_match: list[str] = Field(default_factory=list)
+    must_not_match: list[Regex] = Field(default_factory=list)
+    must_match: list[Regex] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _some_pattern(self) -> LogCheck:
+        if not (self.must_match or self.must_not_match):
+            raise ValueError("give must_match or must_not_match patterns")
+        return self
 
 
 class StepBase(Strict):
@@ -93,7 +160,7 @@ class StepBase(Strict):
 class HttpStep(StepBase):
     http: HttpRequest
     expect: HttpExpect = Field(default_factory=HttpExpect)
-    capture: dict[str, str] = Field(
+    capture: dict[VariableName, JsonPathStr] = Field(
         default_factory=dict, description="name -> JSONPath into the JSON response."
     )
 
@@ -101,9 +168,18 @@ class HttpStep(StepBase):
 class SqlStep(StepBase):
     sql: SqlQuery
     expect: SqlExpect = Field(default_factory=SqlExpect)
-    capture: dict[str, str] = Field(
+    capture: dict[VariableName, str] = Field(
         default_factory=dict, description="name -> column of the first row."
     )
+
+    @model_validator(mode="after")
+    def _error_alone(self) -> SqlStep:
+        # A query expected to fail returns no rows to compare or capture.
+        if self.expect.error_matches is not None and (
+            self.expect.rows is not None or self.expect.values or self.capture
+        ):
+            raise ValueError("error_matches cannot be combined with rows, values or capture")
+        return self
 
 
 class LogsStep(StepBase):
@@ -138,3 +214,15 @@ class Suite(Strict):
     bug_id: str | None = Field(None, description="For regression suites: the fix this guards.")
     description: str = ""
     steps: list[Step] = Field(min_length=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_step_ids(cls, steps: list[HttpStep | SqlStep | LogsStep]) -> list:
+        # Step ids become criterion ids; two equal ids would hide one result behind the other.
+        seen: dict[str, int] = {}
+        for index, step in enumerate(steps):
+            if step.id in seen:
+                first = seen[step.id]
+                raise ValueError(f"duplicate step id '{step.id}' (steps.{first} and steps.{index})")
+            seen[step.id] = index
+        return steps

@@ -1,0 +1,200 @@
+"""The `gatekeeper` command line: an edge that builds a Job and prints the Verdict.
+
+Exit codes (one table for every entry point, see the README): 0 approve, 1 reject,
+3 review, 2 error (including bad input: a malformed policy, an unknown ref). 130 when
+interrupted, after cleaning up.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tarfile
+import tempfile
+from contextlib import contextmanager
+from io import BytesIO
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import click
+import typer
+from rich.console import Console
+
+from bot import demo as demo_module
+from bot.gitrepo import GitError, resolve
+from bot.job import Job
+from bot.pipeline import validate as run_validation
+from bot.policy import (
+    REPO_POLICY_PATH,
+    LoadedPolicy,
+    Policy,
+    default_policy_path,
+    load_policy,
+    load_policy_text,
+)
+from bot.report import write_outputs
+from bot.sandbox.local import LocalSandbox, raise_keyboard_interrupt_on_sigterm
+from bot.verdict import EXIT_CODES, Decision, Verdict
+from bot.yamlfile import ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+policy_app = typer.Typer(no_args_is_help=True, help="Check policies and print their schema.")
+app.add_typer(policy_app, name="policy")
+err = Console(stderr=True, highlight=False)
+
+EXIT_ERROR = EXIT_CODES[Decision.error]
+
+
+def fail(message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(EXIT_ERROR)
+
+
+def local_sandbox(loaded: LoadedPolicy) -> LocalSandbox:
+    db = loaded.policy.database
+    return LocalSandbox(database=db.name, binaries=db.binaries)
+
+
+@contextmanager
+def repo_policy(repo: Path, base_sha: str, explicit: Path | None):
+    """The policy in force: --policy, else the base branch's own file, else the default.
+
+    Read from the base commit, never from the change, so a change cannot relax its own gate.
+    Suites named by a repository policy are read from the same commit.
+    """
+    if explicit is not None:
+        yield load_policy(explicit)
+        return
+    from bot.gitrepo import read_file
+
+    text = read_file(repo, base_sha, REPO_POLICY_PATH)
+    if text is None:
+        yield load_policy(default_policy_path())
+        return
+    with tempfile.TemporaryDirectory(prefix="gatekeeper-policy-") as tmp:
+        _extract(repo, base_sha, Path(tmp))
+        source = f"{base_sha[:12]}:{REPO_POLICY_PATH}"
+        yield load_policy_text(text, source, Path(tmp) / Path(REPO_POLICY_PATH).parent)
+
+
+def _extract(repo: Path, sha: str, dest: Path) -> None:
+    import subprocess
+
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", "--format=tar", sha],
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+
+
+@app.command()
+def validate(
+    repo: Annotated[Path, typer.Option(help="Path of the git repository.")] = Path("."),
+    base: Annotated[str, typer.Option(help="Target branch or commit (e.g. main).")] = "main",
+    head: Annotated[str, typer.Option(help="Builder branch or commit to validate.")] = ...,
+    policy: Annotated[
+        Path | None, typer.Option(help="Policy file (default: the base's .github/gatekeeper.yml)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for report.md and verdict.json.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the verdict JSON on stdout.")
+    ] = False,
+    sandbox: Annotated[str, typer.Option(help="Sandbox: local (embedded processes).")] = "local",
+) -> None:
+    """Merge HEAD into BASE in a scratch clone, run every check, decide, write the report."""
+    if sandbox != "local":
+        fail(f"sandbox '{sandbox}' is not available in this version; use --sandbox local")
+    repo = repo.resolve()
+    try:
+        base_sha, head_sha = resolve(repo, base), resolve(repo, head)
+    except GitError as exc:
+        fail(str(exc))
+    try:
+        with repo_policy(repo, base_sha, policy) as loaded:
+            job = Job(
+                repository=str(repo),
+                base_ref=base,
+                head_ref=head,
+                base_sha=base_sha,
+                head_sha=head_sha,
+                policy_source=loaded.source,
+            )
+            verdict = run_job(job, repo, loaded)
+    except ConfigError as exc:
+        fail(str(exc))
+    emit(verdict, out, as_json)
+    raise typer.Exit(verdict.exit_code)
+
+
+def run_job(job: Job, repo: Path, loaded: LoadedPolicy) -> Verdict:
+    with err.status(f"validating {job.head_ref} into {job.base_ref}") as status:
+        return run_validation(
+            job,
+            repo,
+            loaded,
+            local_sandbox,
+            progress=lambda stage: status.update(f"{job.head_ref}: {stage}"),
+        )
+
+
+def emit(verdict: Verdict, out: Path | None, as_json: bool) -> None:
+    color = {"approve": "green", "review": "yellow", "reject": "red", "error": "magenta"}
+    err.print(f"[bold {color[verdict.decision]}]{verdict.summary}[/]", soft_wrap=True)
+    for reason in verdict.reasons:
+        err.print(f"  - {reason.splitlines()[0]}", soft_wrap=True)
+    if out is not None:
+        report, verdict_path = write_outputs(verdict, out)
+        err.print(f"report: {report}\nverdict: {verdict_path}")
+    if as_json:
+        sys.stdout.write(verdict.model_dump_json(indent=2) + "\n")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the reports go.")] = Path("gatekeeper-demo"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Build the demo repository, validate every builder fix, and compare with expectations."""
+    code = demo_module.run(out.resolve(), as_json=as_json, console=err)
+    raise typer.Exit(code)
+
+
+@policy_app.command("check")
+def policy_check(files: Annotated[list[Path], typer.Argument(help="Policy files.")]) -> None:
+    """Validate policy files; exit 2 with file:line:col messages when one is wrong."""
+    problems = 0
+    for path in files:
+        try:
+            loaded = load_policy(path)
+            loaded.suite_paths()
+        except ConfigError as exc:
+            problems += 1
+            for line in exc.problems:
+                err.print(f"[red]{line}[/]", soft_wrap=True)
+            continue
+        err.print(f"[green]ok[/] {path}")
+    if problems:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@policy_app.command("schema")
+def policy_schema() -> None:
+    """Print the policy's JSON Schema (for editors: yaml-language-server $schema)."""
+    sys.stdout.write(json.dumps(Policy.model_json_schema(), indent=2) + "\n")
+
+
+def main() -> None:
+    raise_keyboard_interrupt_on_sigterm()
+    try:
+        code = app(standalone_mode=False)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted: the sandbox and scratch files were removed[/]")
+        sys.exit(130)
+    except click.ClickException as exc:  # usage errors: exit 2 with click's message
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,154 @@
+"""Git operations on the repository under validation, always in a scratch clone.
+
+The user's repository is only read: refs are resolved there, then a `--shared` clone in a
+temp dir does the merge and the checkouts, so a failed or interrupted run leaves nothing
+behind in it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class GitError(Exception):
+    """A git command failed for a reason the user must fix (unknown ref, not a repository)."""
+
+
+def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, env=_GIT_ENV, check=False
+    )
+    if check and proc.returncode != 0:
+        raise GitError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip()}")
+    return proc
+
+
+# A fixed identity and no user config: merges must not depend on who runs the gate.
+_GIT_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_AUTHOR_NAME": "gatekeeper",
+    "GIT_AUTHOR_EMAIL": "gatekeeper@localhost",
+    "GIT_COMMITTER_NAME": "gatekeeper",
+    "GIT_COMMITTER_EMAIL": "gatekeeper@localhost",
+    "GIT_TERMINAL_PROMPT": "0",
+    "LC_ALL": "C",
+}
+
+
+def resolve(repo: Path, ref: str) -> str:
+    """The commit `ref` names in `repo`, or a GitError that says which ref and where."""
+    if (
+        not (repo / ".git").exists()
+        and _git(repo, "rev-parse", "--git-dir", check=False).returncode
+    ):
+        raise GitError(f"{repo} is not a git repository")
+    proc = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    if proc.returncode != 0:
+        raise GitError(f"unknown ref '{ref}' in {repo}: no commit by that name")
+    return proc.stdout.strip()
+
+
+def read_file(repo: Path, sha: str, path: str) -> str | None:
+    proc = _git(repo, "show", f"{sha}:{path}", check=False)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+@dataclass
+class Commit:
+    sha: str
+    subject: str
+    author: str
+    date: str
+
+
+@dataclass
+class ChangedFile:
+    status: str  # A, M, D, R...
+    path: str
+    added: int | None
+    deleted: int | None
+
+
+@dataclass
+class Merge:
+    ok: bool
+    sha: str | None
+    conflicts: list[str]
+
+
+class Scratch:
+    """A temp clone sharing the repository's objects; checkouts live under it."""
+
+    def __init__(self, repo: Path):
+        self.repo = repo
+        self.root = Path(tempfile.mkdtemp(prefix="gatekeeper-git-"))
+        self.clone = self.root / "clone"
+        try:
+            _git(self.root, "clone", "--quiet", "--shared", "--no-checkout", str(repo), "clone")
+        except BaseException:
+            self.close()
+            raise
+
+    def merge(self, base: str, head: str) -> Merge:
+        """Merge head into base without touching a work tree (git merge-tree)."""
+        proc = _git(
+            self.clone,
+            "merge-tree",
+            "--write-tree",
+            "--name-only",
+            "--no-messages",
+            base,
+            head,
+            check=False,
+        )
+        lines = proc.stdout.splitlines()
+        if proc.returncode == 1:
+            return Merge(False, None, sorted({line for line in lines[1:] if line}))
+        if proc.returncode != 0:
+            raise GitError(f"git merge-tree failed: {proc.stderr.strip()}")
+        message = f"gatekeeper: merge {head[:12]} into {base[:12]}"
+        commit = _git(self.clone, "commit-tree", lines[0], "-p", base, "-p", head, "-m", message)
+        return Merge(True, commit.stdout.strip(), [])
+
+    def checkout(self, sha: str, name: str) -> Path:
+        path = self.root / name
+        _git(self.clone, "worktree", "add", "--quiet", "--detach", str(path), sha)
+        return path
+
+    def commits(self, base: str, head: str) -> list[Commit]:
+        out = _git(self.clone, "log", "--format=%H%x1f%s%x1f%an%x1f%aI", f"{base}..{head}").stdout
+        return [Commit(*line.split("\x1f")) for line in out.splitlines() if line]
+
+    def changed_files(self, base: str, merge: str) -> list[ChangedFile]:
+        names = _git(self.clone, "diff", "--name-status", "--no-renames", base, merge).stdout
+        stats = _git(self.clone, "diff", "--numstat", "--no-renames", base, merge).stdout
+        counts: dict[str, tuple[int | None, int | None]] = {}
+        for line in stats.splitlines():
+            added, deleted, path = line.split("\t", 2)
+            counts[path] = (
+                int(added) if added.isdigit() else None,
+                int(deleted) if deleted.isdigit() else None,
+            )
+        files = []
+        for line in names.splitlines():
+            status, path = line.split("\t", 1)
+            files.append(ChangedFile(status, path, *counts.get(path, (None, None))))
+        return files
+
+    def diff(self, base: str, merge: str, path: str) -> str:
+        return _git(self.clone, "diff", base, merge, "--", path).stdout
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Scratch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,643 @@
+"""The validation pipeline: one Job in, one Verdict out. Every entry point calls `validate`.
+
+Order matters and mirrors what a careful maintainer does by hand: merge, build, establish
+the base branch's schema, apply the change's migrations (twice), compare schemas, drive the
+API, re-check earlier fixes, then rate and decide. Who is at fault decides the outcome: a
+failure of the change is a reject, a failure of the gate's own machinery is an error, and
+nothing that did not run can count as passed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bot import ddl, rollback, schema, sqllog
+from bot.auth import auth_headers
+from bot.decision import decide, is_required
+from bot.gitrepo import Scratch
+from bot.job import Job
+from bot.lint import LintOptions, lint_sql
+from bot.migrations import MigrationFailed, Migrator
+from bot.policy import LoadedPolicy, api_env, duration_seconds
+from bot.risk import Observed, assess
+from bot.sandbox import ApiSpec, ApiStartError, Sandbox, SandboxError
+from bot.scenario import RunContext, SuiteResult, load_suites, run_suite
+from bot.verdict import Criterion, Decision, Finding, Stage, Status, Verdict
+from bot.yamlfile import ConfigError
+
+Progress = Callable[[str], None]
+SandboxFactory = Callable[[LoadedPolicy], Sandbox]
+
+_MISSING_EXTENSION = re.compile(
+    r'extension "([^"]+)" is not available'
+    r'|could not open extension control file "[^"]*/([^/"]+)\.control"'
+)
+LOG_TAIL_LINES = 60
+
+
+class Infrastructure(Exception):
+    """The gate could not do its job; the change is not to blame. Ends in decision 'error'."""
+
+    def __init__(self, message: str, log_tail: str = ""):
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+class Aborted(Exception):
+    """The change failed a step that later steps depend on; the verdict is decided already."""
+
+
+def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+def validate(
+    job: Job,
+    repo: Path,
+    loaded: LoadedPolicy,
+    sandbox_factory: SandboxFactory,
+    progress: Progress = lambda _msg: None,
+    environ: Mapping[str, str] | None = None,
+) -> Verdict:
+    """Validate `job` in `repo` under `loaded`; never raises for anything but KeyboardInterrupt."""
+    run = _Run(job, repo, loaded, sandbox_factory, progress, environ or os.environ)
+    return run.execute()
+
+
+class _Run:
+    def __init__(
+        self,
+        job: Job,
+        repo: Path,
+        loaded: LoadedPolicy,
+        sandbox_factory: SandboxFactory,
+        progress: Progress,
+        environ: Mapping[str, str],
+    ):
+        self.job, self.repo, self.loaded = job, repo, loaded
+        self.policy = loaded.policy
+        self.sandbox_factory = sandbox_factory
+        self.progress = progress
+        self.environ = environ
+        self.criteria: list[Criterion] = []
+        self.stages: list[Stage] = []
+        self.evidence: dict[str, Any] = {}
+        self.findings: list[Finding] = []
+        self.observed = Observed()
+        self.suite_results: list[SuiteResult] = []
+        self.started = time.monotonic()
+        self.deadline = self.started + self.policy.timeouts.run
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.progress(name)
+        start = time.monotonic()
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            self.stages.append(Stage(name=name, seconds=time.monotonic() - start, ok=ok))
+        if time.monotonic() > self.deadline:
+            raise Infrastructure(
+                f"the run exceeded timeouts.run ({self.policy.timeouts.run:.0f} s) after '{name}'"
+            )
+
+    def criterion(self, cid: str, title: str, passed: bool | None, evidence: str) -> bool:
+        status = Status.skipped if passed is None else Status.passed if passed else Status.failed
+        self.criteria.append(
+            Criterion(
+                id=cid,
+                title=title,
+                status=status,
+                required=is_required(cid, True, self.policy.decision),
+                evidence=evidence,
+            )
+        )
+        return bool(passed)
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def execute(self) -> Verdict:
+        started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        error: Infrastructure | None = None
+        try:
+            suites = load_suites(self.loaded.suite_paths())
+            headers = auth_headers(self.policy.auth, self.loaded.source, self.environ)
+            env = api_env(self.loaded, self.environ)
+            with Scratch(self.repo) as scratch:
+                self._in_scratch(scratch, suites, headers, env)
+        except Aborted:
+            pass
+        except ConfigError as exc:
+            error = Infrastructure(f"configuration: {exc}")
+        except Infrastructure as exc:
+            error = exc
+        except SandboxError as exc:
+            error = Infrastructure(str(exc), exc.log_tail)
+        except Exception as exc:  # a bug in the gate must never turn into an approve
+            error = Infrastructure(f"internal error: {type(exc).__name__}: {exc}")
+        return self._verdict(started_at, error)
+
+    def _in_scratch(
+        self, scratch: Scratch, suites: list, headers: dict[str, str], env: dict[str, str]
+    ) -> None:
+        job = self.job
+        with self.stage("merge"):
+            merge = scratch.merge(job.base_sha, job.head_sha)
+            self.evidence["commits"] = [
+                c.__dict__ for c in scratch.commits(job.base_sha, job.head_sha)
+            ]
+            if not merge.ok:
+                self.criterion(
+                    "merge",
+                    f"{job.head_ref} merges cleanly into {job.base_ref}",
+                    False,
+                    f"merge conflict in {len(merge.conflicts)} file(s): "
+                    + ", ".join(merge.conflicts),
+                )
+                self.evidence["merge"] = {"conflicts": merge.conflicts}
+                self._skip_all(suites, "not run: the branch does not merge")
+                raise Aborted
+            self.job = job = job.model_copy(update={"merge_sha": merge.sha})
+            self.criterion(
+                "merge",
+                f"{job.head_ref} merges cleanly into {job.base_ref}",
+                True,
+                f"merge commit {merge.sha[:12]} of {job.head_sha[:12]} into {job.base_sha[:12]}",
+            )
+            changed = scratch.changed_files(job.base_sha, merge.sha)
+            self.evidence["changed_files"] = [f.__dict__ for f in changed]
+            self.observed.files_changed = len(changed)
+            self.observed.lines_changed = sum((f.added or 0) + (f.deleted or 0) for f in changed)
+            base_dir = scratch.checkout(job.base_sha, "base")
+            head_dir = scratch.checkout(merge.sha, "merge")
+
+        with self.stage("build"):
+            builds = self._build(head_dir, "merge")
+            ok = all(b["exit"] == 0 for b in builds)
+            failed = next((b for b in builds if b["exit"] != 0), None)
+            self.criterion(
+                "build",
+                "the merge result builds",
+                ok,
+                f"{len(builds)} command(s) ran"
+                if ok
+                else f"`{failed['command']}` exited {failed['exit']}:\n{failed['tail']}",
+            )
+            if not ok:
+                self._skip_all(suites, "not run: the build failed")
+                raise Aborted
+            if self.policy.migrations.mode == "startup":
+                # The base branch's API must run to create the base schema: build it too.
+                base_builds = self._build(base_dir, "base")
+                broken = next((b for b in base_builds if b["exit"] != 0), None)
+                if broken:
+                    raise Infrastructure(
+                        f"the base branch does not build (`{broken['command']}` exited "
+                        f"{broken['exit']}): no baseline to compare against",
+                        broken["tail"],
+                    )
+
+        with self.stage("sandbox"), self.sandbox_factory(self.loaded) as sandbox:
+            self._in_sandbox(sandbox, base_dir, head_dir, suites, headers, env, changed)
+
+    # -- inside the sandbox ------------------------------------------------------------------
+
+    def _in_sandbox(self, sandbox, base_dir, head_dir, suites, headers, env, changed) -> None:
+        policy = self.policy
+        conn = psycopg.connect(sandbox.database_url, autocommit=True)
+        try:
+            self._prepare_database(sandbox, conn)
+            spec = self._api_spec(env)
+            migrator = Migrator(policy, sandbox, spec, conn)
+
+            with self.stage("base schema"):
+                base_log_mark = sandbox.log_mark("database")
+                try:
+                    migrator.establish_base(base_dir)
+                except (MigrationFailed, ApiStartError) as exc:
+                    self._raise_missing_extension(exc)
+                    raise Infrastructure(
+                        f"the base branch's migrations do not apply: {exc}; "
+                        "no baseline to compare against",
+                        getattr(exc, "log_tail", ""),
+                    ) from None
+                base_log = sandbox.logs("database", base_log_mark)
+                base_mark = ddl.mark(conn)
+                before = schema.snapshot(conn)
+                stats_before = schema.table_stats(conn)
+
+            with self.stage("migrate"):
+                api_mark = sandbox.log_mark("api")
+                db_mark = sandbox.log_mark("database")
+                applied = self._apply(migrator, head_dir, changed, suites)
+                head_log = sandbox.logs("database", db_mark)
+                head_mark = ddl.mark(conn)
+                after = schema.snapshot(conn)
+                stats_after = schema.table_stats(conn)
+
+            with self.stage("re-apply"):
+                again = self._reapply(migrator, head_dir, conn, after)
+                self._database_errors(sandbox, db_mark)
+
+            self._record_migration(
+                conn, base_mark, head_mark, before, after, stats_before, stats_after, applied, again
+            )
+            self._lint(migrator, head_dir, changed, before, base_log, head_log)
+            # The statement log served the migration phases; the checks do not need it.
+            conn.execute(f'ALTER DATABASE "{policy.database.name}" RESET log_statement')
+
+            with self.stage("checks"):
+                self._checks(sandbox, migrator, head_dir, suites, headers)
+            self.evidence["logs"] = {
+                "api": tail(sandbox.logs("api", api_mark)),
+                "database": tail(sandbox.logs("database", db_mark), 30),
+            }
+        finally:
+            conn.close()
+            sandbox.stop_api()
+
+    def _prepare_database(self, sandbox: Sandbox, conn: psycopg.Connection) -> None:
+        timeouts = self.policy.timeouts
+        name = self.policy.database.name
+        for setting, value in (
+            ("lock_timeout", timeouts.lock_timeout),
+            ("statement_timeout", timeouts.statement_timeout),
+        ):
+            ms = int(duration_seconds(value) * 1000)
+            conn.execute(f'ALTER DATABASE "{name}" SET {setting} = {ms}')
+        # Lets sqllog find the SQL the change introduced, wherever the API keeps it.
+        conn.execute(f"ALTER DATABASE \"{name}\" SET log_statement = 'all'")
+        ddl.install(conn)
+        wanted = set(self.policy.database.extensions)
+        missing = wanted - sandbox.available_extensions()
+        if missing:
+            raise Infrastructure(_extension_message(sorted(missing), self.policy.database.binaries))
+
+    def _raise_missing_extension(self, exc: Exception) -> None:
+        text = f"{exc}\n{getattr(exc, 'log_tail', '')}"
+        match = _MISSING_EXTENSION.search(text)
+        if match:
+            name = match.group(1) or match.group(2)
+            raise Infrastructure(
+                _extension_message([name], self.policy.database.binaries),
+                getattr(exc, "log_tail", ""),
+            ) from None
+
+    def _api_spec(self, env: dict[str, str]) -> ApiSpec | None:
+        api = self.policy.api
+        if api is None:
+            return None
+        return ApiSpec(
+            command=api.command,
+            env=env,
+            port_env=api.port_env,
+            database_url_env=api.database_url_env,
+            health_path=api.health_path,
+            start_timeout=api.start_timeout,
+        )
+
+    def _apply(self, migrator: Migrator, head_dir: Path, changed, suites) -> list[str]:
+        try:
+            applied = migrator.apply_head(head_dir)
+        except (MigrationFailed, ApiStartError) as exc:
+            self._raise_missing_extension(exc)
+            self.criterion(
+                "migrate.apply",
+                "the change's migrations apply on the base schema",
+                False,
+                f"{exc}\n{tail(getattr(exc, 'log_tail', ''), 25)}".strip(),
+            )
+            self.criterion(
+                "migrate.idempotent",
+                "a second application changes nothing",
+                None,
+                "not run: the first application failed",
+            )
+            self._skip_all(suites, "not run: the migrations did not apply")
+            raise Aborted from None
+        self.observed.edited_migrations = migrator.edited
+        what = ", ".join(applied) if applied else "the API's start-up migrations"
+        self.criterion(
+            "migrate.apply",
+            "the change's migrations apply on the base schema",
+            True,
+            f"applied {what}",
+        )
+        return applied
+
+    def _reapply(self, migrator, head_dir, conn, after) -> schema.SchemaDiff | None:
+        if not self.policy.migrations.reapply:
+            return None
+        try:
+            migrator.reapply(head_dir)
+        except (MigrationFailed, ApiStartError) as exc:
+            self.observed.reapply_failed = True
+            self.criterion(
+                "migrate.idempotent",
+                "a second application changes nothing",
+                False,
+                f"the second application failed: {exc}\n"
+                f"{tail(getattr(exc, 'log_tail', ''), 25)}".strip(),
+            )
+            return None
+        again = schema.diff(after, schema.snapshot(conn))
+        self.observed.reapply_failed = not again.is_empty
+        self.criterion(
+            "migrate.idempotent",
+            "a second application changes nothing",
+            again.is_empty,
+            "applied again: no error, schema unchanged"
+            if again.is_empty
+            else "applied again and the schema changed:\n" + "\n".join(again.lines()),
+        )
+        return again
+
+    def _database_errors(self, sandbox: Sandbox, since: int) -> None:
+        lines = [
+            line
+            for line in sandbox.logs("database", since).splitlines()
+            if re.search(r"\b(ERROR|FATAL|PANIC):", line)
+        ]
+        self.evidence["migration_errors"] = lines[:20]
+        self.criterion(
+            "migrate.errors",
+            "the database logged no errors while migrating",
+            not lines,
+            "no ERROR lines in the database log"
+            if not lines
+            else f"{len(lines)} error line(s):\n" + "\n".join(lines[:5]),
+        )
+
+    def _record_migration(
+        self, conn, base_mark, head_mark, before, after, stats_before, stats_after, applied, again
+    ) -> None:
+        events = ddl.read(conn, base_mark, head_mark)
+        commands = ddl.summarise(events)
+        existing = set(before.tables)
+        diff = schema.diff(before, after)
+        for command in commands:
+            for table in command.rewritten:
+                if table in existing and table not in self.observed.rewritten:
+                    self.observed.rewritten.append(table)
+        for event in events:
+            if event.event != "ddl_command_end" or not event.object_identity:
+                continue
+            table = _table_of(event, existing)
+            if table and event.command_tag in _LOCKING_TAGS:
+                self.observed.locked.setdefault(table, []).append(event.command_tag)
+        self.observed.dropped = diff.destructive()
+        # Declared production sizes win over the sandbox's (nearly empty) tables.
+        rows = {name: s.rows for name, s in stats_before.items()}
+        for name, size in self.policy.tables.items():
+            matches = [t for t in rows if t == name or t.split(".")[-1] == name] or [name]
+            rows.update(dict.fromkeys(matches, size.rows))
+        self.observed.table_rows = rows
+        self.evidence["migration"] = {
+            "mode": self.policy.migrations.mode,
+            "applied": applied,
+            "commands": [c.model_dump(mode="json") for c in commands],
+            "base_events": base_mark,
+        }
+        self.evidence["schema"] = {
+            "diff": diff.lines(),
+            "destructive": diff.destructive(),
+            "diff_data": diff.model_dump(mode="json"),
+            "base_tables": len(before.tables),
+            "head_tables": len(after.tables),
+            "reapply_diff": again.lines() if again is not None else None,
+        }
+        self.evidence["rollback"] = rollback.plan(diff)
+        self.evidence["tables"] = {
+            name: {
+                "rows_before": stats_before[name].rows if name in stats_before else None,
+                "rows_after": stats.rows,
+                "rewritten": name in stats_before
+                and stats_before[name].relfilenode != stats.relfilenode,
+            }
+            for name, stats in stats_after.items()
+        }
+
+    def _lint(self, migrator, head_dir: Path, changed, before, base_log, head_log) -> None:
+        options = LintOptions(
+            known_tables={t.split(".")[-1] for t in before.tables} | set(before.tables),
+            table_rows={name: size.rows for name, size in self.policy.tables.items()},
+            require_idempotent=self.policy.migrations.reapply,
+        )
+        for path, sql in migrator.changed_sql(head_dir, changed):
+            result = lint_sql(sql, file=path, options=options)
+            self.findings.extend(result.findings)
+        if self.policy.migrations.mode != "directory":
+            files = [f.path for f in changed if f.status != "D" and not f.path.endswith(".sql")]
+            new_sql = sqllog.introduced(base_log, head_log)
+            self.evidence["migration"]["introduced_sql"] = new_sql
+            for sql in new_sql:
+                path, line = sqllog.locate(sql, head_dir, files)
+                result = lint_sql(
+                    sql,
+                    file=path or "(run at start-up)",
+                    options=options,
+                    line_offset=(line or 1) - 1,
+                )
+                self.findings.extend(result.findings)
+        self.observed.findings = _dedupe(self.findings)
+        self.findings = self.observed.findings
+
+    def _checks(self, sandbox, migrator, head_dir, suites, headers) -> None:
+        spec = migrator.spec
+        start_marks = {s: sandbox.log_mark(s) for s in ("api", "database")}
+        if spec is not None and sandbox.api_url is None:
+            try:
+                sandbox.start_api(head_dir / self.policy.api.workdir, spec, "head")
+            except ApiStartError as exc:
+                self.criterion(
+                    "api.start",
+                    "the API starts on the migrated database",
+                    False,
+                    f"{exc}\n{tail(exc.log_tail, 25)}",
+                )
+                self._skip_all(suites, "not run: the API did not start")
+                return
+        ctx = RunContext(
+            api_url=sandbox.api_url or "",
+            database_url=sandbox.database_url,
+            logs=sandbox,
+            auth_headers=headers,
+            step_timeout=self.policy.timeouts.step,
+            api_start_marks=migrator.start_marks or start_marks,
+            variables={"run_id": self.job.head_sha[:8]},
+        )
+        for suite in suites:
+            self.progress(f"checks: {suite.id}")
+            result = run_suite(suite, ctx)
+            self.suite_results.append(result)
+            for step in result.steps:
+                crit = step.criterion
+                crit.required = is_required(crit.id, crit.required, self.policy.decision)
+                self.criteria.append(crit)
+                budget = next(
+                    (s.within_ms for s in suite.steps if s.id == crit.id.split("/")[-1]), None
+                )
+                if budget and crit.duration_ms and crit.duration_ms > 0.8 * budget:
+                    self.observed.slow_steps.append(
+                        f"{crit.id} took {crit.duration_ms:.0f} ms of its {budget:.0f} ms budget"
+                    )
+        self.evidence["suites"] = [r.model_dump(mode="json") for r in self.suite_results]
+
+    def _skip_all(self, suites, why: str) -> None:
+        for suite in suites:
+            for step in suite.steps:
+                cid = f"{suite.id}/{step.id}"
+                self.criteria.append(
+                    Criterion(
+                        id=cid,
+                        title=step.title or cid,
+                        status=Status.skipped,
+                        required=is_required(cid, step.required, self.policy.decision),
+                        evidence=why,
+                        suite=suite.id,
+                        bug_id=suite.bug_id,
+                    )
+                )
+
+    def _build(self, workdir: Path, label: str) -> list[dict[str, Any]]:
+        results = []
+        budget_end = time.monotonic() + self.policy.build.timeout
+        for command in self.policy.build.commands:
+            start = time.monotonic()
+            remaining = budget_end - start
+            try:
+                proc = subprocess.run(
+                    command,
+                    shell=True,
+                    cwd=workdir,
+                    capture_output=True,
+                    text=True,
+                    timeout=max(remaining, 0.1),
+                    env={**self.environ},
+                    check=False,
+                )
+                code, output = proc.returncode, proc.stdout + proc.stderr
+            except subprocess.TimeoutExpired as exc:
+                code = -1
+                output = (
+                    f"{_text(exc.stdout)}{_text(exc.stderr)}\n(timed out after "
+                    f"build.timeout = {self.policy.build.timeout:.0f} s)"
+                )
+            results.append(
+                {
+                    "label": label,
+                    "command": command,
+                    "exit": code,
+                    "seconds": round(time.monotonic() - start, 3),
+                    "tail": tail(output, 30),
+                }
+            )
+            if code != 0:
+                break
+        self.evidence.setdefault("build", []).extend(results)
+        return results
+
+    # -- the verdict -------------------------------------------------------------------------
+
+    def _verdict(self, started_at: str, error: Infrastructure | None) -> Verdict:
+        job = self.job.model_dump(mode="json")
+        seconds = round(time.monotonic() - self.started, 3)
+        self.observed.criteria = self.criteria
+        if error is not None:
+            if error.log_tail:
+                self.evidence["error_log"] = tail(error.log_tail)
+            return Verdict(
+                decision=Decision.error,
+                risk=None,
+                summary=f"error: {error}",
+                reasons=[str(error)],
+                job=job,
+                criteria=self.criteria,
+                findings=self.findings,
+                stages=self.stages,
+                evidence=self.evidence,
+                started_at=started_at,
+                seconds=seconds,
+            )
+        risk, score, factors = assess(self.observed)
+        decision, reasons = decide(self.criteria, risk, self.policy.decision)
+        passed = sum(c.status is Status.passed for c in self.criteria)
+        summary = (
+            f"{decision.value}: risk {risk.value}, {passed}/{len(self.criteria)} criteria passed"
+        )
+        blocking = [c.id for c in self.criteria if c.required and c.status is not Status.passed]
+        if blocking:
+            summary += f"; failed: {', '.join(blocking[:4])}" + (
+                " ..." if len(blocking) > 4 else ""
+            )
+        return Verdict(
+            decision=decision,
+            risk=risk,
+            summary=summary,
+            reasons=reasons,
+            job=job,
+            criteria=self.criteria,
+            risk_factors=factors,
+            risk_score=score,
+            findings=self.findings,
+            stages=self.stages,
+            evidence=self.evidence,
+            started_at=started_at,
+            seconds=seconds,
+        )
+
+
+_LOCKING_TAGS = {"ALTER TABLE", "CREATE INDEX", "DROP INDEX", "CREATE TRIGGER", "ALTER INDEX"}
+
+
+def _table_of(event: ddl.DdlEvent, existing: set[str]) -> str | None:
+    """The existing table an event touched: the object itself, or an index's table."""
+    identity = event.object_identity or ""
+    if identity in existing:
+        return identity
+    query = event.query or ""
+    for table in existing:
+        short = table.split(".")[-1]
+        if event.object_type == "index" and re.search(
+            rf"\bON\s+(ONLY\s+)?(\w+\.)?\"?{re.escape(short)}\"?\b", query, re.IGNORECASE
+        ):
+            return table
+    return None
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    out: dict[tuple[str, str | None, str | None], Finding] = {}
+    for f in findings:
+        out.setdefault((f.rule, f.statement, f.message), f)
+    return list(out.values())
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _extension_message(names: list[str], binaries: str) -> str:
+    listed = ", ".join(f"'{n}'" for n in names)
+    return (
+        f"the migrations need the extension(s) {listed}, which the PostgreSQL in use "
+        f"(database.binaries: {binaries}) does not ship. This is not the change's fault. "
+        "Set `database.binaries: system` in the policy (with the distribution's "
+        "postgresql package installed, e.g. `apt-get install postgresql-15`) or point it "
+        "at a PostgreSQL bin directory that has them."
+    )

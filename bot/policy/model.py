@@ -1,0 +1,178 @@
+"""The policy: what a repository's maintainers decide about their gate, as a typed model.
+
+Every key is documented here once; `gatekeeper policy schema` turns these models into the
+JSON Schema editors use, so the docs and the validation never disagree.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bot.verdict import Decision, Risk
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)?\s*$")
+
+
+def duration_seconds(value: str | float | int) -> float:
+    """'5s', '250ms', '2min', 10 -> seconds. Policies mix PostgreSQL-style and plain numbers."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"'{value}' is not a duration (use e.g. 500ms, 5s, 2min)")
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    return number * {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600}[unit]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Branches(Strict):
+    builder: list[str] = Field(
+        default_factory=lambda: ["builder/*"],
+        description="Glob patterns of builder branches whose pull requests are validated.",
+    )
+    target: list[str] = Field(
+        default_factory=lambda: ["main"], description="Glob patterns of protected target branches."
+    )
+
+
+class Build(Strict):
+    commands: list[str] = Field(
+        default_factory=list, description="Shell commands run in the merge result, in order."
+    )
+    timeout: float = Field(600, gt=0, description="Seconds for all build commands together.")
+
+
+class Api(Strict):
+    command: str = Field(description="Shell command that starts the API under test.")
+    workdir: str = Field(".", description="Directory of the repository to run it in.")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment; ${NAME} expands from the environment gatekeeper runs in.",
+    )
+    port_env: str = Field("PORT", description="Variable through which the API gets its port.")
+    database_url_env: str = Field("DATABASE_URL", description="Variable for the database URL.")
+    health_path: str = Field("/healthz", pattern=r"^/")
+    start_timeout: float = Field(30, gt=0, description="Seconds to wait for health.")
+
+
+class Database(Strict):
+    binaries: str = Field(
+        "embedded",
+        description="'embedded' (PostgreSQL 18 from pip), 'system' (the distribution's "
+        "postgresql package) or a path to a PostgreSQL bin directory.",
+    )
+    name: str = Field("app", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    extensions: list[str] = Field(
+        default_factory=list,
+        description="Extensions the migrations need; checked before anything runs.",
+    )
+
+
+class Migrations(Strict):
+    mode: Literal["startup", "directory", "command"] = Field(
+        "startup",
+        description="startup: the API applies them when it starts; directory: *.sql files "
+        "applied in name order; command: a shell command with the database URL in its env.",
+    )
+    directory: str | None = Field(None, description="For mode 'directory', relative to the repo.")
+    command: str | None = Field(None, description="For mode 'command'.")
+    reapply: bool = Field(True, description="Apply a second time to prove idempotency.")
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> Migrations:
+        if self.mode == "directory" and not self.directory:
+            raise ValueError("mode 'directory' needs 'directory'")
+        if self.mode == "command" and not self.command:
+            raise ValueError("mode 'command' needs 'command'")
+        return self
+
+
+class Auth(Strict):
+    type: Literal["none", "jwt", "bearer"] = "none"
+    secret_env: str | None = Field(
+        None, description="jwt: variable holding the signing secret; bearer: the token."
+    )
+    algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    claims: dict[str, str | int | bool | list[str]] = Field(default_factory=dict)
+    ttl_seconds: int = Field(3600, gt=0)
+    header: str = "Authorization"
+
+    @model_validator(mode="after")
+    def _needs_secret(self) -> Auth:
+        if self.type != "none" and not self.secret_env:
+            raise ValueError(f"auth type '{self.type}' needs 'secret_env'")
+        return self
+
+
+class Timeouts(Strict):
+    step: float = Field(10, gt=0, description="Seconds for one check step's request.")
+    lock_timeout: str = Field("5s", description="Applied to the database during migrations.")
+    statement_timeout: str = Field("60s", description="Applied to the database during the run.")
+    run: float = Field(900, gt=0, description="Seconds for the whole validation.")
+
+    @field_validator("lock_timeout", "statement_timeout")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+
+class Decide(Strict):
+    required: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Glob patterns of criterion ids that must pass; a failure rejects.",
+    )
+    risk: dict[Risk, Literal["approve", "review", "reject"]] = Field(
+        default_factory=lambda: {
+            Risk.low: "approve",
+            Risk.medium: "approve",
+            Risk.high: "review",
+            Risk.critical: "reject",
+        },
+        description="Decision for each risk level when every required criterion passed.",
+    )
+
+    @field_validator("risk")
+    @classmethod
+    def _all_levels(cls, value: dict[Risk, str]) -> dict[Risk, str]:
+        missing = [level.value for level in Risk if level not in value]
+        if missing:
+            raise ValueError(f"no decision for risk level(s): {', '.join(missing)}")
+        return value
+
+    def for_risk(self, risk: Risk) -> Decision:
+        return Decision(self.risk[risk])
+
+
+class TableSize(Strict):
+    rows: int = Field(ge=0, description="Expected production row count.")
+
+
+class Policy(Strict):
+    version: Literal[1] = 1
+    name: str = ""
+    branches: Branches = Field(default_factory=Branches)
+    build: Build = Field(default_factory=Build)
+    api: Api | None = Field(None, description="Without it, only migrations and SQL checks run.")
+    database: Database = Field(default_factory=Database)
+    migrations: Migrations = Field(default_factory=Migrations)
+    auth: Auth = Field(default_factory=Auth)
+    suites: list[str] = Field(
+        default_factory=list,
+        description="Check suite files or directories, relative to the policy file.",
+    )
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    decision: Decide = Field(default_factory=Decide)
+    tables: dict[str, TableSize] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _startup_needs_api(self) -> Policy:
+        if self.migrations.mode == "startup" and self.api is None:
+            raise ValueError("migrations mode 'startup' needs an 'api' section to start")
+        return self

