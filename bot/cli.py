@@ -187,14 +187,16 @@ def policy_schema() -> None:
     sys.stdout.write(json.dumps(Policy.model_json_schema(), indent=2) + "\n")
 
 
+EXIT_INTERRUPTED = 130  # typer turns KeyboardInterrupt into this exit code
+
+
 def main() -> None:
     raise_keyboard_interrupt_on_sigterm()
     try:
         code = app(standalone_mode=False)
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted: the sandbox and scratch files were removed[/]")
-        sys.exit(130)
     except click.ClickException as exc:  # usage errors: exit 2 with click's message
         exc.show()
         sys.exit(exc.exit_code)
+    if code == EXIT_INTERRUPTED:
+        err.print("[yellow]interrupted: the sandbox and scratch files were removed[/]")
     sys.exit(code if isinstance(code, int) else 0)

@@ -6,12 +6,12 @@ change, apply it again — and this module knows how for each mode.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pglast
 import psycopg
 
+from bot import shell
 from bot.policy.model import Policy
 from bot.sandbox import ApiSpec, Sandbox
 
@@ -40,9 +40,9 @@ class Migrator:
     # -- the three phases --------------------------------------------------------------------
 
     def establish_base(self, base_dir: Path) -> None:
+        """Create the base schema. In startup mode the base API is left running."""
         if self.mode == "startup":
-            self._start_api(base_dir, "base")
-            self.sandbox.stop_api()
+            self.start_api(base_dir, "base")
         elif self.mode == "directory":
             self.base_files = self._sql_files(base_dir)
             for name, sql in self.base_files.items():
@@ -53,7 +53,7 @@ class Migrator:
     def apply_head(self, head_dir: Path) -> list[str]:
         """Apply what the change adds; returns the files applied (directory mode)."""
         if self.mode == "startup":
-            self._start_api(head_dir, "head")
+            self.start_api(head_dir, "head")
             return []
         if self.mode == "directory":
             files = self._sql_files(head_dir)
@@ -73,7 +73,7 @@ class Migrator:
         """A retried deploy or a second replica does exactly this."""
         if self.mode == "startup":
             self.sandbox.stop_api()
-            self._start_api(head_dir, "head (second start)")
+            self.start_api(head_dir, "head (second start)")
         elif self.mode == "directory":
             files = self._sql_files(head_dir)
             for name in self.head_files:
@@ -91,7 +91,7 @@ class Migrator:
 
     # -- modes -------------------------------------------------------------------------------
 
-    def _start_api(self, checkout: Path, name: str) -> None:
+    def start_api(self, checkout: Path, name: str) -> None:
         assert self.spec is not None and self.policy.api is not None
         self.start_marks = {s: self.sandbox.log_mark(s) for s in ("api", "database")}
         self.sandbox.start_api(checkout / self.policy.api.workdir, self.spec, name)
@@ -118,20 +118,13 @@ class Migrator:
     def _run_command(self, checkout: Path, label: str) -> None:
         command = self.policy.migrations.command or ""
         env_name = self.spec.database_url_env if self.spec else "DATABASE_URL"
-        proc = subprocess.run(
-            command,
-            shell=True,
-            cwd=checkout,
-            capture_output=True,
-            text=True,
-            env={**os.environ, env_name: self.sandbox.database_url},
-            timeout=self.policy.timeouts.run,
-            check=False,
-        )
-        if proc.returncode != 0:
-            output = (proc.stdout + proc.stderr).strip()
+        env = {**os.environ, env_name: self.sandbox.database_url}
+        result = shell.run(command, checkout, env, self.policy.timeouts.run)
+        if result.code != 0:
+            ended = "timed out" if result.code is None else f"exited {result.code}"
+            last = result.output.strip().splitlines()[-1:] or [""]
             raise MigrationFailed(
-                f"migration command ({label}) `{command}` exited {proc.returncode}", output
+                f"migration command ({label}) `{command}` {ended}: {last[0]}", result.output
             )
 
 

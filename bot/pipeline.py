@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from bot import ddl, rollback, schema, sqllog
+from bot import ddl, rollback, schema, shell, sqllog
 from bot.auth import auth_headers
 from bot.decision import decide, is_required
 from bot.gitrepo import Scratch
@@ -31,7 +30,7 @@ from bot.migrations import MigrationFailed, Migrator
 from bot.policy import LoadedPolicy, api_env, duration_seconds
 from bot.risk import Observed, assess
 from bot.sandbox import ApiSpec, ApiStartError, Sandbox, SandboxError
-from bot.scenario import RunContext, SuiteResult, load_suites, run_suite
+from bot.scenario import RunContext, StepResult, SuiteResult, load_suites, run_suite
 from bot.verdict import Criterion, Decision, Finding, Stage, Status, Verdict
 from bot.yamlfile import ConfigError
 
@@ -95,6 +94,7 @@ class _Run:
         self.findings: list[Finding] = []
         self.observed = Observed()
         self.suite_results: list[SuiteResult] = []
+        self.baseline: dict[str, StepResult] = {}
         self.started = time.monotonic()
         self.deadline = self.started + self.policy.timeouts.run
 
@@ -211,7 +211,9 @@ class _Run:
                         broken["tail"],
                     )
 
-        with self.stage("sandbox"), self.sandbox_factory(self.loaded) as sandbox:
+        with ExitStack() as stack:
+            with self.stage("sandbox"):
+                sandbox = stack.enter_context(self.sandbox_factory(self.loaded))
             self._in_sandbox(sandbox, base_dir, head_dir, suites, headers, env, changed)
 
     # -- inside the sandbox ------------------------------------------------------------------
@@ -236,39 +238,45 @@ class _Run:
                         getattr(exc, "log_tail", ""),
                     ) from None
                 base_log = sandbox.logs("database", base_log_mark)
+
+            with self.stage("base checks"):
+                self._baseline(sandbox, migrator, base_dir, suites, headers)
+                sandbox.stop_api()
                 base_mark = ddl.mark(conn)
                 before = schema.snapshot(conn)
                 stats_before = schema.table_stats(conn)
 
             with self.stage("migrate"):
-                api_mark = sandbox.log_mark("api")
                 db_mark = sandbox.log_mark("database")
                 applied = self._apply(migrator, head_dir, changed, suites)
                 head_log = sandbox.logs("database", db_mark)
+                # The statement log served the migration; the checks do not need it.
+                conn.execute(f'ALTER DATABASE "{policy.database.name}" RESET log_statement')
                 head_mark = ddl.mark(conn)
                 after = schema.snapshot(conn)
                 stats_after = schema.table_stats(conn)
 
+            # The checks run on the first deployment, before the re-apply: a migration that
+            # breaks on the second start-up still gets its behaviour on record.
+            with self.stage("checks"):
+                self._checks(sandbox, migrator, head_dir, suites, headers)
+
             with self.stage("re-apply"):
+                reapply_mark = sandbox.log_mark("database")
                 again = self._reapply(migrator, head_dir, conn, after)
-                self._database_errors(sandbox, db_mark)
+                self._database_errors(head_log + sandbox.logs("database", reapply_mark))
 
             self._record_migration(
                 conn, base_mark, head_mark, before, after, stats_before, stats_after, applied, again
             )
             self._lint(migrator, head_dir, changed, before, base_log, head_log)
-            # The statement log served the migration phases; the checks do not need it.
-            conn.execute(f'ALTER DATABASE "{policy.database.name}" RESET log_statement')
-
-            with self.stage("checks"):
-                self._checks(sandbox, migrator, head_dir, suites, headers)
-            self.evidence["logs"] = {
-                "api": tail(sandbox.logs("api", api_mark)),
-                "database": tail(sandbox.logs("database", db_mark), 30),
-            }
         finally:
             conn.close()
             sandbox.stop_api()
+            self.evidence["logs"] = {
+                "api": tail(sandbox.logs("api")),
+                "database": tail(sandbox.logs("database"), 30),
+            }
 
     def _prepare_database(self, sandbox: Sandbox, conn: psycopg.Connection) -> None:
         timeouts = self.policy.timeouts
@@ -366,12 +374,9 @@ class _Run:
         )
         return again
 
-    def _database_errors(self, sandbox: Sandbox, since: int) -> None:
-        lines = [
-            line
-            for line in sandbox.logs("database", since).splitlines()
-            if re.search(r"\b(ERROR|FATAL|PANIC):", line)
-        ]
+    def _database_errors(self, log: str) -> None:
+        """Errors the server logged while the change's migrations ran (both applications)."""
+        lines = [line for line in log.splitlines() if re.search(r"\b(ERROR|FATAL|PANIC):", line)]
         self.evidence["migration_errors"] = lines[:20]
         self.criterion(
             "migrate.errors",
@@ -456,12 +461,62 @@ class _Run:
         self.observed.findings = _dedupe(self.findings)
         self.findings = self.observed.findings
 
+    def _context(self, sandbox: Sandbox, headers: dict[str, str], marks: dict[str, int]):
+        return RunContext(
+            api_url=sandbox.api_url or "",
+            database_url=sandbox.database_url,
+            logs=sandbox,
+            auth_headers=headers,
+            step_timeout=self.policy.timeouts.step,
+            api_start_marks=marks,
+            variables={"run_id": self.job.head_sha[:8]},
+        )
+
+    def _baseline(self, sandbox, migrator, base_dir, suites, headers) -> None:
+        """Run the suites against the base branch too, so the report can say what the change
+        fixed and what it broke. Informational: a baseline failure never decides anything."""
+        if migrator.spec is None or not suites:
+            return
+        if sandbox.api_url is None:
+            try:
+                migrator.start_api(base_dir, "base")
+            except ApiStartError as exc:
+                self.evidence["baseline_error"] = f"the base branch's API did not start: {exc}"
+                return
+        ctx = self._context(sandbox, headers, migrator.start_marks)
+        for suite in suites:
+            for step in run_suite(suite, ctx).steps:
+                self.baseline[step.criterion.id] = step
+
+    def _compare_with_baseline(self) -> None:
+        rows = []
+        for crit in self.criteria:
+            base = self.baseline.get(crit.id)
+            if base is None:
+                continue
+            before = base.criterion.status
+            if before is Status.passed and crit.status is Status.failed:
+                crit.evidence += " — it passed on the base branch: this change broke it"
+            elif before is not Status.passed and crit.status is Status.passed:
+                crit.evidence += " — it failed on the base branch: this change fixed it"
+            rows.append(
+                {
+                    "id": crit.id,
+                    "title": crit.title,
+                    "base": before.value,
+                    "head": crit.status.value,
+                    "base_ms": base.duration_ms,
+                    "head_ms": crit.duration_ms,
+                    "base_evidence": base.criterion.evidence,
+                }
+            )
+        self.evidence["baseline"] = rows
+
     def _checks(self, sandbox, migrator, head_dir, suites, headers) -> None:
         spec = migrator.spec
-        start_marks = {s: sandbox.log_mark(s) for s in ("api", "database")}
         if spec is not None and sandbox.api_url is None:
             try:
-                sandbox.start_api(head_dir / self.policy.api.workdir, spec, "head")
+                migrator.start_api(head_dir, "head")
             except ApiStartError as exc:
                 self.criterion(
                     "api.start",
@@ -471,15 +526,7 @@ class _Run:
                 )
                 self._skip_all(suites, "not run: the API did not start")
                 return
-        ctx = RunContext(
-            api_url=sandbox.api_url or "",
-            database_url=sandbox.database_url,
-            logs=sandbox,
-            auth_headers=headers,
-            step_timeout=self.policy.timeouts.step,
-            api_start_marks=migrator.start_marks or start_marks,
-            variables={"run_id": self.job.head_sha[:8]},
-        )
+        ctx = self._context(sandbox, headers, migrator.start_marks)
         for suite in suites:
             self.progress(f"checks: {suite.id}")
             result = run_suite(suite, ctx)
@@ -496,6 +543,7 @@ class _Run:
                         f"{crit.id} took {crit.duration_ms:.0f} ms of its {budget:.0f} ms budget"
                     )
         self.evidence["suites"] = [r.model_dump(mode="json") for r in self.suite_results]
+        self._compare_with_baseline()
 
     def _skip_all(self, suites, why: str) -> None:
         for suite in suites:
@@ -518,35 +566,20 @@ class _Run:
         budget_end = time.monotonic() + self.policy.build.timeout
         for command in self.policy.build.commands:
             start = time.monotonic()
-            remaining = budget_end - start
-            try:
-                proc = subprocess.run(
-                    command,
-                    shell=True,
-                    cwd=workdir,
-                    capture_output=True,
-                    text=True,
-                    timeout=max(remaining, 0.1),
-                    env={**self.environ},
-                    check=False,
-                )
-                code, output = proc.returncode, proc.stdout + proc.stderr
-            except subprocess.TimeoutExpired as exc:
-                code = -1
-                output = (
-                    f"{_text(exc.stdout)}{_text(exc.stderr)}\n(timed out after "
-                    f"build.timeout = {self.policy.build.timeout:.0f} s)"
-                )
+            result = shell.run(command, workdir, self.environ, budget_end - start)
+            output = result.output
+            if result.code is None:
+                output += f"\n(timed out: build.timeout is {self.policy.build.timeout:.0f} s)"
             results.append(
                 {
                     "label": label,
                     "command": command,
-                    "exit": code,
+                    "exit": -1 if result.code is None else result.code,
                     "seconds": round(time.monotonic() - start, 3),
                     "tail": tail(output, 30),
                 }
             )
-            if code != 0:
+            if result.code != 0:
                 break
         self.evidence.setdefault("build", []).extend(results)
         return results
@@ -624,12 +657,6 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
     for f in findings:
         out.setdefault((f.rule, f.statement, f.message), f)
     return list(out.values())
-
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def _extension_message(names: list[str], binaries: str) -> str:

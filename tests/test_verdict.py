@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import bot
 from bot.decision import decide
 from bot.policy.model import Decide
-import bot
 from bot.verdict import EXIT_CODES, Criterion, Decision, Risk, Status, Verdict
 
 
@@ -17,12 +17,12 @@ def test_kept_schema_matches_the_model():
 
 
 def test_exit_codes_table():
-    assert EXIT_CODES == {
+    assert {
         Decision.approve: 0,
         Decision.reject: 1,
         Decision.error: 2,
         Decision.review: 3,
-    }
+    } == EXIT_CODES
 
 
 def crit(cid: str, status: Status, required: bool = True) -> Criterion:
@@ -45,7 +45,9 @@ def test_nothing_passed_never_approves():
 
 
 def test_risk_maps_through_the_policy():
-    rules = Decide(risk={"low": "approve", "medium": "review", "high": "review", "critical": "reject"})
+    rules = Decide(
+        risk={"low": "approve", "medium": "review", "high": "review", "critical": "reject"}
+    )
     passed = [crit("a", Status.passed), crit("b", Status.failed, required=False)]
     assert decide(passed, Risk.low, rules)[0] is Decision.approve
     assert decide(passed, Risk.medium, rules)[0] is Decision.review

@@ -375,6 +375,10 @@ class _Linter:
             message += f" ({hit.table}: ~{rows:,} rows)"
             if rows > BIG_TABLE_ROWS and (rule.rewrites or rule.scans):
                 level = list(Risk)[min(level.rank + 1, len(Risk) - 1)]
+            elif rows < BIG_TABLE_ROWS and rule.lock is not None and level is Risk.medium:
+                # A declared size below a million rows: the lock is held for well under a
+                # second. Still reported, as a low-level note rather than a risk.
+                level = Risk.low
         return Finding(
             rule=rule.id,
             level=self.options.severity.get(rule.id, level),
@@ -541,6 +545,8 @@ def _constant_text(value: ast.Node) -> str:
 def _suppression_target(
     comment: _Comment, statements: Sequence[Statement], line: Callable[[int], int]
 ) -> Statement | None:
+    """The statement ending before a trailing comment on its line; else the next statement, or
+    the statement the comment sits in (the next one inside it first, for DO blocks)."""
     if comment.trailing:
         ended = [
             s for s in statements if s.end <= comment.offset and line(s.end) == line(comment.offset)
@@ -548,6 +554,10 @@ def _suppression_target(
         if ended:
             return max(ended, key=lambda s: s.end)
     following = [s for s in statements if s.offset > comment.offset]
+    containers = [s for s in statements if s.offset < comment.offset < s.end]
+    if containers:
+        innermost = max(containers, key=lambda s: s.offset)
+        following = [s for s in following if s.offset < innermost.end] or [innermost]
     return min(following, key=lambda s: s.offset) if following else None
 
 

@@ -6,13 +6,13 @@ column's NOT NULL may be a flag or a constraint; these helpers absorb that once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pglast import ast, enums
 
-from bot.lint.model import Lock, LockMode
+from bot.lint.model import Lock, LockMode, Statement
 
 AT = enums.AlterTableType
 CT = enums.ConstrType
@@ -129,10 +129,10 @@ def is_not_null(column: ast.ColumnDef) -> bool:
     )
 
 
-def column_types(history: Any, table: str) -> dict[str, PgType]:
+def column_types(statements: Iterable[Statement], table: str) -> dict[str, PgType]:
     """Column types this migration declared for `table` so far (later ALTER TYPE wins)."""
     types: dict[str, PgType] = {}
-    for stmt in history:
+    for stmt in statements:
         for name, column in defined_columns(stmt.node):
             if name == table and column.typeName is not None:
                 types[column.colname] = pg_type(column.typeName)

@@ -196,6 +196,17 @@ def test_suppression_at_the_end_of_the_line_names_several_rules() -> None:
     assert _by_rule(result, "ban-drop-column") == [(2, "high")]
 
 
+def test_suppression_inside_a_multi_line_statement() -> None:
+    sql = (
+        "ALTER TABLE accounts -- gatekeeper:ignore ban-drop-column emptied in release 40\n"
+        "  DROP COLUMN legacy;\n"
+        "ALTER TABLE orders DROP COLUMN legacy;"
+    )
+    result = lint_sql(sql)
+    assert [(f.rule, f.line) for f in result.suppressed] == [("ban-drop-column", 1)]
+    assert _by_rule(result, "ban-drop-column") == [(3, "high")]
+
+
 def test_suppression_without_reason_is_a_finding_and_not_applied() -> None:
     sql = "-- gatekeeper:ignore ban-truncate\nTRUNCATE sessions;"
     result = lint_sql(sql)
@@ -308,7 +319,7 @@ def test_renamed_existing_table_still_exists() -> None:
     assert _by_rule(result, "require-concurrent-index-creation") == [(2, "medium")]
 
 
-def test_table_rows_raise_the_level_of_scans_and_rewrites_only() -> None:
+def test_table_rows_scale_the_level_of_scans_and_rewrites_only() -> None:
     sql = "CREATE INDEX i ON events (at);\nALTER TABLE events RENAME COLUMN at TO happened_at;"
     options = LintOptions(table_rows={"events": 40_000_000})
     result = lint_sql(sql, options=options)
@@ -318,7 +329,10 @@ def test_table_rows_raise_the_level_of_scans_and_rewrites_only() -> None:
     (rename,) = [f for f in result.findings if f.rule == "renaming-column"]
     assert rename.level is Risk.high  # its default: a rename is instant at any size
     small = lint_sql(sql, options=LintOptions(table_rows={"events": 5_000}))
-    assert _by_rule(small, "require-concurrent-index-creation") == [(1, "medium")]
+    assert _by_rule(small, "require-concurrent-index-creation") == [(1, "low")]
+    assert _by_rule(small, "renaming-column") == [(2, "high")]  # breaks code at any size
+    unknown = lint_sql(sql)
+    assert _by_rule(unknown, "require-concurrent-index-creation") == [(1, "medium")]
 
 
 def test_severity_override() -> None:

@@ -40,13 +40,17 @@ def test_shipped_policies_load():
 def test_typo_names_line_column_and_closest_key(tmp_path):
     found = problems(tmp_path, "version: 1\nmigrations:\n  mode: startup\n  reaply: true\n")
     assert any(
-        p.endswith("gatekeeper.yml:4:3: unknown key 'reaply' in migrations; did you mean 'reapply'?")
+        p.endswith(
+            "gatekeeper.yml:4:3: unknown key 'reaply' in migrations; did you mean 'reapply'?"
+        )
         for p in found
     ), found
 
 
 def test_unknown_top_level_key_lists_valid_keys_when_nothing_is_close(tmp_path):
-    (problem,) = problems(tmp_path, "version: 1\nzzz: 3\nmigrations: {mode: directory, directory: m}\n")
+    (problem,) = problems(
+        tmp_path, "version: 1\nzzz: 3\nmigrations: {mode: directory, directory: m}\n"
+    )
     assert ":2:1: unknown key 'zzz'" in problem
     assert "valid keys:" in problem and "migrations" in problem
 
@@ -92,9 +96,7 @@ def test_decision_rules_must_cover_every_risk(tmp_path):
 
 
 def test_env_expansion_names_the_missing_variable(tmp_path):
-    path = write(
-        tmp_path, "api:\n  command: run\n  env:\n    SECRET: ${GK_TEST_UNSET_VARIABLE}\n"
-    )
+    path = write(tmp_path, "api:\n  command: run\n  env:\n    SECRET: ${GK_TEST_UNSET_VARIABLE}\n")
     loaded = load_policy(path)
     assert api_env(loaded, {"GK_TEST_UNSET_VARIABLE": "x"}) == {"SECRET": "x"}
     with pytest.raises(ConfigError, match=r"api.env.SECRET needs \$\{GK_TEST_UNSET_VARIABLE\}"):
@@ -112,7 +114,9 @@ def test_policy_check_command(tmp_path):
     ok = subprocess.run([*GATEKEEPER, "policy", "check", str(good)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     bad = write(tmp_path, "migratons: {}\n")
-    proc = subprocess.run([*GATEKEEPER, "policy", "check", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [*GATEKEEPER, "policy", "check", str(bad)], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "gatekeeper.yml:1:1: unknown key 'migratons'" in proc.stderr
     assert "did you mean 'migrations'?" in proc.stderr
@@ -125,4 +129,6 @@ def test_policy_schema_command_prints_json_schema_in_sync_with_the_file():
     assert printed["additionalProperties"] is False
     assert "migrations" in printed["properties"]
     kept = json.loads((data_path("policies") / "policy.schema.json").read_text())
-    assert kept == printed, "policies/policy.schema.json is stale: regenerate with `gatekeeper policy schema`"
+    assert kept == printed, (
+        "policies/policy.schema.json is stale: regenerate with `gatekeeper policy schema`"
+    )

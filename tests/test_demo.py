@@ -1,0 +1,44 @@
+"""`gatekeeper demo`: the five builder fixes get the decisions a careful maintainer would give."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.demo import load_builder
+
+
+@pytest.mark.slow
+def test_demo_decides_every_case_as_expected(tmp_path: Path):
+    out = tmp_path / "reports"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "demo", "--json", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["all_match"] is True
+    cases = {case.name: case for case in load_builder().build(tmp_path / "repo")}
+    assert {c["case"] for c in result["cases"]} == set(cases) and len(cases) >= 5
+    for row in result["cases"]:
+        case = cases[row["case"]]
+        assert row["decision"] == case.expected_decision, row
+        if case.expected_risk:
+            assert row["risk"] in case.expected_risk, row
+        verdict = json.loads((out / case.name / "verdict.json").read_text())
+        text = json.dumps(verdict)
+        for needle in case.evidence:
+            assert needle in text, f"{case.name}: {needle!r} missing from the verdict"
+        report = (out / case.name / "report.md").read_text()
+        assert f"Gatekeeper: {case.expected_decision.upper()}" in report
+    regression = json.loads((out / "regression" / "verdict.json").read_text())
+    assert any(
+        c["bug_id"] == "P1-DATABASE-001" and c["status"] == "failed" for c in regression["criteria"]
+    )
+    assert any("P1-DATABASE-001" in reason for reason in regression["reasons"])

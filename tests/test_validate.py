@@ -1,0 +1,347 @@
+"""`gatekeeper validate` end to end: real git, real PostgreSQL, real processes, real exit codes.
+
+Most cases use a tiny repository whose migrations are SQL files (no API), so each run takes
+about a second; the demo's API cases are covered in test_demo.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+GATEKEEPER = [sys.executable, "-m", "bot"]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def commit(repo: Path, files: dict[str, str], message: str) -> None:
+    for name, text in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+
+
+POLICY = """\
+version: 1
+migrations: {mode: directory, directory: migrations}
+timeouts: {lock_timeout: 1s, statement_timeout: 20s}
+tables: {items: {rows: 1000}}
+suites: [../checks]
+"""
+
+CHECK = """\
+id: schema
+title: The items table answers
+steps:
+  - id: items
+    sql: {query: "SELECT count(*) AS n FROM items"}
+    expect: {rows: 1}
+"""
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """main: one table, a policy of its own and a check; builder branches add to it."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    commit(
+        repo,
+        {
+            ".github/gatekeeper.yml": POLICY,
+            "checks/schema.yml": CHECK,
+            "migrations/001_items.sql": "CREATE TABLE items (id bigint PRIMARY KEY, name text);\n",
+        },
+        "base",
+    )
+    return repo
+
+
+def branch(repo: Path, name: str, files: dict[str, str]) -> None:
+    git(repo, "checkout", "-qb", name, "main")
+    commit(repo, files, f"fix on {name}")
+    git(repo, "checkout", "-q", "main")
+
+
+def validate(repo: Path, head: str, *extra: str, env: dict | None = None):
+    proc = subprocess.run(
+        [
+            *GATEKEEPER,
+            "validate",
+            "--repo",
+            str(repo),
+            "--base",
+            "main",
+            "--head",
+            head,
+            "--json",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, **(env or {})},
+    )
+    verdict = json.loads(proc.stdout) if proc.stdout.strip() else None
+    return proc, verdict
+
+
+def criterion(verdict: dict, cid: str) -> dict:
+    return next(c for c in verdict["criteria"] if c["id"] == cid)
+
+
+def test_idempotent_additive_migration_is_approved(repo, tmp_path):
+    branch(
+        repo,
+        "builder/add-note",
+        {
+            "migrations/002_note.sql": "ALTER TABLE items ADD COLUMN IF NOT EXISTS note text;\n",
+        },
+    )
+    out = tmp_path / "out"
+    proc, verdict = validate(repo, "builder/add-note", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert verdict["decision"] == "approve" and verdict["risk"] == "low"
+    assert criterion(verdict, "migrate.idempotent")["status"] == "passed"
+    assert "+ column public.items.note text NULL" in verdict["evidence"]["schema"]["diff"]
+    assert verdict["evidence"]["rollback"] == [
+        "ALTER TABLE public.items DROP COLUMN IF EXISTS note;"
+    ]
+    report = (out / "report.md").read_text()
+    assert "APPROVE" in report and "public.items.note" in report
+    assert json.loads((out / "verdict.json").read_text())["decision"] == "approve"
+
+
+def test_non_idempotent_migration_is_rejected(repo):
+    branch(
+        repo,
+        "builder/plain",
+        {
+            "migrations/002_note.sql": "ALTER TABLE items ADD COLUMN note text;\n",
+        },
+    )
+    proc, verdict = validate(repo, "builder/plain")
+    assert proc.returncode == 1, proc.stderr
+    idem = criterion(verdict, "migrate.idempotent")
+    assert idem["status"] == "failed"
+    assert 'column "note" of relation "items" already exists' in idem["evidence"]
+    assert "migrations/002_note.sql:1" in idem["evidence"]
+    assert any(f["id"] == "non-idempotent-migration" for f in verdict["risk_factors"])
+
+
+def test_destructive_migration_is_rated_critical(repo):
+    branch(
+        repo,
+        "builder/drop",
+        {
+            "migrations/002_drop.sql": "ALTER TABLE items DROP COLUMN IF EXISTS name;\n",
+        },
+    )
+    proc, verdict = validate(repo, "builder/drop")
+    assert verdict["risk"] == "critical"
+    assert verdict["decision"] == "reject" and proc.returncode == 1
+    assert any(
+        f["id"] == "destructive-ddl" and "public.items.name" in f["reason"]
+        for f in verdict["risk_factors"]
+    )
+    assert any(f["rule"] == "ban-drop-column" and f["line"] == 1 for f in verdict["findings"])
+
+
+def test_merge_conflict_is_a_reject_naming_the_files(repo):
+    branch(repo, "builder/clash", {"migrations/001_items.sql": "CREATE TABLE items (id int);\n"})
+    commit(repo, {"migrations/001_items.sql": "CREATE TABLE items (id uuid);\n"}, "main moves on")
+    proc, verdict = validate(repo, "builder/clash")
+    assert proc.returncode == 1
+    merge = criterion(verdict, "merge")
+    assert merge["status"] == "failed" and "migrations/001_items.sql" in merge["evidence"]
+    assert criterion(verdict, "schema/items")["status"] == "skipped"
+
+
+def test_unknown_ref_exits_2_and_names_it(repo):
+    proc, verdict = validate(repo, "builder/does-not-exist")
+    assert proc.returncode == 2 and verdict is None
+    assert "unknown ref 'builder/does-not-exist'" in proc.stderr
+
+
+def test_malformed_policy_exits_2_with_position(repo, tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("migrations:\n  mode: directory\n  direcotry: migrations\n")
+    proc, verdict = validate(repo, "main", "--policy", str(bad))
+    assert proc.returncode == 2 and verdict is None
+    assert "bad.yml:3:3: unknown key 'direcotry'" in proc.stderr
+    assert "did you mean 'directory'?" in proc.stderr
+
+
+def test_policy_comes_from_the_base_branch_not_the_change(repo):
+    # The change tries to relax its own gate: no checks, approve everything.
+    branch(
+        repo,
+        "builder/relax",
+        {
+            ".github/gatekeeper.yml": POLICY.replace("suites: [../checks]", "suites: []")
+            + "decision: {risk: {low: approve, medium: approve, high: approve, "
+            "critical: approve}}\n",
+            "migrations/002_drop.sql": "DROP TABLE items;\n",
+        },
+    )
+    proc, verdict = validate(repo, "builder/relax")
+    assert proc.returncode == 1
+    assert verdict["job"]["policy_source"].endswith(":.github/gatekeeper.yml")
+    assert verdict["decision"] == "reject"
+    assert criterion(verdict, "schema/items")["status"] == "failed"
+
+
+def test_missing_extension_is_an_error_not_a_reject(repo):
+    branch(
+        repo,
+        "builder/uuid",
+        {
+            "migrations/002_uuid.sql": 'CREATE EXTENSION IF NOT EXISTS "uuid-ossp";\n',
+        },
+    )
+    proc, verdict = validate(repo, "builder/uuid")
+    assert proc.returncode == 2, proc.stderr
+    assert verdict["decision"] == "error" and verdict["risk"] is None
+    assert "'uuid-ossp'" in verdict["summary"]
+    assert "database.binaries: system" in verdict["summary"]
+
+
+def test_migration_waiting_on_a_lock_is_bounded_by_lock_timeout(repo, tmp_path):
+    """A long-running reader holds the table; the ALTER gives up after lock_timeout (1 s)."""
+    locker = textwrap.dedent(
+        """\
+        import os, sys, psycopg
+        url = os.environ["DATABASE_URL"]
+        reader = psycopg.connect(url)
+        reader.execute("CREATE TABLE IF NOT EXISTS items (id bigint PRIMARY KEY)")
+        reader.commit()
+        reader.execute("SELECT * FROM items")  # holds ACCESS SHARE until the transaction ends
+        try:
+            with psycopg.connect(url, autocommit=True) as writer:
+                writer.execute("ALTER TABLE items ADD COLUMN IF NOT EXISTS note text")
+        except psycopg.Error as exc:
+            sys.exit(f"migration failed: {exc}")
+        """
+    )
+    commit(
+        repo,
+        {
+            ".github/gatekeeper.yml": POLICY.replace(
+                "{mode: directory, directory: migrations}",
+                "{mode: command, command: python migrate.py}",
+            ).replace("suites: [../checks]", "suites: []"),
+            "migrate.py": "import psycopg, os\n"
+            "psycopg.connect(os.environ['DATABASE_URL'], autocommit=True).execute("
+            "'CREATE TABLE IF NOT EXISTS items (id bigint PRIMARY KEY)')\n",
+        },
+        "command migrations",
+    )
+    branch(repo, "builder/lock", {"migrate.py": locker})
+    started = time.monotonic()
+    proc, verdict = validate(
+        repo, "builder/lock", env={"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    )
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 1, proc.stderr
+    apply = criterion(verdict, "migrate.apply")
+    assert apply["status"] == "failed"
+    assert "lock timeout" in apply["evidence"]
+    # Bounded: without lock_timeout the ALTER would wait for the reader forever.
+    assert elapsed < 200
+
+
+def test_base_api_that_never_answers_is_an_error(repo):
+    commit(
+        repo,
+        {
+            ".github/gatekeeper.yml": POLICY.replace(
+                "{mode: directory, directory: migrations}", "{mode: startup}"
+            )
+            + "api: {command: 'sleep 600', health_path: /healthz, start_timeout: 1.5}\n",
+        },
+        "an API that never answers",
+    )
+    branch(repo, "builder/any", {"README": "x\n"})
+    proc, verdict = validate(repo, "builder/any")
+    assert proc.returncode == 2, proc.stderr
+    assert verdict["decision"] == "error"
+    assert "did not answer" in verdict["summary"]
+    assert "no baseline" in verdict["summary"]
+
+
+def test_build_failure_is_a_reject_with_its_output(repo):
+    commit(
+        repo,
+        {
+            ".github/gatekeeper.yml": POLICY
+            + "build: {commands: ['test ! -e BROKEN || (echo broken build >&2; exit 3)']}\n",
+        },
+        "build step",
+    )
+    branch(repo, "builder/broken", {"BROKEN": "1\n"})
+    proc, verdict = validate(repo, "builder/broken")
+    assert proc.returncode == 1
+    build = criterion(verdict, "build")
+    assert build["status"] == "failed" and "exited 3" in build["evidence"]
+    assert "broken build" in build["evidence"]
+
+
+def _gatekeeper_leftovers() -> set[str]:
+    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    return {
+        p.name
+        for p in tmp.glob("gatekeeper-*")
+        if not p.name.startswith(("gatekeeper-pg-", "gatekeeper-cache"))
+    }
+
+
+def test_ctrl_c_during_a_run_leaves_nothing_behind(repo):
+    commit(
+        repo,
+        {
+            ".github/gatekeeper.yml": POLICY + "build: {commands: ['sleep 30']}\n",
+        },
+        "slow build",
+    )
+    branch(repo, "builder/slow", {"README": "x\n"})
+    before = _gatekeeper_leftovers()
+    proc = subprocess.Popen(
+        [*GATEKEEPER, "validate", "--repo", str(repo), "--head", "builder/slow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    children: list[psutil.Process] = []
+    while time.monotonic() < deadline:
+        children = [c for c in parent.children(recursive=True) if "sleep" in " ".join(c.cmdline())]
+        if children:
+            break
+        time.sleep(0.1)
+    assert children, "the build never started"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert _gatekeeper_leftovers() <= before
