@@ -437,14 +437,22 @@ class _Run:
         }
 
     def _lint(self, migrator, head_dir: Path, changed, before, base_log, head_log) -> None:
+        rules = self.policy.lint
         options = LintOptions(
             known_tables={t.split(".")[-1] for t in before.tables} | set(before.tables),
             table_rows={name: size.rows for name, size in self.policy.tables.items()},
-            require_idempotent=self.policy.migrations.reapply,
+            require_idempotent=self.policy.migrations.reapply
+            if rules.require_idempotent is None
+            else rules.require_idempotent,
+            pg_version=rules.pg_version,
+            severity=rules.severity,
+            disabled=rules.disabled,
         )
+        suppressed: list[Finding] = []
         for path, sql in migrator.changed_sql(head_dir, changed):
             result = lint_sql(sql, file=path, options=options)
             self.findings.extend(result.findings)
+            suppressed.extend(result.suppressed)
         if self.policy.migrations.mode != "directory":
             files = [f.path for f in changed if f.status != "D" and not f.path.endswith(".sql")]
             new_sql = sqllog.introduced(base_log, head_log)
@@ -458,8 +466,12 @@ class _Run:
                     line_offset=(line or 1) - 1,
                 )
                 self.findings.extend(result.findings)
+                suppressed.extend(result.suppressed)
         self.observed.findings = _dedupe(self.findings)
         self.findings = self.observed.findings
+        self.evidence["suppressed_findings"] = [
+            f.model_dump(mode="json") for f in _dedupe(suppressed)
+        ]
 
     def _context(self, sandbox: Sandbox, headers: dict[str, str], marks: dict[str, int]):
         return RunContext(

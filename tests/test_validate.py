@@ -166,6 +166,27 @@ def test_destructive_migration_is_rated_critical(repo):
     assert any(f["rule"] == "ban-drop-column" and f["line"] == 1 for f in verdict["findings"])
 
 
+def test_a_rule_disabled_in_the_policy_is_reported_as_suppressed(repo):
+    commit(
+        repo,
+        {
+            ".github/gatekeeper.yml": POLICY
+            + "lint: {disabled: {ban-drop-column: planned in RFC-7}}\n"
+        },
+        "allow planned drops",
+    )
+    branch(
+        repo, "builder/drop", {"migrations/002_drop.sql": "ALTER TABLE items DROP COLUMN name;\n"}
+    )
+    _, verdict = validate(repo, "builder/drop")
+    assert not any(f["rule"] == "ban-drop-column" for f in verdict["findings"])
+    (suppressed,) = verdict["evidence"]["suppressed_findings"]
+    assert suppressed["rule"] == "ban-drop-column"
+    assert suppressed["suppressed_reason"] == "planned in RFC-7"
+    # The linter is quiet, but what the database saw still counts.
+    assert verdict["risk"] == "critical"
+
+
 def test_merge_conflict_is_a_reject_naming_the_files(repo):
     branch(repo, "builder/clash", {"migrations/001_items.sql": "CREATE TABLE items (id int);\n"})
     commit(repo, {"migrations/001_items.sql": "CREATE TABLE items (id uuid);\n"}, "main moves on")

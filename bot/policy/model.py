@@ -6,6 +6,7 @@ JSON Schema editors use, so the docs and the validation never disagree.
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Literal
 
@@ -150,6 +151,43 @@ class Decide(Strict):
         return Decision(self.risk[risk])
 
 
+class Lint(Strict):
+    """The team's view of the migration rules (see `gatekeeper` README: Migration rules)."""
+
+    severity: dict[str, Risk] = Field(
+        default_factory=dict, description="Rule id -> level, overriding the rule's default."
+    )
+    disabled: dict[str, str] = Field(
+        default_factory=dict,
+        description="Rule id -> reason. Findings stay in the report as suppressed, with it.",
+    )
+    pg_version: int = Field(18, ge=9, description="Major version of the production server.")
+    require_idempotent: bool | None = Field(
+        None, description="Flag statements that fail when re-run; default: migrations.reapply."
+    )
+
+    @field_validator("severity", "disabled")
+    @classmethod
+    def _known_rules(cls, value: dict[str, object]) -> dict[str, object]:
+        from bot.lint.rules import ENGINE_FINDINGS, RULES
+
+        known = sorted([*RULES, *ENGINE_FINDINGS])
+        for rule in value:
+            if rule not in known:
+                close = difflib.get_close_matches(rule, known, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"unknown rule '{rule}'{hint}")
+        return value
+
+    @field_validator("disabled")
+    @classmethod
+    def _reasons(cls, value: dict[str, str]) -> dict[str, str]:
+        empty = [rule for rule, reason in value.items() if not reason.strip()]
+        if empty:
+            raise ValueError(f"disabling {', '.join(empty)} needs a reason")
+        return value
+
+
 class TableSize(Strict):
     rows: int = Field(ge=0, description="Expected production row count.")
 
@@ -170,6 +208,7 @@ class Policy(Strict):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     decision: Decide = Field(default_factory=Decide)
     tables: dict[str, TableSize] = Field(default_factory=dict)
+    lint: Lint = Field(default_factory=Lint)
 
     @model_validator(mode="after")
     def _startup_needs_api(self) -> Policy:

@@ -514,3 +514,13 @@ def test_changing_column_type_says_what_it_rewrites() -> None:
     assert "integer -> bigint" in finding.message
     assert finding.rewrites is True
     assert finding.table == "notes"
+
+
+def test_readme_lists_every_rule() -> None:
+    from pathlib import Path
+
+    from bot.lint import rules_markdown
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    kept = readme.split("<!-- rules:begin -->\n")[1].split("<!-- rules:end -->")[0]
+    assert kept == rules_markdown(), "README's rule table is stale: paste rules_markdown()"

@@ -132,3 +132,14 @@ def test_policy_schema_command_prints_json_schema_in_sync_with_the_file():
     assert kept == printed, (
         "policies/policy.schema.json is stale: regenerate with `gatekeeper policy schema`"
     )
+
+
+def test_lint_rules_in_the_policy_are_checked(tmp_path):
+    found = problems(tmp_path, "lint:\n  severity: {ban-drop-colum: low}\n")
+    assert any(
+        ":2:13: lint.severity: Value error, unknown rule 'ban-drop-colum'; "
+        "did you mean 'ban-drop-column'?" in p
+        for p in found
+    ), found
+    found = problems(tmp_path, "lint:\n  disabled: {ban-truncate: ''}\n")
+    assert any("disabling ban-truncate needs a reason" in p for p in found), found
