@@ -141,8 +141,19 @@ class Scratch:
             files.append(ChangedFile(status, path, *counts.get(path, (None, None))))
         return files
 
-    def diff(self, base: str, merge: str, path: str) -> str:
-        return _git(self.clone, "diff", base, merge, "--", path).stdout
+    def added_lines(self, base: str, merge: str) -> dict[str, set[int]]:
+        """Line numbers (in the merge result) each changed file gained."""
+        out = _git(self.clone, "diff", "-U0", "--no-renames", base, merge).stdout
+        added: dict[str, set[int]] = {}
+        path = None
+        for line in out.splitlines():
+            if line.startswith("+++ "):
+                path = line[6:] if line.startswith("+++ b/") else None
+            elif line.startswith("@@") and path is not None:
+                start, _, count = line.split("+", 1)[1].split(" ", 1)[0].partition(",")
+                first, length = int(start), int(count) if count else 1
+                added.setdefault(path, set()).update(range(first, first + length))
+        return added
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

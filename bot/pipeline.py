@@ -95,6 +95,7 @@ class _Run:
         self.observed = Observed()
         self.suite_results: list[SuiteResult] = []
         self.baseline: dict[str, StepResult] = {}
+        self.added_lines: dict[str, set[int]] = {}
         self.started = time.monotonic()
         self.deadline = self.started + self.policy.timeouts.run
 
@@ -179,6 +180,7 @@ class _Run:
                 f"merge commit {merge.sha[:12]} of {job.head_sha[:12]} into {job.base_sha[:12]}",
             )
             changed = scratch.changed_files(job.base_sha, merge.sha)
+            self.added_lines = scratch.added_lines(job.base_sha, merge.sha)
             self.evidence["changed_files"] = [f.__dict__ for f in changed]
             self.observed.files_changed = len(changed)
             self.observed.lines_changed = sum((f.added or 0) + (f.deleted or 0) for f in changed)
@@ -251,7 +253,9 @@ class _Run:
                 applied = self._apply(migrator, head_dir, changed, suites)
                 head_log = sandbox.logs("database", db_mark)
                 # The statement log served the migration; the checks do not need it.
-                conn.execute(f'ALTER DATABASE "{policy.database.name}" RESET log_statement')
+                conn.execute(
+                    f'ALTER DATABASE "{policy.database.name}" RESET log_min_duration_statement'
+                )
                 head_mark = ddl.mark(conn)
                 after = schema.snapshot(conn)
                 stats_after = schema.table_stats(conn)
@@ -287,8 +291,9 @@ class _Run:
         ):
             ms = int(duration_seconds(value) * 1000)
             conn.execute(f'ALTER DATABASE "{name}" SET {setting} = {ms}')
-        # Lets sqllog find the SQL the change introduced, wherever the API keeps it.
-        conn.execute(f"ALTER DATABASE \"{name}\" SET log_statement = 'all'")
+        # Every statement with its duration: sqllog finds the SQL the change introduced,
+        # wherever the API keeps it, and how long each statement took.
+        conn.execute(f'ALTER DATABASE "{name}" SET log_min_duration_statement = 0')
         ddl.install(conn)
         wanted = set(self.policy.database.extensions)
         missing = wanted - sandbox.available_extensions()
@@ -453,20 +458,23 @@ class _Run:
             result = lint_sql(sql, file=path, options=options)
             self.findings.extend(result.findings)
             suppressed.extend(result.suppressed)
-        if self.policy.migrations.mode != "directory":
-            files = [f.path for f in changed if f.status != "D" and not f.path.endswith(".sql")]
-            new_sql = sqllog.introduced(base_log, head_log)
-            self.evidence["migration"]["introduced_sql"] = new_sql
-            for sql in new_sql:
-                path, line = sqllog.locate(sql, head_dir, files)
+        # Directory migrations were linted from their files above; other modes only show up
+        # in the statement log. Every mode gets its statements' durations on record.
+        lint_log = self.policy.migrations.mode != "directory"
+        located = []
+        for statement in sqllog.introduced(base_log, head_log):
+            path, line = sqllog.locate(statement.sql, head_dir, self.added_lines)
+            located.append({**statement.__dict__, "file": path, "line": line})
+            if lint_log:
                 result = lint_sql(
-                    sql,
+                    statement.sql,
                     file=path or "(run at start-up)",
                     options=options,
                     line_offset=(line or 1) - 1,
                 )
                 self.findings.extend(result.findings)
                 suppressed.extend(result.suppressed)
+        self.evidence["migration"]["introduced_sql"] = located
         self.observed.findings = _dedupe(self.findings)
         self.findings = self.observed.findings
         self.evidence["suppressed_findings"] = [

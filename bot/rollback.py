@@ -28,10 +28,13 @@ def _undo(change: Change) -> str | None:
     kind, op = change.kind, change.op
     if op == "added":
         if kind == "table":
-            return f"DROP TABLE IF EXISTS {change.name};"
+            return f"DROP TABLE IF EXISTS {change.name};  -- lossy: rows written since are lost"
         if kind == "column":
             table, column = _split(change.name)
-            return f"ALTER TABLE {table} DROP COLUMN IF EXISTS {column};"
+            return (
+                f"ALTER TABLE {table} DROP COLUMN IF EXISTS {column};"
+                "  -- lossy: values written since are lost"
+            )
         if kind == "index":
             return f"DROP INDEX CONCURRENTLY IF EXISTS {change.name};"
         if kind == "constraint":

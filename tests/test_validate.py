@@ -125,6 +125,7 @@ def test_idempotent_additive_migration_is_approved(repo, tmp_path):
     assert "+ column public.items.note text NULL" in verdict["evidence"]["schema"]["diff"]
     assert verdict["evidence"]["rollback"] == [
         "ALTER TABLE public.items DROP COLUMN IF EXISTS note;"
+        "  -- lossy: values written since are lost"
     ]
     report = (out / "report.md").read_text()
     assert "APPROVE" in report and "public.items.note" in report
