@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-import tarfile
-import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from io import BytesIO
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -24,14 +22,8 @@ from bot import demo as demo_module
 from bot.gitrepo import GitError, resolve
 from bot.job import Job
 from bot.pipeline import validate as run_validation
-from bot.policy import (
-    REPO_POLICY_PATH,
-    LoadedPolicy,
-    Policy,
-    default_policy_path,
-    load_policy,
-    load_policy_text,
-)
+from bot.policy import LoadedPolicy, Policy, load_policy
+from bot.policy.loader import policy_at
 from bot.report import write_outputs
 from bot.sandbox.local import LocalSandbox, raise_keyboard_interrupt_on_sigterm
 from bot.verdict import EXIT_CODES, Decision, Verdict
@@ -53,40 +45,6 @@ def fail(message: str) -> NoReturn:
 def local_sandbox(loaded: LoadedPolicy) -> LocalSandbox:
     db = loaded.policy.database
     return LocalSandbox(database=db.name, binaries=db.binaries)
-
-
-@contextmanager
-def repo_policy(repo: Path, base_sha: str, explicit: Path | None):
-    """The policy in force: --policy, else the base branch's own file, else the default.
-
-    Read from the base commit, never from the change, so a change cannot relax its own gate.
-    Suites named by a repository policy are read from the same commit.
-    """
-    if explicit is not None:
-        yield load_policy(explicit)
-        return
-    from bot.gitrepo import read_file
-
-    text = read_file(repo, base_sha, REPO_POLICY_PATH)
-    if text is None:
-        yield load_policy(default_policy_path())
-        return
-    with tempfile.TemporaryDirectory(prefix="gatekeeper-policy-") as tmp:
-        _extract(repo, base_sha, Path(tmp))
-        source = f"{base_sha[:12]}:{REPO_POLICY_PATH}"
-        yield load_policy_text(text, source, Path(tmp) / Path(REPO_POLICY_PATH).parent)
-
-
-def _extract(repo: Path, sha: str, dest: Path) -> None:
-    import subprocess
-
-    archive = subprocess.run(
-        ["git", "-C", str(repo), "archive", "--format=tar", sha],
-        capture_output=True,
-        check=True,
-    ).stdout
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(dest, filter="data")
 
 
 @app.command()
@@ -114,7 +72,7 @@ def validate(
     except GitError as exc:
         fail(str(exc))
     try:
-        with repo_policy(repo, base_sha, policy) as loaded:
+        with _policy(repo, base_sha, policy) as loaded:
             job = Job(
                 repository=str(repo),
                 base_ref=base,
@@ -128,6 +86,16 @@ def validate(
         fail(str(exc))
     emit(verdict, out, as_json)
     raise typer.Exit(verdict.exit_code)
+
+
+@contextmanager
+def _policy(repo: Path, base_sha: str, explicit: Path | None) -> Iterator[LoadedPolicy]:
+    """--policy wins; otherwise the base commit's own policy, else the default."""
+    if explicit is not None:
+        yield load_policy(explicit)
+    else:
+        with policy_at(repo, base_sha) as loaded:
+            yield loaded
 
 
 def run_job(job: Job, repo: Path, loaded: LoadedPolicy) -> Verdict:

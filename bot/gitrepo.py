@@ -7,8 +7,10 @@ behind in it.
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,20 @@ def resolve(repo: Path, ref: str) -> str:
 def read_file(repo: Path, sha: str, path: str) -> str | None:
     proc = _git(repo, "show", f"{sha}:{path}", check=False)
     return proc.stdout if proc.returncode == 0 else None
+
+
+def extract(repo: Path, sha: str, dest: Path) -> None:
+    """Write the tree of `sha` into `dest` (no .git): files read from a commit, not a checkout."""
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", "--format=tar", sha],
+        capture_output=True,
+        env=_GIT_ENV,
+        check=False,
+    )
+    if archive.returncode != 0:
+        raise GitError(f"git archive {sha} failed: {archive.stderr.decode(errors='replace')}")
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(dest, filter="data")
 
 
 @dataclass

@@ -26,6 +26,7 @@ from bot.decision import decide, is_required
 from bot.gitrepo import Scratch
 from bot.job import Job
 from bot.lint import LintOptions, lint_sql
+from bot.locks import LockMonitor, ObservedLock, lock_strength
 from bot.migrations import MigrationFailed, Migrator
 from bot.policy import LoadedPolicy, api_env, duration_seconds
 from bot.risk import Observed, assess
@@ -96,6 +97,7 @@ class _Run:
         self.suite_results: list[SuiteResult] = []
         self.baseline: dict[str, StepResult] = {}
         self.added_lines: dict[str, set[int]] = {}
+        self.locks: list[ObservedLock] = []
         self.started = time.monotonic()
         self.deadline = self.started + self.policy.timeouts.run
 
@@ -250,7 +252,11 @@ class _Run:
 
             with self.stage("migrate"):
                 db_mark = sandbox.log_mark("database")
-                applied = self._apply(migrator, head_dir, changed, suites)
+                # Watches pg_locks from the side while the change migrates: what the
+                # statements really locked, not what the text suggests.
+                with LockMonitor(sandbox.database_url, ignore_pids={conn.info.backend_pid}) as seen:
+                    applied = self._apply(migrator, head_dir, changed, suites)
+                self.locks = seen.observed()
                 head_log = sandbox.logs("database", db_mark)
                 # The statement log served the migration; the checks do not need it.
                 conn.execute(
@@ -409,6 +415,16 @@ class _Run:
             table = _table_of(event, existing)
             if table and event.command_tag in _LOCKING_TAGS:
                 self.observed.locked.setdefault(table, []).append(event.command_tag)
+        for lock in self.locks:
+            if lock.table in existing and lock_strength(lock.mode) >= lock_strength("ShareLock"):
+                self.observed.locked.setdefault(lock.table, []).append(
+                    f"{lock.mode} held ≥{lock.held_for * 1000:.0f} ms"
+                )
+        self.evidence["locks"] = [
+            {**lock.model_dump(mode="json"), "held_ms": round(lock.held_for * 1000, 1)}
+            for lock in self.locks
+            if lock.table in existing
+        ]
         self.observed.dropped = diff.destructive()
         # Declared production sizes win over the sandbox's (nearly empty) tables.
         rows = {name: s.rows for name, s in stats_before.items()}

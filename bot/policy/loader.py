@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import string
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.gitrepo import extract, read_file
 from bot.policy.model import Policy
 from bot.resources import data_path
 from bot.yamlfile import ConfigError, load_model
@@ -44,6 +47,25 @@ def load_policy(path: str | Path) -> LoadedPolicy:
 def load_policy_text(text: str, source: str, base_dir: Path) -> LoadedPolicy:
     """A policy read from git (the base branch) rather than from the filesystem."""
     return LoadedPolicy(load_model(source, Policy, text=text), source, base_dir)
+
+
+@contextmanager
+def policy_at(repo: Path, sha: str, default: Path | None = None) -> Iterator[LoadedPolicy]:
+    """The policy in force for a change based on `sha`: the repository's own file at that
+    commit, else `default`, else the packaged default.
+
+    Read from the base commit, never from the change, so a change cannot relax its own gate.
+    Suites named by a repository policy are read from the same commit (the tree is
+    extracted to a temp dir for the duration).
+    """
+    text = read_file(repo, sha, REPO_POLICY_PATH)
+    if text is None:
+        yield load_policy(default or default_policy_path())
+        return
+    with tempfile.TemporaryDirectory(prefix="gatekeeper-policy-") as tmp:
+        extract(repo, sha, Path(tmp))
+        source = f"{sha[:12]}:{REPO_POLICY_PATH}"
+        yield load_policy_text(text, source, Path(tmp) / Path(REPO_POLICY_PATH).parent)
 
 
 def expand(value: str, environ: Mapping[str, str], where: str) -> str:

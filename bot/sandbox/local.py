@@ -52,6 +52,8 @@ _API_STOP_TIMEOUT = 5.0
 _PORT_ATTEMPTS = 4
 _DB_POLL = 0.02
 _API_POLL = 0.05
+# A cluster that outlives the run holds data that matters: undo the sandbox's shortcuts.
+_DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 _PORT_IN_USE = re.compile(r"address already in use", re.IGNORECASE)
 
 # The shell writes the header itself, so it precedes the API's first byte of output and names
@@ -80,11 +82,17 @@ class LocalSandbox(Sandbox):
         binaries: str = "embedded",
         settings: dict[str, str] | None = None,
         run_id: str | None = None,
+        datadir: Path | None = None,
     ):
+        """`datadir`: keep the cluster there across runs (the service's own store) instead
+        of in the temp dir; it is created on first use and durable (fsync on)."""
         self.database = database
         self.binaries = binaries
         self.settings = dict(settings or {})
         self.run_id = run_id
+        self.datadir = datadir
+        if datadir is not None:
+            self.settings = {**_DURABLE, **self.settings}
         self.database_url = ""
         self.api_url = None
         self._tmpdir: Path | None = None
@@ -122,8 +130,10 @@ class LocalSandbox(Sandbox):
             self._tmpdir = Path(tempfile.mkdtemp(prefix=self._tmp_prefix()))
         installation = postgres.prepare(self.binaries)
         self._tmpdir.chmod(0o711)  # the service account must reach its data and socket dirs
-        datadir, socket_dir = self._tmpdir / "data", self._tmpdir / "socket"
-        postgres.new_cluster(installation, datadir)
+        datadir, socket_dir = self.datadir or self._tmpdir / "data", self._tmpdir / "socket"
+        if not (datadir / "PG_VERSION").exists():
+            datadir.parent.mkdir(parents=True, exist_ok=True)
+            postgres.new_cluster(installation, datadir)
         socket_dir.mkdir()
         installation.give(socket_dir)
         deadline = time.monotonic() + _DB_START_TIMEOUT

@@ -1,0 +1,257 @@
+"""The GitHub App's work: from an accepted delivery to a final status on the pull request.
+
+The webhook only verifies, records and queues (it must answer GitHub within 10 s, and fast);
+everything slow happens here, on worker threads. Three rules shape the code:
+- every run that posted `pending` ends with a final status, whatever happens (errors,
+  supersedes, crashes: the start-up sweep finishes what a dead process left);
+- the policy and the checks come from the base branch, never from the change;
+- only the newest head SHA of a pull request gets a verdict; older ones are told they were
+  superseded.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bot import events
+from bot.cli import local_sandbox
+from bot.github.client import GitHubClient
+from bot.github.publish import Publisher
+from bot.gitrepo import GitError, resolve
+from bot.pipeline import validate
+from bot.policy import LoadedPolicy, load_policy, load_policy_text
+from bot.policy.loader import REPO_POLICY_PATH, default_policy_path, policy_at
+from bot.report import render_markdown
+from bot.settings import Settings
+from bot.store import Store
+from bot.verdict import Verdict
+from bot.yamlfile import ConfigError
+
+log = logging.getLogger("gatekeeper.service")
+
+WRITE_PERMISSIONS = {"admin", "maintain", "write"}
+
+
+class Service:
+    def __init__(self, settings: Settings, store: Store, github: GitHubClient):
+        self.settings = settings
+        self.store = store
+        self.github = github
+        self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="gatekeeper-run")
+        self._closing = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Finish what a dead process left pending, then resume queued runs."""
+        self.store.migrate()
+        for run in self.store.orphaned():
+            self._fail(
+                run,
+                "gatekeeper restarted while this run was in progress; "
+                "comment `/gatekeeper run` to validate again",
+            )
+        for run_id in self.store.queued():
+            self.submit(run_id)
+
+    def close(self) -> None:
+        self._closing.set()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def submit(self, run_id: int) -> None:
+        self.pool.submit(self._process_safely, run_id)
+
+    # -- one run -----------------------------------------------------------------------------
+
+    def _process_safely(self, run_id: int) -> None:
+        run = self.store.claim(run_id)
+        if run is None:
+            return
+        try:
+            self._process(run)
+        except Exception as exc:  # never leave a status pending, whatever broke
+            log.exception("run %s failed", run_id)
+            self._fail(run, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _process(self, run: dict[str, Any]) -> None:
+        target = self._target(run)
+        if target is None:
+            return
+        repo = target.repository
+        publisher = self._publisher(target)
+        policy_text = self.github.read_file(repo, target.base_sha, REPO_POLICY_PATH)
+        try:
+            loaded = self._policy(policy_text, repo, target.base_sha)
+        except ConfigError as exc:
+            publisher.error(target.head_sha, f"the base branch's policy is invalid: {exc}")
+            self.store.update(run["id"], state="error", detail=str(exc), finished_at=_now())
+            return
+        checked = events.check_branches(target, loaded.policy.branches)
+        if isinstance(checked, events.Ignored):
+            self.store.update(run["id"], state="ignored", detail=checked.reason, finished_at=_now())
+            return
+        if not self._allowed(target, run):
+            publisher.pending(
+                target.head_sha,
+                "waiting: a maintainer must comment /gatekeeper ok-to-test",
+            )
+            self.store.update(run["id"], state="waiting", detail="needs ok-to-test")
+            return
+        publisher.pending(target.head_sha, "validating: merge, migrate, checks")
+        check_run_id = publisher.start_check(target.head_sha)
+        self.store.update(run["id"], check_run_id=check_run_id)
+        verdict = self._validate(target)
+        report = render_markdown(verdict)
+        superseded_by = self.store.superseding(run["id"])
+        if superseded_by:
+            publisher.superseded(target.head_sha, superseded_by)
+            self.store.update(
+                run["id"],
+                state="superseded",
+                verdict=verdict.model_dump(mode="json"),
+                report=report,
+                finished_at=_now(),
+            )
+            return
+        publisher.finish(
+            target.head_sha,
+            verdict,
+            report,
+            check_run_id=check_run_id,
+            pr_number=target.pr_number,
+        )
+        self.store.update(
+            run["id"],
+            state="done",
+            decision=verdict.decision.value,
+            risk=verdict.risk.value if verdict.risk else None,
+            verdict=verdict.model_dump(mode="json"),
+            report=report,
+            finished_at=_now(),
+        )
+
+    def _target(self, run: dict[str, Any]) -> events.Target | None:
+        """The run's Target; a `/gatekeeper` comment is resolved to its pull request here."""
+        data = run["target"]
+        if data.get("kind") != "needs-pull-request":
+            return events.Target.model_validate(data)
+        ask = events.NeedsPullRequest.model_validate(data["request"])
+        pull = self.github.pull_request(ask.repository, ask.pr_number)
+        target = events.target_from_pull_request(
+            pull, ask.repository, ask.installation_id, f"comment:/gatekeeper {ask.command}"
+        )
+        permission = self.github.permission(ask.repository, ask.commenter)
+        if permission not in WRITE_PERMISSIONS:
+            self.store.update(
+                run["id"],
+                state="ignored",
+                finished_at=_now(),
+                detail=f"{ask.commenter} has {permission} access; commands need write",
+            )
+            return None
+        self.store.resolve(run["id"], target.model_dump(mode="json"), approved=True)
+        return target
+
+    def _allowed(self, target: events.Target, run: dict[str, Any]) -> bool:
+        """Forks and authors without write access wait for a maintainer's ok-to-test."""
+        if events.trusted(target) or run["target"].get("approved"):
+            return True
+        if target.head_repository != target.repository:
+            return False
+        return self.github.permission(target.repository, target.author) in WRITE_PERMISSIONS
+
+    def _policy(self, text: str | None, repo: str, base_sha: str) -> LoadedPolicy:
+        if text is None:
+            path = self.settings.default_policy or default_policy_path()
+            return load_policy(path)
+        # Parsed early for the branch check; suites are read from the clone later.
+        return load_policy_text(text, f"{repo}@{base_sha[:12]}:{REPO_POLICY_PATH}", Path("."))
+
+    def _validate(self, target: events.Target) -> Verdict:
+        with tempfile.TemporaryDirectory(prefix="gatekeeper-clone-") as tmp:
+            clone = Path(tmp) / "repo"
+            self._clone(target, clone)
+            try:
+                base_sha = resolve(clone, target.base_sha or f"origin/{target.base_ref}")
+                resolve(clone, target.head_sha)
+            except GitError as exc:
+                raise RuntimeError(f"cannot validate: {exc}") from None
+            job = events.to_job(target, base_sha)
+            with policy_at(clone, base_sha, self.settings.default_policy) as loaded:
+                job = job.model_copy(update={"policy_source": loaded.source})
+                return validate(job, clone, loaded, local_sandbox)
+
+    def _clone(self, target: events.Target, dest: Path) -> None:
+        token = self.github.token_for(target.installation_id)
+        url = self.settings.clone_url.format(token=token, repository=target.repository)
+        head_ref = (
+            f"+refs/pull/{target.pr_number}/head:refs/gatekeeper/head"
+            if target.pr_number is not None
+            else target.head_sha
+        )
+        for args in (
+            ["clone", "--quiet", "--no-checkout", url, str(dest)],
+            ["-C", str(dest), "fetch", "--quiet", "origin", head_ref],
+        ):
+            proc = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                # The URL carries the token: never let it into a message.
+                message = proc.stderr.replace(token, "***").strip()
+                raise RuntimeError(
+                    f"git {args[0] if args[0] != '-C' else args[2]} failed: {message}"
+                )
+
+    def _publisher(self, target: events.Target) -> Publisher:
+        return Publisher(
+            self.github.for_installation(target.installation_id),
+            target.repository,
+            context=self.settings.status_context,
+            report_url=self._report_url,
+        )
+
+    def _report_url(self, run_id: int) -> str | None:
+        if not self.settings.public_url:
+            return None
+        return f"{self.settings.public_url.rstrip('/')}/runs/{run_id}/report"
+
+    def _fail(self, run: dict[str, Any], reason: str) -> None:
+        """End a run in `error` on GitHub and in the store; a failure to post is logged."""
+        self.store.update(run["id"], state="error", detail=reason, finished_at=_now())
+        data = run["target"]
+        if data.get("kind") == "needs-pull-request" or not run.get("head_sha"):
+            return
+        try:
+            target = events.Target.model_validate(data)
+            self._publisher(target).error(
+                target.head_sha,
+                reason,
+                check_run_id=run.get("check_run_id"),
+                pr_number=target.pr_number,
+            )
+        except Exception:
+            log.exception("could not post the error status of run %s", run["id"])
+
+    # -- deliveries GitHub failed to deliver -------------------------------------------------
+
+    def redeliver_failed(self, window: timedelta = timedelta(hours=24)) -> int:
+        """Ask GitHub to redeliver what failed while we were down; it never does by itself."""
+        since = datetime.now(UTC) - window
+        seen = self.store.delivery_ids(since)
+        asked = 0
+        for delivery in self.github.failed_deliveries(since):
+            if delivery["guid"] in seen:
+                continue
+            self.github.redeliver(delivery["id"])
+            asked += 1
+        return asked
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
