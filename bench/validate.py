@@ -16,7 +16,15 @@ and 1 only when a run failed (gatekeeper did not approve, or the floor crashed).
 
 The floor deliberately does not use bot.pipeline, bot.scenario or LocalSandbox. It uses
 `bot.sandbox.postgres.prepare` only to find the same PostgreSQL binaries and the account that
-runs them when we are root; it runs initdb itself (gatekeeper copies a cached template).
+runs them when we are root. It runs initdb itself, while gatekeeper copies a cluster it
+initialised once and cached; `--floor-template` makes the floor copy that same cached cluster
+instead (with `cp -R`, as gatekeeper does), for a floor without that head start.
+
+The floor replays the suites in checks/ without checking anything: each step's request or
+query in order, `${var}` filled in from captures, a step skipped when a variable it needs was
+never captured (as gatekeeper skips it: on the base branch creating a session fails), and
+`logs` steps reduced to reading the log. It keeps one HTTP client for the run and one database
+connection per API phase; gatekeeper opens a client and a connection per suite.
 """
 
 from __future__ import annotations
@@ -87,8 +95,13 @@ class Phases:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-def floor_once(repo: Path, bindir: Path, run_as: tuple[int, int] | None) -> dict[str, float]:
-    """Do the fix case's work the plainest way; return the seconds of each phase."""
+def floor_once(
+    repo: Path, bindir: Path, run_as: tuple[int, int] | None, template: Path | None
+) -> dict[str, float]:
+    """Do the fix case's work the plainest way; return the seconds of each phase.
+
+    `template`: copy this initialised cluster instead of running initdb.
+    """
     import httpx
     import jwt
     import psycopg
@@ -110,6 +123,9 @@ def floor_once(repo: Path, bindir: Path, run_as: tuple[int, int] | None) -> dict
     )
     headers = {"Authorization": f"Bearer {token}"}
 
+    # One client for the whole run, as a script would have; each new one costs ~16 ms (TLS
+    # context), which the floor should not pay for plain-HTTP calls on loopback.
+    client = httpx.Client(timeout=STEP_TIMEOUT, trust_env=False)
     work = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}floor-"))
     postgres: subprocess.Popen[bytes] | None = None
     api: subprocess.Popen[bytes] | None = None
@@ -126,15 +142,18 @@ def floor_once(repo: Path, bindir: Path, run_as: tuple[int, int] | None) -> dict
                 subprocess.run(BUILD_COMMAND, shell=True, cwd=checkout, env=env, check=True)
 
         datadir, sockets = work / "pgdata", work / "pgsocket"
-        with phase("initdb"):
+        with phase("initdb" if template is None else "copy template"):
             work.chmod(0o711)  # the service account must reach its directories
             for directory in (datadir, sockets):
                 directory.mkdir(mode=0o700)
                 if run_as is not None:
                     os.chown(directory, *run_as)
-            initdb = [str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres"]
-            initdb += ["--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]
-            _check(initdb, {**env, "TZ": "UTC"}, **as_pg)
+            if template is None:
+                initdb = [str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres"]
+                initdb += ["--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]
+                _check(initdb, {**env, "TZ": "UTC"}, **as_pg)
+            else:
+                _check(["cp", "-R", f"{template}/.", str(datadir)], env, **as_pg)
         with phase("postgres start"):
             port = _free_port()
             server = [str(bindir / "postgres"), "-D", str(datadir), "-h", HOST, "-p", str(port)]
@@ -165,19 +184,17 @@ def floor_once(repo: Path, bindir: Path, run_as: tuple[int, int] | None) -> dict
                     start_new_session=True,
                 )
             url = f"http://{HOST}:{api_port}"
-            _wait(lambda: _healthy(httpx, f"{url}/healthz"), process, "the API", API_POLL)
+            health = f"{url}/healthz"
+            _wait(lambda: _healthy(httpx, client, health), process, "the API", API_POLL)
             return process, url
 
         def replay(url: str) -> None:
             variables: dict[str, Any] = {}
-            with (
-                httpx.Client(base_url=url, timeout=STEP_TIMEOUT, trust_env=False) as client,
-                psycopg.connect(database_url, autocommit=True) as conn,
-            ):
+            with psycopg.connect(database_url, autocommit=True) as conn:
                 for suite in suites:
                     log_mark = api_log.stat().st_size
                     for step in suite["steps"]:
-                        _replay_step(step, client, conn, headers, variables, api_log, log_mark)
+                        _replay_step(step, url, client, conn, headers, variables, api_log, log_mark)
 
         for label, checkout in (("base", base_dir), ("head", merge_dir)):
             with phase(f"{label} api start"):
@@ -200,12 +217,14 @@ def floor_once(repo: Path, bindir: Path, run_as: tuple[int, int] | None) -> dict
                 _stop(api, signal.SIGTERM)
             if postgres is not None:
                 _stop(postgres, signal.SIGINT)
+            client.close()
             shutil.rmtree(work, ignore_errors=True)
     return phase.seconds
 
 
 def _replay_step(
     step: dict[str, Any],
+    url: str,
     client: Any,
     conn: Any,
     headers: dict[str, str],
@@ -228,7 +247,7 @@ def _replay_step(
         http = step["http"]
         response = client.request(
             http.get("method", "GET"),
-            _expand(http["path"], variables),
+            url + _expand(http["path"], variables),
             headers=headers if http.get("auth", True) else {},
             json=_expand(http.get("json"), variables),
         )
@@ -281,9 +300,9 @@ def _connects(psycopg: Any, url: str) -> bool:
     return True
 
 
-def _healthy(httpx: Any, url: str) -> bool:
+def _healthy(httpx: Any, client: Any, url: str) -> bool:
     try:
-        return httpx.get(url, timeout=2.0, trust_env=False).is_success
+        return client.get(url, timeout=2.0).is_success
     except httpx.HTTPError:
         return False
 
@@ -395,13 +414,24 @@ def summary(values: list[float]) -> tuple[float, float, float, str]:
 
 
 def print_phases(title: str, runs: list[dict[str, float]], walls: list[float]) -> None:
-    names = list(dict.fromkeys(name for run in runs for name in run))
-    medians = {name: statistics.median(run.get(name, 0.0) for run in runs) for name in names}
-    print(f"\n{title} (median seconds per phase)")
+    """Median seconds per phase. For gatekeeper, the time outside the stages is split into
+    the pipeline's own (suite loading, scratch clone, lint, schema diff, risk) and the
+    process's (interpreter, imports, policy, ref resolution, report)."""
+    names = [n for n in dict.fromkeys(n for run in runs for n in run) if not n.startswith("(")]
+    print(f"\n{title} (median seconds)")
     for name in names:
-        print(f"  {name:<22} {medians[name]:7.3f}")
-    inside = sum(v for k, v in medians.items() if not k.startswith("("))
-    print(f"  {'(outside the phases)':<22} {statistics.median(walls) - inside:7.3f}")
+        print(f"  {name:<34} {statistics.median(run.get(name, 0.0) for run in runs):7.3f}")
+    staged = [sum(run.get(name, 0.0) for name in names) for run in runs]
+    if all("(verdict total)" in run for run in runs):
+        totals = [run["(verdict total)"] for run in runs]
+        pipeline = statistics.median(t - s for t, s in zip(totals, staged, strict=True))
+        process = statistics.median(w - t for w, t in zip(walls, totals, strict=True))
+        print(f"  {'(pipeline, outside its stages)':<34} {pipeline:7.3f}")
+        print(f"  {'(process: start, imports, report)':<34} {process:7.3f}")
+    else:
+        process = statistics.median(w - s for w, s in zip(walls, staged, strict=True))
+        print(f"  {'(process: start, imports, yaml)':<34} {process:7.3f}")
+    print(f"  {'wall':<34} {statistics.median(walls):7.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,19 +440,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor-once", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--bindir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--run-as", help=argparse.SUPPRESS)
+    parser.add_argument("--template", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--floor-template",
+        action="store_true",
+        help="floor copies gatekeeper's cached cluster instead of running initdb",
+    )
     args = parser.parse_args(argv)
     if args.floor_once is not None:
+        if args.bindir is None:
+            parser.error("--floor-once needs --bindir")
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind, remove the dirs
-        run_as = tuple(int(x) for x in args.run_as.split(":")) if args.run_as else None
-        phases = floor_once(args.floor_once, args.bindir, run_as)  # type: ignore[arg-type]
+        run_as = None
+        if args.run_as:
+            uid, gid = args.run_as.split(":")
+            run_as = (int(uid), int(gid))
+        phases = floor_once(args.floor_once, args.bindir, run_as, args.template)
         sys.stdout.write(json.dumps(phases) + "\n")
         return 0
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    return bench(args.runs)
+    return bench(args.runs, floor_template=args.floor_template)
 
 
-def bench(runs: int) -> int:
+def bench(runs: int, *, floor_template: bool) -> int:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind: stop children, clean up
     sys.path.insert(0, str(ROOT))
     from bot.sandbox.postgres import prepare
 
@@ -430,6 +472,9 @@ def bench(runs: int) -> int:
     floor_args = ["--bindir", str(installation.bindir)]
     if installation.run_as is not None:
         floor_args += ["--run-as", f"{installation.run_as.uid}:{installation.run_as.gid}"]
+    if floor_template:
+        # gatekeeper's own cache (bot/sandbox/postgres.py); its warm-up run creates it.
+        floor_args += ["--template", str(installation.cache / "template")]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     if len(env.get(SECRET_ENV, "")) < 32:
         env[SECRET_ENV] = secrets.token_urlsafe(32)
@@ -464,9 +509,14 @@ def bench(runs: int) -> int:
 
     if times["floor"]:
         report(times, phases)
-    left = sorted({p.name for p in tmp.iterdir()} - before)
+    # Only names gatekeeper or this script create; another job on the machine may own them.
+    left = sorted(
+        name
+        for name in {p.name for p in tmp.iterdir()} - before
+        if name.startswith(("gatekeeper-", TMP_PREFIX))
+    )
     if left:
-        print(f"\nwarning: left behind in {tmp}: {', '.join(left)}", file=sys.stderr)
+        print(f"\nwarning: new in {tmp} (ours or a concurrent job's): {', '.join(left)}")
     return 1 if failed else 0
 
 
@@ -482,7 +532,12 @@ def report(times: dict[str, list[float]], phases: dict[str, list[dict[str, float
     print(f"target <= {TARGET}x (median ratio): {verdict}")
     print_phases("gatekeeper stages (verdict.json)", phases["gatekeeper"], times["gatekeeper"])
     print_phases("floor phases", phases["floor"], times["floor"])
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: children stopped, temp dirs removed", file=sys.stderr)
+        sys.exit(130)

@@ -86,16 +86,17 @@ class Service:
             return
         repo = target.repository
         publisher = self._publisher(target)
-        policy_text = self.github.read_file(repo, target.base_sha, REPO_POLICY_PATH)
+        base = target.base_sha or target.base_ref or ""
+        policy_text = self.github.read_file(target.installation_id, repo, base, REPO_POLICY_PATH)
         try:
-            loaded = self._policy(policy_text, repo, target.base_sha)
+            loaded = self._policy(policy_text, repo, base)
         except ConfigError as exc:
             publisher.error(target.head_sha, f"the base branch's policy is invalid: {exc}")
             self.store.update(run["id"], state="error", detail=str(exc), finished_at=_now())
             return
         checked = events.check_branches(target, loaded.policy.branches)
         if isinstance(checked, events.Ignored):
-            self.store.update(run["id"], state="ignored", detail=checked.reason, finished_at=_now())
+            self._finish_quietly(run, checked.reason)
             return
         if not self._allowed(target, run):
             publisher.pending(
@@ -138,26 +139,43 @@ class Service:
         )
 
     def _target(self, run: dict[str, Any]) -> events.Target | None:
-        """The run's Target; a `/gatekeeper` comment is resolved to its pull request here."""
+        """The run's Target, completed from the pull request where the event left gaps: a
+        `/gatekeeper` comment has no head SHA, check events name no author."""
         data = run["target"]
         if data.get("kind") != "needs-pull-request":
-            return events.Target.model_validate(data)
+            target = events.Target.model_validate(data)
+            if target.author is None and target.pr_number is not None:
+                pull = self.github.pull_request(
+                    target.installation_id, target.repository, target.pr_number
+                )
+                user = pull.get("user") or {}
+                target = target.model_copy(
+                    update={
+                        "author": user.get("login"),
+                        "author_association": pull.get("author_association"),
+                    }
+                )
+            return target
         ask = events.NeedsPullRequest.model_validate(data["request"])
-        pull = self.github.pull_request(ask.repository, ask.pr_number)
-        target = events.target_from_pull_request(
-            pull, ask.repository, ask.installation_id, f"comment:/gatekeeper {ask.command}"
-        )
-        permission = self.github.permission(ask.repository, ask.commenter)
+        permission = self.github.permission(ask.installation_id, ask.repository, ask.commenter)
         if permission not in WRITE_PERMISSIONS:
-            self.store.update(
-                run["id"],
-                state="ignored",
-                finished_at=_now(),
-                detail=f"{ask.commenter} has {permission} access; commands need write",
+            self._finish_quietly(
+                run, f"{ask.commenter} has {permission} access; commands need write"
             )
             return None
-        self.store.resolve(run["id"], target.model_dump(mode="json"), approved=True)
-        return target
+        pull = self.github.pull_request(ask.installation_id, ask.repository, ask.pr_number)
+        routed = events.target_from_pull_request(
+            pull, ask.repository, ask.installation_id, ask.trigger, ask.delivery_id
+        )
+        if isinstance(routed, events.Ignored):
+            self._finish_quietly(run, routed.reason)
+            return None
+        self.store.resolve(run["id"], routed.model_dump(mode="json"), approved=True)
+        return routed
+
+    def _finish_quietly(self, run: dict[str, Any], reason: str) -> None:
+        """Nothing was posted for this run: it ends in the store only."""
+        self.store.update(run["id"], state="ignored", detail=reason, finished_at=_now())
 
     def _allowed(self, target: events.Target, run: dict[str, Any]) -> bool:
         """Forks and authors without write access wait for a maintainer's ok-to-test."""
@@ -165,14 +183,19 @@ class Service:
             return True
         if target.head_repository != target.repository:
             return False
-        return self.github.permission(target.repository, target.author) in WRITE_PERMISSIONS
+        if target.author is None:
+            return False
+        permission = self.github.permission(
+            target.installation_id, target.repository, target.author
+        )
+        return permission in WRITE_PERMISSIONS
 
-    def _policy(self, text: str | None, repo: str, base_sha: str) -> LoadedPolicy:
+    def _policy(self, text: str | None, repo: str, base: str) -> LoadedPolicy:
         if text is None:
             path = self.settings.default_policy or default_policy_path()
             return load_policy(path)
         # Parsed early for the branch check; suites are read from the clone later.
-        return load_policy_text(text, f"{repo}@{base_sha[:12]}:{REPO_POLICY_PATH}", Path("."))
+        return load_policy_text(text, f"{repo}@{base[:12]}:{REPO_POLICY_PATH}", Path("."))
 
     def _validate(self, target: events.Target) -> Verdict:
         with tempfile.TemporaryDirectory(prefix="gatekeeper-clone-") as tmp:

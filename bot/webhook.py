@@ -73,6 +73,11 @@ def _accept(service: Service, event: str, delivery: str, payload: dict[str, Any]
         routed = events.route(event, payload, delivery)
     except events.PayloadError as exc:
         return _answer(400, f"malformed {event} payload: {exc}")
+    if isinstance(routed, events.Target) and routed.needs_pr_lookup:
+        routed = events.Ignored(
+            reason="a push to a pull request's branch is validated through its "
+            "pull_request.synchronize delivery"
+        )
     if isinstance(routed, events.Ignored):
         fresh = service.store.record_delivery(delivery, event, action, "ignored", routed.reason)
         return _answer(200, f"ignored: {routed.reason}" if fresh else "duplicate delivery")

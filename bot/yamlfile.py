@@ -18,6 +18,9 @@ from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
+# libyaml's loader keeps the same marks and is about eight times faster than the pure one.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 Loc = tuple[str | int, ...]
 
 
@@ -52,7 +55,7 @@ def load_model(path: str | Path, model: type[M], text: str | None = None) -> M:
 
 def _compose(name: str, text: str) -> tuple[Any, dict[Loc, tuple[int, int]]]:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
@@ -66,7 +69,7 @@ def _compose(name: str, text: str) -> tuple[Any, dict[Loc, tuple[int, int]]]:
     if problems:
         raise ConfigError(name, problems)
     try:
-        data = yaml.SafeLoader(text).get_single_data()
+        data = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         raise ConfigError(name, [f"{name}: invalid YAML: {exc}"]) from None
     return data, marks
