@@ -359,7 +359,14 @@ class _Linter:
         self._history.append(stmt)
         match node:
             case ast.CreateStmt(relation=rv) | ast.CreateTableAsStmt(into=ast.IntoClause(rel=rv)):
-                self._created.add(table_key(sqlast.relation(rv)))
+                # IF NOT EXISTS creates nothing when the table is already there (a start-up
+                # migration's second run, or an older release's table): new only if the
+                # tables known before the migration say it was not.
+                name = sqlast.relation(rv)
+                if not node.if_not_exists or (
+                    self._known is not None and find_table(name, self._known) is None
+                ):
+                    self._created.add(table_key(name))
             case ast.RenameStmt(renameType=enums.ObjectType.OBJECT_TABLE, relation=rv):
                 new = table_key(
                     f"{rv.schemaname}.{node.newname}" if rv.schemaname else node.newname

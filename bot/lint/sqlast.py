@@ -214,7 +214,7 @@ def locks(node: ast.Node) -> list[Lock]:
             return [
                 Lock(relation(node.relation), concurrent if node.concurrent else LockMode.share)
             ]
-        case ast.DropStmt(removeType=OT.OBJECT_TABLE | OT.OBJECT_MATVIEW):
+        case ast.DropStmt(removeType=OT.OBJECT_TABLE | OT.OBJECT_VIEW | OT.OBJECT_MATVIEW):
             return [Lock(dotted(o), LockMode.access_exclusive) for o in node.objects or ()]
         case ast.DropStmt(removeType=OT.OBJECT_INDEX):
             mode = LockMode.share_update_exclusive if node.concurrent else LockMode.access_exclusive

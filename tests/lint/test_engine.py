@@ -296,6 +296,25 @@ def test_known_tables_decide_which_tables_exist() -> None:
     assert len(_by_rule(everything, "require-concurrent-index-creation")) == 2
 
 
+def test_create_table_if_not_exists_may_find_the_table_already_there() -> None:
+    # A start-up migration's second run, or an upgrade from a release that had the table:
+    # IF NOT EXISTS created nothing, and the index build locks a table with rows.
+    sql = "CREATE TABLE IF NOT EXISTS events (at timestamptz);\nCREATE INDEX i ON events (at);"
+    assert _by_rule(lint_sql(sql), "require-concurrent-index-creation") == [(2, "medium")]
+    known = lint_sql(sql, options=LintOptions(known_tables={"events"}))
+    assert _by_rule(known, "require-concurrent-index-creation") == [(2, "medium")]
+    # The base branch has no such table: the migration creates it, nobody else sees it yet.
+    absent = lint_sql(sql, options=LintOptions(known_tables={"accounts"}))
+    assert _by_rule(absent, "require-concurrent-index-creation") == []
+    plain = sql.replace(" IF NOT EXISTS", "")
+    assert _by_rule(lint_sql(plain), "require-concurrent-index-creation") == []
+
+
+def test_drop_view_waits_for_its_readers() -> None:
+    result = lint_sql("DROP VIEW IF EXISTS account_balances;")
+    assert _by_rule(result, "require-lock-timeout") == [(1, "medium")]
+
+
 def test_table_names_match_across_schemas_when_one_side_has_none() -> None:
     sql = "CREATE INDEX i1 ON app.accounts (email);\nCREATE INDEX i2 ON billing.invoices (n);"
     options = LintOptions(known_tables={"accounts", "app.invoices"}, table_rows={"app.accounts": 2})

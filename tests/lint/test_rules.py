@@ -100,6 +100,14 @@ FLAGGED: list[tuple[str, str, int, Risk, dict[str, Any]]] = [
         {},
     ),
     (
+        "adding-foreign-key-constraint",
+        # With a default every row has a value to check: validated under ACCESS EXCLUSIVE.
+        "ALTER TABLE orders ADD COLUMN plan_id bigint DEFAULT 1 REFERENCES plans (id);",
+        1,
+        Risk.medium,
+        {},
+    ),
+    (
         "constraint-missing-not-valid",
         "ALTER TABLE orders ADD CONSTRAINT positive CHECK (total >= 0);",
         1,
@@ -136,6 +144,15 @@ FLAGGED: list[tuple[str, str, int, Risk, dict[str, Any]]] = [
         {},
     ),
     (
+        "ban-alter-domain-with-add-constraint",
+        # Unlike ALTER TABLE's, a domain's VALIDATE CONSTRAINT scans under SHARE.
+        "ALTER DOMAIN positive_int ADD CONSTRAINT gt0 CHECK (VALUE > 0) NOT VALID;\n"
+        "ALTER DOMAIN positive_int VALIDATE CONSTRAINT gt0;",
+        2,
+        Risk.medium,
+        {},
+    ),
+    (
         "require-concurrent-index-creation",
         "SET lock_timeout = '2s';\nCREATE INDEX orders_created_idx ON orders (created_at);",
         2,
@@ -150,6 +167,13 @@ FLAGGED: list[tuple[str, str, int, Risk, dict[str, Any]]] = [
         {},
     ),
     ("require-concurrent-reindex", "REINDEX INDEX orders_created_idx;", 1, Risk.medium, {}),
+    (
+        "require-concurrent-partition-detach",
+        "SET lock_timeout = '2s';\nALTER TABLE events DETACH PARTITION events_2023_01;",
+        2,
+        Risk.medium,
+        {},
+    ),
     (
         "ban-concurrent-index-creation-in-transaction",
         "BEGIN;\nCREATE INDEX CONCURRENTLY orders_created_idx ON orders (created_at);\nCOMMIT;",
@@ -210,6 +234,29 @@ FLAGGED: list[tuple[str, str, int, Risk, dict[str, Any]]] = [
     ),
     ("renaming-table", "ALTER TABLE accounts RENAME TO customers;", 1, Risk.high, {}),
     ("ban-drop-column", "ALTER TABLE accounts DROP COLUMN legacy_flag;", 1, Risk.high, {}),
+    (
+        "ban-drop-default",
+        # Django's AddField: the old release's INSERTs fail once the default is gone.
+        'ALTER TABLE "shop_order" ADD COLUMN "is_gift" boolean DEFAULT false NOT NULL;\n'
+        'ALTER TABLE "shop_order" ALTER COLUMN "is_gift" DROP DEFAULT;',
+        2,
+        Risk.high,
+        {},
+    ),
+    (
+        "ban-drop-default",
+        "ALTER TABLE t ADD COLUMN n int NOT NULL DEFAULT 0, ALTER COLUMN n DROP DEFAULT;",
+        1,
+        Risk.high,
+        {},
+    ),
+    (
+        "ban-drop-default",
+        "ALTER TABLE projects ALTER COLUMN archived DROP DEFAULT;",
+        1,
+        Risk.low,
+        {},
+    ),
     ("ban-drop-table", "DROP TABLE audit_log;", 1, Risk.critical, {}),
     ("ban-drop-schema", "DROP SCHEMA reporting CASCADE;", 1, Risk.critical, {}),
     ("ban-drop-database", "DROP DATABASE app;", 1, Risk.critical, {}),
@@ -240,8 +287,33 @@ FLAGGED: list[tuple[str, str, int, Risk, dict[str, Any]]] = [
         {},
     ),
     (
+        "require-lock-timeout",
+        # A new table's foreign key blocks writes to the referenced table while it waits.
+        "CREATE TABLE notes (id bigint, account_id bigint REFERENCES accounts (id));",
+        1,
+        Risk.medium,
+        {},
+    ),
+    (
+        "require-lock-timeout",
+        "CREATE TRIGGER audit AFTER UPDATE ON accounts FOR EACH ROW EXECUTE FUNCTION audit();",
+        1,
+        Risk.medium,
+        {},
+    ),
+    (
         "multiple-table-locks-in-transaction",
         "BEGIN;\nALTER TABLE accounts ADD COLUMN a int;\nALTER TABLE orders ADD COLUMN b int;\n"
+        "COMMIT;",
+        3,
+        Risk.medium,
+        {},
+    ),
+    (
+        "multiple-table-locks-in-transaction",
+        # The foreign key also touches comments, already held: accounts is the table it adds.
+        "BEGIN;\nALTER TABLE comments ADD COLUMN account_id bigint;\n"
+        "ALTER TABLE comments ADD FOREIGN KEY (account_id) REFERENCES accounts (id) NOT VALID;\n"
         "COMMIT;",
         3,
         Risk.medium,
@@ -338,6 +410,17 @@ CLEAN: list[tuple[str, str, dict[str, Any]]] = [
         {},
     ),
     (
+        "adding-foreign-key-constraint",
+        # A new column without a default is all NULL: PostgreSQL skips the validation.
+        "ALTER TABLE orders ADD COLUMN plan_id bigint REFERENCES plans (id);",
+        {},
+    ),
+    (
+        "adding-foreign-key-constraint",
+        "ALTER TABLE orders ADD COLUMN plan_id bigint DEFAULT NULL REFERENCES plans (id);",
+        {},
+    ),
+    (
         "constraint-missing-not-valid",
         "ALTER TABLE orders ADD CONSTRAINT positive CHECK (total >= 0) NOT VALID;\n"
         "ALTER TABLE orders VALIDATE CONSTRAINT positive;",
@@ -372,6 +455,17 @@ CLEAN: list[tuple[str, str, dict[str, Any]]] = [
     ),
     ("require-concurrent-reindex", "REINDEX INDEX CONCURRENTLY orders_created_idx;", {}),
     (
+        "require-concurrent-partition-detach",
+        "ALTER TABLE events DETACH PARTITION events_2023_01 CONCURRENTLY;",
+        {},
+    ),
+    (
+        "require-concurrent-partition-detach",
+        "CREATE TABLE events (at date) PARTITION BY RANGE (at);\n"
+        "ALTER TABLE events DETACH PARTITION events_2023_01;",
+        {},
+    ),
+    (
         "ban-concurrent-index-creation-in-transaction",
         "CREATE INDEX CONCURRENTLY orders_created_idx ON orders (created_at);",
         {},
@@ -398,6 +492,24 @@ CLEAN: list[tuple[str, str, dict[str, Any]]] = [
     ("renaming-column", "CREATE TABLE t (a int);\nALTER TABLE t RENAME COLUMN a TO b;", {}),
     ("renaming-table", "ALTER INDEX accounts_pkey RENAME TO customers_pkey;", {}),
     ("ban-drop-column", "ALTER TABLE accounts DROP CONSTRAINT accounts_email_key;", {}),
+    (
+        "ban-drop-default",
+        "ALTER TABLE accounts ALTER COLUMN legacy DROP NOT NULL;\n"
+        "ALTER TABLE accounts ALTER COLUMN legacy DROP DEFAULT;",
+        {},
+    ),
+    (
+        "ban-drop-default",
+        "ALTER TABLE accounts ADD COLUMN note text DEFAULT '';\n"
+        "ALTER TABLE accounts ALTER COLUMN note DROP DEFAULT;",
+        {},
+    ),
+    ("ban-drop-default", "ALTER TABLE accounts ALTER COLUMN plan SET DEFAULT 'free';", {}),
+    (
+        "ban-drop-default",
+        "CREATE TABLE t (n int NOT NULL DEFAULT 0);\nALTER TABLE t ALTER COLUMN n DROP DEFAULT;",
+        {},
+    ),
     ("ban-drop-table", "CREATE TABLE scratch (id int);\nDROP TABLE scratch;", {}),
     ("ban-drop-schema", "CREATE SCHEMA reporting;", {}),
     ("ban-drop-database", "DROP TABLE IF EXISTS app;", {}),
@@ -425,6 +537,15 @@ CLEAN: list[tuple[str, str, dict[str, Any]]] = [
         {},
     ),
     ("require-lock-timeout", "CREATE INDEX CONCURRENTLY i ON accounts (note);", {}),
+    # Index builds have their own rule, whose fix (CONCURRENTLY) blocks no writes.
+    ("require-lock-timeout", "CREATE INDEX i ON accounts (note);", {}),
+    ("require-lock-timeout", "REINDEX TABLE accounts;", {}),
+    (
+        "require-lock-timeout",
+        "CREATE TABLE plans (id bigint PRIMARY KEY);\n"
+        "CREATE TABLE notes (id bigint, plan_id bigint REFERENCES plans (id));",
+        {},
+    ),
     (
         "multiple-table-locks-in-transaction",
         "ALTER TABLE accounts ADD COLUMN a int;\nALTER TABLE orders ADD COLUMN b int;",

@@ -24,13 +24,15 @@ def _blocking(statements: Iterable[Statement], ctx: Context) -> set[str]:
 def check(stmt: Statement, ctx: Context) -> Iterator[Hit]:
     if not ctx.in_transaction:
         return
-    current = _blocking([stmt], ctx)
-    held = _blocking(ctx.seen, ctx) - current if current else set()
-    if held:
+    held = _blocking(ctx.seen, ctx)
+    # Only the tables this statement adds: it may also touch one already held (ADD COLUMN, then
+    # a foreign key from that table to another one).
+    added = _blocking([stmt], ctx) - held
+    if held and added:
         yield Hit(
-            f"locks {', '.join(sorted(current))} while the same transaction already blocks "
+            f"locks {', '.join(sorted(added))} while the same transaction already blocks "
             f"writes to {', '.join(sorted(held))}: all of them stay locked until COMMIT",
-            min(current),
+            min(added),
         )
 
 

@@ -1,0 +1,1 @@
+ALTER DATABASE app SET timezone TO 'UTC';

@@ -1,0 +1,1 @@
+REINDEX INDEX CONCURRENTLY orders_account_id_created_at_idx;

@@ -1,0 +1,3 @@
+-- Reject e-mail addresses without an @ everywhere the domain is used.
+ALTER DOMAIN email_address
+    ADD CONSTRAINT email_address_has_at CHECK (VALUE LIKE '%@%');

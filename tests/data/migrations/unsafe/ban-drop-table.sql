@@ -1,0 +1,4 @@
+-- Sessions moved to Redis.
+SET lock_timeout = '3s';
+
+DROP TABLE IF EXISTS user_sessions;
