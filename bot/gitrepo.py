@@ -171,6 +171,15 @@ class Scratch:
                 added.setdefault(path, set()).update(range(first, first + length))
         return added
 
+    def references(self, sha: str, word: str) -> list[tuple[str, int, str]]:
+        """(path, line, text) of every whole-word occurrence of `word` in the tree of `sha`."""
+        proc = _git(self.clone, "grep", "-n", "-I", "-w", "-F", word, sha, check=False)
+        out = []
+        for hit in proc.stdout.splitlines():
+            _sha, path, line, text = hit.split(":", 3)
+            out.append((path, int(line), text))
+        return out
+
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 

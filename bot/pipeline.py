@@ -98,6 +98,7 @@ class _Run:
         self.baseline: dict[str, StepResult] = {}
         self.added_lines: dict[str, set[int]] = {}
         self.locks: list[ObservedLock] = []
+        self.scratch: Scratch | None = None
         self.started = time.monotonic()
         self.deadline = self.started + self.policy.timeouts.run
 
@@ -158,6 +159,7 @@ class _Run:
         self, scratch: Scratch, suites: list, headers: dict[str, str], env: dict[str, str]
     ) -> None:
         job = self.job
+        self.scratch = scratch
         with self.stage("merge"):
             merge = scratch.merge(job.base_sha, job.head_sha)
             self.evidence["commits"] = [
@@ -426,6 +428,7 @@ class _Run:
             if lock.table in existing
         ]
         self.observed.dropped = diff.destructive()
+        self._references(diff)
         # Declared production sizes win over the sandbox's (nearly empty) tables.
         rows = {name: s.rows for name, s in stats_before.items()}
         for name, size in self.policy.tables.items():
@@ -456,6 +459,25 @@ class _Run:
             }
             for name, stats in stats_after.items()
         }
+
+    def _references(self, diff: schema.SchemaDiff) -> None:
+        """Code that still names a dropped table or column: it breaks once this is deployed.
+
+        Lines of DDL (the migrations that created, altered or drop it, guards reading
+        information_schema) are history, not readers, and do not count."""
+        assert self.scratch is not None and self.job.merge_sha is not None
+        for change in diff.changes:
+            if not (change.destructive and change.kind in ("table", "column")):
+                continue
+            name = change.name.rsplit(".", 1)[-1].strip('"')
+            drops = _DDL_LINE
+            refs = [
+                f"{path}:{line}"
+                for path, line, text in self.scratch.references(self.job.merge_sha, name)
+                if not drops.search(text)
+            ]
+            if refs:
+                self.observed.still_referenced[change.line()] = refs
 
     def _lint(self, migrator, head_dir: Path, changed, before, base_log, head_log) -> None:
         rules = self.policy.lint
@@ -670,6 +692,7 @@ class _Run:
         )
 
 
+_DDL_LINE = re.compile(r"\b(ADD|DROP|ALTER|CREATE|RENAME)\b|column_name", re.IGNORECASE)
 _LOCKING_TAGS = {"ALTER TABLE", "CREATE INDEX", "DROP INDEX", "CREATE TRIGGER", "ALTER INDEX"}
 
 

@@ -25,6 +25,8 @@ class Observed:
     criteria: list[Criterion] = field(default_factory=list)
     reapply_failed: bool = False
     dropped: list[str] = field(default_factory=list)  # tables / columns that held data
+    # dropped object -> places in the merge result's code that still name it
+    still_referenced: dict[str, list[str]] = field(default_factory=dict)
     rewritten: list[str] = field(default_factory=list)  # tables whose storage was rewritten
     locked: dict[str, list[str]] = field(default_factory=dict)  # table -> DDL command tags
     edited_migrations: list[str] = field(default_factory=list)
@@ -116,12 +118,20 @@ def _migration(seen: Observed) -> list[RiskFactor]:
             )
         )
     for target in seen.dropped:
+        refs = seen.still_referenced.get(target, [])
+        where = (
+            f"; the code still names it at {', '.join(refs[:5])}"
+            + (" ..." if len(refs) > 5 else "")
+            if refs
+            else ""
+        )
         out.append(
             RiskFactor(
                 id="destructive-ddl",
                 level=Risk.critical,
                 points=50,
-                reason=f"{target} was dropped: its data is lost and code still reading it breaks",
+                reason=f"{target} was dropped: its data is lost and code still reading it "
+                f"breaks{where}",
                 location=target,
             )
         )
