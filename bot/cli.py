@@ -131,6 +131,36 @@ def demo(
     raise typer.Exit(code)
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Validations run at once.")] = None,
+) -> None:
+    """Run the GitHub App: receive webhooks, validate builder PRs, report on them.
+
+    Settings come from GATEKEEPER_* environment variables (see the README); the options
+    override them."""
+    from pydantic import ValidationError
+
+    from bot.github.auth import CredentialsError
+    from bot.server import serve as run_server
+    from bot.settings import Settings
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = [
+            f"GATEKEEPER_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        ]
+        fail("invalid settings:\n  " + "\n  ".join(problems))
+    try:
+        run_server(settings)
+    except CredentialsError as exc:
+        fail(str(exc))
+
+
 @policy_app.command("check")
 def policy_check(files: Annotated[list[Path], typer.Argument(help="Policy files.")]) -> None:
     """Validate policy files; exit 2 with file:line:col messages when one is wrong."""

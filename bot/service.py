@@ -85,9 +85,11 @@ class Service:
         if target is None:
             return
         repo = target.repository
-        publisher = self._publisher(target)
+        publisher = self._publisher(target, run["id"])
         base = target.base_sha or target.base_ref or ""
-        policy_text = self.github.read_file(target.installation_id, repo, base, REPO_POLICY_PATH)
+        policy_text = self.github.for_installation(target.installation_id).read_file(
+            repo, base, REPO_POLICY_PATH
+        )
         try:
             loaded = self._policy(policy_text, repo, base)
         except ConfigError as exc:
@@ -145,8 +147,8 @@ class Service:
         if data.get("kind") != "needs-pull-request":
             target = events.Target.model_validate(data)
             if target.author is None and target.pr_number is not None:
-                pull = self.github.pull_request(
-                    target.installation_id, target.repository, target.pr_number
+                pull = self.github.for_installation(target.installation_id).pull_request(
+                    target.repository, target.pr_number
                 )
                 user = pull.get("user") or {}
                 target = target.model_copy(
@@ -157,13 +159,17 @@ class Service:
                 )
             return target
         ask = events.NeedsPullRequest.model_validate(data["request"])
-        permission = self.github.permission(ask.installation_id, ask.repository, ask.commenter)
+        permission = self.github.for_installation(ask.installation_id).permission(
+            ask.repository, ask.commenter
+        )
         if permission not in WRITE_PERMISSIONS:
             self._finish_quietly(
                 run, f"{ask.commenter} has {permission} access; commands need write"
             )
             return None
-        pull = self.github.pull_request(ask.installation_id, ask.repository, ask.pr_number)
+        pull = self.github.for_installation(ask.installation_id).pull_request(
+            ask.repository, ask.pr_number
+        )
         routed = events.target_from_pull_request(
             pull, ask.repository, ask.installation_id, ask.trigger, ask.delivery_id
         )
@@ -185,8 +191,8 @@ class Service:
             return False
         if target.author is None:
             return False
-        permission = self.github.permission(
-            target.installation_id, target.repository, target.author
+        permission = self.github.for_installation(target.installation_id).permission(
+            target.repository, target.author
         )
         return permission in WRITE_PERMISSIONS
 
@@ -231,12 +237,12 @@ class Service:
                     f"git {args[0] if args[0] != '-C' else args[2]} failed: {message}"
                 )
 
-    def _publisher(self, target: events.Target) -> Publisher:
+    def _publisher(self, target: events.Target, run_id: int) -> Publisher:
         return Publisher(
             self.github.for_installation(target.installation_id),
             target.repository,
             context=self.settings.status_context,
-            report_url=self._report_url,
+            report_url=self._report_url(run_id),
         )
 
     def _report_url(self, run_id: int) -> str | None:
@@ -252,7 +258,7 @@ class Service:
             return
         try:
             target = events.Target.model_validate(data)
-            self._publisher(target).error(
+            self._publisher(target, run["id"]).error(
                 target.head_sha,
                 reason,
                 check_run_id=run.get("check_run_id"),

@@ -21,9 +21,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEKEEPER_", extra="ignore")
 
     webhook_secret: SecretStr = Field(description="The App's webhook secret (HMAC SHA-256).")
-    app_id: int | None = None
-    app_private_key: SecretStr | None = Field(None, description="PEM text of the App's key.")
-    app_private_key_file: Path | None = None
+    app_id: int | None = Field(
+        None,
+        description="The App's id; its key comes from GATEKEEPER_APP_PRIVATE_KEY (PEM text) "
+        "or GATEKEEPER_APP_PRIVATE_KEY_FILE.",
+    )
     github_token: SecretStr | None = Field(None, description="Personal token, for local use.")
     github_api_url: str = "https://api.github.com"
     clone_url: str = Field(
