@@ -100,6 +100,7 @@ class Service:
         if isinstance(checked, events.Ignored):
             self._finish_quietly(run, checked.reason)
             return
+        publisher = self._publisher(target, run["id"], loaded)
         if not self._allowed(target, run):
             publisher.pending(
                 target.head_sha,
@@ -237,12 +238,17 @@ class Service:
                     f"git {args[0] if args[0] != '-C' else args[2]} failed: {message}"
                 )
 
-    def _publisher(self, target: events.Target, run_id: int) -> Publisher:
+    def _publisher(
+        self, target: events.Target, run_id: int, loaded: LoadedPolicy | None = None
+    ) -> Publisher:
+        report = loaded.policy.report if loaded is not None else None
         return Publisher(
             self.github.for_installation(target.installation_id),
             target.repository,
             context=self.settings.status_context,
             report_url=self._report_url(run_id),
+            review=bool(report and report.review),
+            labels=bool(report and report.labels),
         )
 
     def _report_url(self, run_id: int) -> str | None:

@@ -188,6 +188,13 @@ class Lint(Strict):
         return value
 
 
+class Report(Strict):
+    """What the GitHub App posts besides the status, the check run and the sticky comment."""
+
+    review: bool = Field(False, description="Also post a PR review: APPROVE or REQUEST_CHANGES.")
+    labels: bool = Field(False, description="Keep one risk:low ... risk:critical label on the PR.")
+
+
 class TableSize(Strict):
     rows: int = Field(ge=0, description="Expected production row count.")
 
@@ -209,6 +216,7 @@ class Policy(Strict):
     decision: Decide = Field(default_factory=Decide)
     tables: dict[str, TableSize] = Field(default_factory=dict)
     lint: Lint = Field(default_factory=Lint)
+    report: Report = Field(default_factory=Report)
 
     @model_validator(mode="after")
     def _startup_needs_api(self) -> Policy:
