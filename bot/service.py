@@ -186,7 +186,9 @@ class Service:
 
     def _allowed(self, target: events.Target, run: dict[str, Any]) -> bool:
         """Forks and authors without write access wait for a maintainer's ok-to-test."""
-        if events.trusted(target) or run["target"].get("approved"):
+        # A `/gatekeeper` command was checked for write access when it was resolved.
+        commanded = run["target"].get("kind") == "needs-pull-request"
+        if events.trusted(target) or commanded or run["target"].get("approved"):
             return True
         if target.head_repository != target.repository:
             return False

@@ -1,0 +1,492 @@
+"""The GitHub App end to end: signed real payloads in, statuses, check runs and one sticky
+comment out, over real HTTP to a fake GitHub whose every request is checked against
+GitHub's OpenAPI description. The service's own store is a real PostgreSQL.
+
+Payloads are the shared real examples, retargeted in each test at the repository the fake
+serves (their repository, numbers and SHAs are rewritten; the shapes are GitHub's).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from bot.github.auth import AppCredentials
+from bot.github.client import GitHubClient
+from bot.service import Service
+from bot.settings import Settings
+from bot.store import Store
+from bot.webhook import create_app
+
+from .conftest import commit_all
+
+REPO = "octo/inventory"
+SECRET = "it's a secret to everybody"
+WEBHOOKS = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "github" / "webhooks"
+)
+
+POLICY = """\
+version: 1
+branches: {builder: ["builder/*"], target: ["main"]}
+migrations: {mode: directory, directory: migrations}
+tables: {items: {rows: 1000}}
+suites: [../checks]
+"""
+CHECK = """\
+id: schema
+title: The items table answers
+steps:
+  - id: items
+    sql: {query: "SELECT count(*) AS n FROM items"}
+    expect: {rows: 1}
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "inventory"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.name", "Dev")
+    git(path, "config", "user.email", "dev@example.com")
+    (path / ".github").mkdir()
+    (path / ".github" / "gatekeeper.yml").write_text(POLICY)
+    (path / "checks").mkdir()
+    (path / "checks" / "schema.yml").write_text(CHECK)
+    (path / "migrations").mkdir()
+    (path / "migrations" / "001_items.sql").write_text(
+        "CREATE TABLE items (id bigint PRIMARY KEY);\n"
+    )
+    commit_all(path, "base")
+    git(path, "checkout", "-qb", "builder/add-name")
+    (path / "migrations" / "002_name.sql").write_text(
+        "ALTER TABLE items ADD COLUMN IF NOT EXISTS name text;\n"
+    )
+    commit_all(path, "fix: add items.name")
+    git(path, "checkout", "-q", "main")
+    return path
+
+
+@pytest.fixture
+def store(pg_sandbox) -> Iterator[Store]:
+    name = f"svc_{uuid.uuid4().hex[:10]}"
+    pg_sandbox.psql(f'CREATE DATABASE "{name}"')
+    url = pg_sandbox.database_url.rsplit("/", 1)[0] + f"/{name}"
+    store = Store(url)
+    store.migrate()
+    yield store
+    pg_sandbox.psql(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+class Running:
+    """The webhook app served by uvicorn on a loopback port, with its Service."""
+
+    def __init__(self, service: Service):
+        self.service = service
+        config = uvicorn.Config(create_app(service), host="127.0.0.1", port=0, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the webhook server did not start"
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.service.close()
+
+    def deliver(
+        self,
+        event: str,
+        payload: Any,
+        *,
+        delivery: str | None = None,
+        secret: str | None = SECRET,
+        body: bytes | None = None,
+    ) -> httpx.Response:
+        data = body if body is not None else json.dumps(payload).encode()
+        headers = {
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+            "Content-Type": "application/json",
+        }
+        if secret is not None:
+            digest = hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+            headers["X-Hub-Signature-256"] = f"sha256={digest}"
+        return httpx.post(f"{self.url}/webhook", content=data, headers=headers, timeout=10)
+
+
+def make_service(fake, store: Store, **overrides: Any) -> Service:
+    host = fake.url.removeprefix("http://")
+    settings = Settings(
+        webhook_secret=SECRET,
+        app_id=fake.app_id,
+        github_api_url=fake.url,
+        clone_url=f"http://x-access-token:{{token}}@{host}/{{repository}}.git",
+        database_url=store.database_url,
+        **overrides,
+    )
+    credentials = AppCredentials(fake.app_id, fake.app_private_key, api_url=fake.url)
+    service = Service(settings, store, GitHubClient(fake.url, credentials))
+    service.start()
+    return service
+
+
+def payload(name: str) -> dict[str, Any]:
+    path = WEBHOOKS / f"{name}.json"
+    if not path.exists():
+        pytest.fail(f"missing webhook fixture {path}: shared/ must sit beside the repository")
+    return json.loads(path.read_text())
+
+
+def synchronize(fake, number: int, installation_id: int) -> dict[str, Any]:
+    """The real synchronize payload, pointed at pull request `number` of REPO in the fake."""
+    pull = fake.state.repos[REPO].pulls[number]
+    data = copy.deepcopy(payload("pull_request.synchronize"))
+    data["number"] = number
+    pr = data["pull_request"]
+    pr["number"] = number
+    pr["draft"] = False
+    pr["author_association"] = "MEMBER"
+    pr["user"]["login"] = pull.user
+    for side, ref, sha in (("head", pull.head, pull.head_sha), ("base", pull.base, pull.base_sha)):
+        pr[side]["ref"], pr[side]["sha"] = ref, sha
+        pr[side]["repo"]["full_name"] = pull.head_repo if side == "head" else REPO
+    data["repository"]["full_name"] = REPO
+    data["repository"]["clone_url"] = f"{fake.url}/{REPO}.git"
+    data["installation"] = {"id": installation_id}
+    return data
+
+
+def wait_final(fake, sha: str, timeout: float = 120) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        statuses = fake.statuses(REPO, sha)
+        if statuses and statuses[-1]["state"] != "pending":
+            return statuses
+        time.sleep(0.1)
+    raise AssertionError(f"no final status for {sha}: {fake.statuses(REPO, sha)}")
+
+
+def wait_run(store: Store, run_id: int, timeout: float = 120) -> dict[str, Any]:
+    """Until the run's row is final: the service writes it after its last GitHub call."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = store.run(run_id)
+        if run["state"] not in ("queued", "running"):
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} still {store.run(run_id)['state']}")
+
+
+@pytest.fixture
+def served(fake_github, repo):
+    fake_github.add_repo(REPO, repo)
+    fake_github.add_pull(REPO, 7, head="builder/add-name", user="builder-bot")
+    fake_github.set_permission(REPO, "builder-bot", "write")
+    return fake_github
+
+
+def test_synchronize_posts_pending_then_the_verdict_check_run_and_one_comment(served, store):
+    fake = served
+    sha = fake.state.repos[REPO].pulls[7].head_sha
+    with Running(make_service(fake, store)) as app:
+        answer = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
+        assert answer.status_code == 202, answer.text
+        run = wait_run(store, answer.json()["run"])
+    statuses = fake.statuses(REPO, sha)
+    assert statuses[0]["state"] == "pending"
+    assert statuses[-1]["state"] == "success", statuses[-1]
+    assert statuses[-1]["context"] == "gatekeeper"
+    assert statuses[-1]["description"].startswith("approve")
+    (check,) = fake.check_runs(REPO)
+    assert check.data["status"] == "completed" and check.data["conclusion"] == "success"
+    (comment,) = fake.comments(REPO, 7)
+    assert "<!-- gatekeeper:report -->" in comment["body"]
+    assert "Gatekeeper: APPROVE" in comment["body"]
+    assert run["state"] == "done" and run["decision"] == "approve"
+
+
+def test_redelivery_is_acknowledged_and_not_run_twice(served, store):
+    fake = served
+    sha = fake.state.repos[REPO].pulls[7].head_sha
+    body = synchronize(fake, 7, fake.installation_id)
+    with Running(make_service(fake, store)) as app:
+        first = app.deliver("pull_request", body, delivery="d-1")
+        assert first.status_code == 202
+        wait_run(store, first.json()["run"])
+        again = app.deliver("pull_request", body, delivery="d-1")
+        assert again.status_code == 200 and again.json()["message"] == "duplicate delivery"
+        time.sleep(0.5)
+    assert len(fake.check_runs(REPO)) == 1
+    assert [s["state"] for s in fake.statuses(REPO, sha)] == ["pending", "success"]
+
+
+@pytest.mark.parametrize(
+    ("secret", "status"),
+    [(None, 401), ("wrong secret", 401)],
+    ids=["missing signature", "bad signature"],
+)
+def test_unsigned_or_badly_signed_deliveries_are_refused_and_store_nothing(
+    served, store, secret, status
+):
+    with Running(make_service(served, store)) as app:
+        answer = app.deliver(
+            "pull_request",
+            synchronize(served, 7, served.installation_id),
+            secret=secret,
+            delivery="bad-1",
+        )
+    assert answer.status_code == status
+    with psycopg.connect(store.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM gatekeeper.deliveries").fetchone()[0] == 0
+    assert served.statuses(REPO, served.state.repos[REPO].pulls[7].head_sha) == []
+
+
+def test_bad_bodies_get_clear_answers(served, store):
+    with Running(make_service(served, store, max_body_bytes=100_000)) as app:
+        huge = app.deliver("pull_request", None, body=b"{" + b" " * 200_000 + b"}")
+        assert huge.status_code == 413
+        broken = app.deliver("pull_request", None, body=b"{not json")
+        assert broken.status_code == 400 and "not JSON" in broken.json()["message"]
+        missing = synchronize(served, 7, served.installation_id)
+        del missing["pull_request"]["head"]["sha"]
+        malformed = app.deliver("pull_request", missing)
+        assert malformed.status_code == 400
+        assert "pull_request.head.sha" in malformed.json()["message"]
+        unknown = app.deliver("marketplace_purchase", {"action": "purchased"})
+        assert unknown.status_code == 200 and "ignored" in unknown.json()["message"]
+        ping = app.deliver("ping", payload("ping"))
+        assert ping.status_code == 200
+    assert served.statuses(REPO, served.state.repos[REPO].pulls[7].head_sha) == []
+
+
+def test_a_newer_push_supersedes_the_older_run(served, store, repo):
+    fake = served
+    old_sha = fake.state.repos[REPO].pulls[7].head_sha
+    fake.delay("checks/create", 2.0, times=1)  # keeps the first run busy while the push lands
+    with Running(make_service(fake, store)) as app:
+        assert (
+            app.deliver("pull_request", synchronize(fake, 7, fake.installation_id)).status_code
+            == 202
+        )
+        # The builder pushes again while the first run is in progress.
+        git(repo, "checkout", "-q", "builder/add-name")
+        (repo / "migrations" / "003_note.sql").write_text(
+            "ALTER TABLE items ADD COLUMN IF NOT EXISTS note text;\n"
+        )
+        new_sha = commit_all(repo, "fix: and a note")
+        git(repo, "checkout", "-q", "main")
+        fake.add_pull(REPO, 7, head="builder/add-name", user="builder-bot")
+        assert (
+            app.deliver("pull_request", synchronize(fake, 7, fake.installation_id)).status_code
+            == 202
+        )
+        second = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
+        old = wait_final(fake, old_sha)
+        new = wait_final(fake, new_sha)
+        wait_run(store, second.json()["run"])
+    assert old[-1]["state"] == "error" and f"superseded by {new_sha[:7]}" in old[-1]["description"]
+    assert new[-1]["state"] == "success"
+
+
+def test_a_fork_waits_for_ok_to_test(served, store):
+    fake = served
+    sha = fake.state.repos[REPO].pulls[7].head_sha
+    body = synchronize(fake, 7, fake.installation_id)
+    body["pull_request"]["head"]["repo"]["full_name"] = "stranger/inventory"
+    body["pull_request"]["author_association"] = "FIRST_TIME_CONTRIBUTOR"
+    with Running(make_service(fake, store)) as app:
+        assert app.deliver("pull_request", body).status_code == 202
+        deadline = time.monotonic() + 30
+        while not fake.statuses(REPO, sha) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+    (status,) = fake.statuses(REPO, sha)
+    assert status["state"] == "pending" and "ok-to-test" in status["description"]
+    assert fake.check_runs(REPO) == []
+
+
+def test_a_run_left_running_by_a_crash_ends_in_error_at_start_up(served, store):
+    fake = served
+    sha = fake.state.repos[REPO].pulls[7].head_sha
+    target = synchronize(fake, 7, fake.installation_id)
+    # What a process that died mid-run leaves: a claimed run and a pending status on GitHub.
+    from bot import events
+
+    routed = events.route("pull_request", target, "crashed-1")
+    run_id = store.accept(
+        "crashed-1", "pull_request", "synchronize", routed.model_dump(mode="json"), routed.head_sha
+    )
+    assert store.claim(run_id) is not None
+    service = make_service(fake, store)
+    service.close()
+    statuses = fake.statuses(REPO, sha)
+    assert statuses[-1]["state"] == "error"
+    assert "restarted" in statuses[-1]["description"]
+    assert store.run(run_id)["state"] == "error"
+
+
+def test_failed_deliveries_missed_while_down_are_redelivered(served, store):
+    fake = served
+    seen = fake.add_delivery(event="pull_request", action="synchronize", status_code=200)
+    missed = fake.add_delivery(event="pull_request", action="synchronize", status_code=502)
+    service = make_service(fake, store)
+    try:
+        assert service.redeliver_failed() == 1
+    finally:
+        service.close()
+    assert fake.redelivery_attempts == [missed.id]
+    assert seen.id not in fake.redelivery_attempts
+
+
+def test_the_policy_can_ask_for_a_review_and_risk_labels(fake_github, store, repo):
+    (repo / ".github" / "gatekeeper.yml").write_text(
+        POLICY + "report: {review: true, labels: true}\n"
+    )
+    commit_all(repo, "gate: reviews and labels")
+    git(repo, "checkout", "-q", "builder/add-name")
+    git(repo, "rebase", "-q", "main")
+    git(repo, "checkout", "-q", "main")
+    fake_github.add_repo(REPO, repo)
+    fake_github.add_pull(REPO, 7, head="builder/add-name", user="builder-bot")
+    fake_github.set_permission(REPO, "builder-bot", "write")
+    with Running(make_service(fake_github, store)) as app:
+        answer = app.deliver(
+            "pull_request", synchronize(fake_github, 7, fake_github.installation_id)
+        )
+        run = wait_run(store, answer.json()["run"])
+    assert run["decision"] == "approve"
+    assert [r["state"] for r in fake_github.reviews(REPO, 7)] == ["APPROVED"]
+    assert fake_github.labels(REPO, 7) == ["risk:low"]
+
+
+def test_gatekeeper_serve_as_a_user_runs_it(served, store, tmp_path):
+    """The command a user runs, as a process: configuration from the environment only."""
+    import os
+    import socket
+    import sys
+
+    fake = served
+    sha = fake.state.repos[REPO].pulls[7].head_sha
+    key = tmp_path / "app.pem"
+    key.write_text(fake.app_private_key)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    host = fake.url.removeprefix("http://")
+    env = {
+        **os.environ,
+        "GATEKEEPER_WEBHOOK_SECRET": SECRET,
+        "GATEKEEPER_APP_ID": str(fake.app_id),
+        "GATEKEEPER_APP_PRIVATE_KEY_FILE": str(key),
+        "GATEKEEPER_GITHUB_API_URL": fake.url,
+        "GATEKEEPER_CLONE_URL": f"http://x-access-token:{{token}}@{host}/{{repository}}.git",
+        "DATABASE_URL": store.database_url,
+        "GATEKEEPER_PUBLIC_URL": f"http://127.0.0.1:{port}",
+    }
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert serve.poll() is None, serve.stdout.read()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "gatekeeper serve did not come up"
+            time.sleep(0.1)
+        body = json.dumps(synchronize(fake, 7, fake.installation_id)).encode()
+        digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        answer = httpx.post(
+            f"{url}/webhook",
+            content=body,
+            headers={
+                "X-GitHub-Event": "pull_request",
+                "X-GitHub-Delivery": str(uuid.uuid4()),
+                "X-Hub-Signature-256": f"sha256={digest}",
+            },
+        )
+        assert answer.status_code == 202, answer.text
+        run = wait_run(store, answer.json()["run"])
+        assert run["state"] == "done", run["detail"]
+        statuses = fake.statuses(REPO, sha)
+        assert [s["state"] for s in statuses] == ["pending", "success"]
+        assert statuses[-1]["target_url"] == f"{url}/runs/{run['id']}/report"
+        report = httpx.get(statuses[-1]["target_url"])
+        assert report.status_code == 200 and "Gatekeeper: APPROVE" in report.text
+        assert len(fake.comments(REPO, 7)) == 1 and len(fake.check_runs(REPO)) == 1
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
+
+
+def test_ok_to_test_from_a_maintainer_runs_a_waiting_pull_request(fake_github, store, repo):
+    fake = fake_github
+    fake.add_repo(REPO, repo)
+    fake.add_pull(REPO, 7, head="builder/add-name", user="outsider")
+    fake.set_permission(REPO, "outsider", "read")
+    fake.set_permission(REPO, "maintainer", "write")
+    sha = fake.state.repos[REPO].pulls[7].head_sha
+    opened = synchronize(fake, 7, fake.installation_id)
+    opened["pull_request"]["author_association"] = "CONTRIBUTOR"
+    # Derived from the real issue_comment payload: upstream has no comment on a pull request.
+    comment = copy.deepcopy(payload("issue_comment.created.with-installation"))
+    comment["issue"]["number"] = 7
+    comment["issue"]["pull_request"] = {"url": f"{fake.url}/repos/{REPO}/pulls/7"}
+    comment["comment"]["body"] = "/gatekeeper ok-to-test"
+    comment["comment"]["user"]["login"] = "maintainer"
+    comment["comment"]["author_association"] = "MEMBER"
+    comment["repository"]["full_name"] = REPO
+    comment["installation"] = {"id": fake.installation_id}
+    with Running(make_service(fake, store)) as app:
+        waiting = app.deliver("pull_request", opened)
+        assert wait_run(store, waiting.json()["run"])["state"] == "waiting"
+        assert [s["state"] for s in fake.statuses(REPO, sha)] == ["pending"]
+        approved = app.deliver("issue_comment", comment)
+        assert approved.status_code == 202, approved.text
+        run = wait_run(store, approved.json()["run"])
+    assert run["state"] == "done" and run["head_sha"] == sha
+    assert fake.statuses(REPO, sha)[-1]["state"] == "success"
+    # An outsider's command is not obeyed.
+    comment["comment"]["user"]["login"] = "outsider"
+    with Running(make_service(fake, store)) as app:
+        ignored = app.deliver("issue_comment", comment)
+        run = wait_run(store, ignored.json()["run"])
+    assert run["state"] == "ignored" and "commands need write" in run["detail"]
