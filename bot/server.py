@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import uvicorn
@@ -51,14 +51,14 @@ def store_for(settings: Settings) -> Iterator[Store]:
         yield store
 
 
-class Sweeper:
-    """Asks GitHub to redeliver what failed while the service was down, now and then."""
+class Periodic:
+    """Runs `task` now and then on a daemon thread until stopped; failures are logged."""
 
-    def __init__(self, service: Service, interval: float):
-        self.service = service
+    def __init__(self, name: str, task: Callable[[], object], interval: float):
+        self.task = task
         self.interval = interval
         self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="gatekeeper-sweep", daemon=True)
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -70,11 +70,9 @@ class Sweeper:
     def _loop(self) -> None:
         while not self.stopped.is_set():
             try:
-                asked = self.service.redeliver_failed()
-                if asked:
-                    log.info("asked GitHub to redeliver %d failed deliveries", asked)
+                self.task()
             except Exception:
-                log.exception("redelivery sweep failed; retrying in %.0f s", self.interval)
+                log.exception("%s failed; retrying in %.0f s", self.thread.name, self.interval)
             self.stopped.wait(self.interval)
 
 
@@ -83,11 +81,18 @@ def serve(settings: Settings) -> None:
     with store_for(settings) as store:
         service = Service(settings, store, client)
         service.start()
-        sweeper = Sweeper(service, settings.redelivery_interval)
+        tasks = [Periodic("gatekeeper-watch", service.watch_dispatched, settings.watch_interval)]
         if settings.app_id is not None:  # the deliveries API needs the App's own JWT
-            sweeper.start()
+            tasks.append(
+                Periodic(
+                    "gatekeeper-redeliver", service.redeliver_failed, settings.redelivery_interval
+                )
+            )
+        for task in tasks:
+            task.start()
         try:
             uvicorn.run(create_app(service), host=settings.host, port=settings.port)
         finally:
-            sweeper.stop()
+            for task in tasks:
+                task.stop()
             service.close()

@@ -108,6 +108,9 @@ class Service:
             )
             self.store.update(run["id"], state="waiting", detail="needs ok-to-test")
             return
+        if loaded.policy.runner == "actions":
+            self._dispatch(run, target, loaded, publisher)
+            return
         publisher.pending(target.head_sha, "validating: merge, migrate, checks")
         check_run_id = publisher.start_check(target.head_sha)
         self.store.update(run["id"], check_run_id=check_run_id)
@@ -275,6 +278,77 @@ class Service:
         except Exception:
             log.exception("could not post the error status of run %s", run["id"])
 
+    # -- dispatch mode: GitHub Actions does the work ----------------------------------------
+
+    def _dispatch(
+        self, run: dict[str, Any], target: events.Target, loaded: LoadedPolicy, publisher: Publisher
+    ) -> None:
+        """Start the repository's gatekeeper workflow for this head; it reports back itself
+        (status and check run with its GITHUB_TOKEN). `watch_dispatched` makes sure it does."""
+        runner = loaded.policy.actions
+        inputs = {
+            "base_ref": target.base_ref or "",
+            "base_sha": target.base_sha or "",
+            "head_ref": target.head_ref,
+            "head_sha": target.head_sha,
+            "pr_number": "" if target.pr_number is None else str(target.pr_number),
+            "run_id": str(run["id"]),
+        }
+        client = self.github.for_installation(target.installation_id)
+        details = client.dispatch_workflow(
+            target.repository, runner.workflow, runner.ref or target.base_ref or "", inputs
+        )
+        link = details.get("html_url")
+        publisher.pending(target.head_sha, "dispatched to GitHub Actions", target_url=link)
+        self.store.update(
+            run["id"],
+            state="dispatched",
+            workflow_run_id=details.get("workflow_run_id"),
+            deadline=_now() + timedelta(seconds=runner.timeout),
+            detail=link or "",
+        )
+
+    def watch_dispatched(self) -> None:
+        """End every dispatched run whose workflow has reported, died or overstayed."""
+        for run in self.store.dispatched():
+            try:
+                self._watch(run)
+            except Exception:
+                log.exception("watching dispatched run %s failed; will look again", run["id"])
+
+    def _watch(self, run: dict[str, Any]) -> None:
+        target = events.Target.model_validate(run["target"])
+        client = self.github.for_installation(target.installation_id)
+        ours = [
+            s
+            for s in client.statuses(target.repository, target.head_sha)
+            if s["context"] == self.settings.status_context
+        ]
+        if ours and ours[0]["state"] != "pending":
+            self.store.update(
+                run["id"],
+                state="done",
+                detail=ours[0].get("description") or "",
+                finished_at=_now(),
+            )
+            return
+        if run["superseded_by"]:
+            self._publisher(target, run["id"]).superseded(target.head_sha, run["superseded_by"])
+            self.store.update(run["id"], state="superseded", finished_at=_now())
+            return
+        if run["workflow_run_id"] is not None:
+            workflow = client.workflow_run(target.repository, run["workflow_run_id"])
+            if workflow.get("status") == "completed":
+                self._fail(
+                    run,
+                    f"the Actions run ended ({workflow.get('conclusion')}) without reporting "
+                    "a verdict",
+                )
+                return
+        if _now() > run["deadline"]:
+            seconds = (run["deadline"] - run["created_at"]).total_seconds()
+            self._fail(run, f"the Actions workflow did not report back within {seconds:.0f} s")
+
     # -- deliveries GitHub failed to deliver -------------------------------------------------
 
     def redeliver_failed(self, window: timedelta = timedelta(hours=24)) -> int:
@@ -287,6 +361,8 @@ class Service:
                 continue
             self.github.redeliver(delivery["id"])
             asked += 1
+        if asked:
+            log.info("asked GitHub to redeliver %d failed deliveries", asked)
         return asked
 
 

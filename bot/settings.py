@@ -47,3 +47,6 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     redelivery_interval: float = Field(600, description="Seconds between redelivery sweeps.")
+    watch_interval: float = Field(
+        30, description="Seconds between checks of runs dispatched to GitHub Actions."
+    )

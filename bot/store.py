@@ -44,12 +44,15 @@ CREATE TABLE IF NOT EXISTS gatekeeper.runs (
     started_at timestamptz,
     finished_at timestamptz
 );
+-- Dispatch mode: the Actions run doing the work, and when it must have reported back.
+ALTER TABLE gatekeeper.runs ADD COLUMN IF NOT EXISTS workflow_run_id bigint;
+ALTER TABLE gatekeeper.runs ADD COLUMN IF NOT EXISTS deadline timestamptz;
 CREATE INDEX IF NOT EXISTS runs_pr ON gatekeeper.runs (repository, pr_number, id);
 CREATE INDEX IF NOT EXISTS runs_state ON gatekeeper.runs (state);
 """
 
 # Runs in these states may still publish; all others are final.
-ACTIVE = ("queued", "running", "waiting")
+ACTIVE = ("queued", "running", "waiting", "dispatched")
 
 
 class Store:
@@ -174,6 +177,12 @@ class Store:
         with self.connect() as conn:
             return conn.execute(
                 "SELECT * FROM gatekeeper.runs WHERE state = 'running' ORDER BY id"
+            ).fetchall()
+
+    def dispatched(self) -> list[dict[str, Any]]:
+        with self.connect() as conn:
+            return conn.execute(
+                "SELECT * FROM gatekeeper.runs WHERE state = 'dispatched' ORDER BY id"
             ).fetchall()
 
     def delivery_ids(self, since: datetime) -> set[str]:

@@ -297,6 +297,24 @@ class GitHubClient:
     def redeliver(self, delivery_id: int) -> None:
         self._request("POST", f"/app/hook/deliveries/{delivery_id}/attempts", as_app=True)
 
+    def dispatch_workflow(
+        self, repo: str, workflow: str, ref: str, inputs: dict[str, str]
+    ) -> dict[str, Any]:
+        """Start `workflow` on `ref`; GitHub answers with the run's id and URLs."""
+        body = {"ref": ref, "inputs": inputs, "return_run_details": True}
+        _, data = self._request(
+            "POST", f"/repos/{repo}/actions/workflows/{workflow}/dispatches", body=body
+        )
+        return data or {}
+
+    def workflow_run(self, repo: str, run_id: int) -> dict[str, Any]:
+        _, data = self._request("GET", f"/repos/{repo}/actions/runs/{run_id}")
+        return data
+
+    def statuses(self, repo: str, sha: str) -> list[dict[str, Any]]:
+        """The commit's statuses, newest first (GitHub's order)."""
+        return list(self._paginate(f"/repos/{repo}/commits/{sha}/statuses"))
+
     # -- plumbing ------------------------------------------------------------------------------
 
     def _request(

@@ -111,9 +111,10 @@ class Publisher:
 
     # -- the run's life ------------------------------------------------------------------------
 
-    def pending(self, sha: str, description: str) -> None:
-        """Tell the pull request the work is accepted (and the merge blocked meanwhile)."""
-        self._status(sha, "pending", description)
+    def pending(self, sha: str, description: str, target_url: str | None = None) -> None:
+        """Tell the pull request the work is accepted (and the merge blocked meanwhile);
+        `target_url` links elsewhere than the report, e.g. to the Actions run doing the work."""
+        self._status(sha, "pending", description, target_url)
 
     def start_check(self, sha: str, name: str | None = None) -> int:
         body: dict[str, Any] = {
@@ -218,9 +219,16 @@ class Publisher:
 
     # -- gate writes ---------------------------------------------------------------------------
 
-    def _status(self, sha: str, state: str, description: str) -> None:
+    def _status(
+        self, sha: str, state: str, description: str, target_url: str | None = None
+    ) -> None:
         self.client.create_status(
-            self.repo, sha, state, fit_line(description), self.context, self.report_url
+            self.repo,
+            sha,
+            state,
+            fit_line(description),
+            self.context,
+            target_url or self.report_url,
         )
 
     def _complete(

@@ -195,6 +195,18 @@ class Report(Strict):
     labels: bool = Field(False, description="Keep one risk:low ... risk:critical label on the PR.")
 
 
+class ActionsRunner(Strict):
+    """Dispatch mode: the service routes, a GitHub Actions workflow does the heavy work."""
+
+    workflow: str = Field(
+        "gatekeeper.yml", description="File name (or id) of the repository's gatekeeper workflow."
+    )
+    ref: str | None = Field(None, description="Branch to run the workflow from; default: base.")
+    timeout: float = Field(
+        3600, gt=0, description="Seconds for the workflow to report back before `error`."
+    )
+
+
 class TableSize(Strict):
     rows: int = Field(ge=0, description="Expected production row count.")
 
@@ -217,6 +229,12 @@ class Policy(Strict):
     tables: dict[str, TableSize] = Field(default_factory=dict)
     lint: Lint = Field(default_factory=Lint)
     report: Report = Field(default_factory=Report)
+    runner: Literal["local", "actions"] = Field(
+        "local",
+        description="local: the service validates in its own sandbox; actions: it dispatches "
+        "the repository's gatekeeper workflow, which validates and reports back itself.",
+    )
+    actions: ActionsRunner = Field(default_factory=ActionsRunner)
 
     @model_validator(mode="after")
     def _startup_needs_api(self) -> Policy:

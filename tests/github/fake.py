@@ -25,6 +25,8 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import socket
@@ -889,9 +891,6 @@ class FakeGitHub:
 
     def _git_token_ok(self, request: Request, repo: Repo) -> bool:
         """HTTP basic auth with an installation token as password (or as user name)."""
-        import base64
-        import binascii
-
         scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "basic":
             return False

@@ -490,3 +490,65 @@ def test_ok_to_test_from_a_maintainer_runs_a_waiting_pull_request(fake_github, s
         ignored = app.deliver("issue_comment", comment)
         run = wait_run(store, ignored.json()["run"])
     assert run["state"] == "ignored" and "commands need write" in run["detail"]
+
+
+def dispatch_repo(fake, repo: Path, timeout: float) -> str:
+    """REPO with a policy in dispatch mode; returns the PR's head SHA."""
+    (repo / ".github" / "gatekeeper.yml").write_text(
+        POLICY + f"runner: actions\nactions: {{workflow: gatekeeper.yml, timeout: {timeout}}}\n"
+    )
+    commit_all(repo, "gate: run on Actions")
+    git(repo, "checkout", "-q", "builder/add-name")
+    git(repo, "rebase", "-q", "main")
+    git(repo, "checkout", "-q", "main")
+    fake.add_repo(REPO, repo)
+    fake.add_pull(REPO, 7, head="builder/add-name", user="builder-bot")
+    fake.set_permission(REPO, "builder-bot", "write")
+    return fake.state.repos[REPO].pulls[7].head_sha
+
+
+def test_dispatch_mode_sends_the_workflow_and_accepts_its_report(fake_github, store, repo):
+    fake = fake_github
+    sha = dispatch_repo(fake, repo, timeout=600)
+    with Running(make_service(fake, store)) as app:
+        answer = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
+        run = wait_run(store, answer.json()["run"])
+        assert run["state"] == "dispatched"
+        (dispatch,) = fake.state.repos[REPO].dispatches
+        assert dispatch["workflow_id"] == "gatekeeper.yml" and dispatch["ref"] == "main"
+        assert dispatch["inputs"]["head_sha"] == sha
+        assert dispatch["inputs"]["run_id"] == str(run["id"])
+        (pending,) = fake.statuses(REPO, sha)
+        assert pending["state"] == "pending" and "/actions/runs/" in pending["target_url"]
+        assert fake.check_runs(REPO) == []  # the service validated nothing itself
+        # The workflow reports back with its own token, as the reusable workflow does.
+        reporter = app.service.github.for_installation(fake.installation_id)
+        reporter.create_status(REPO, sha, "success", "approve · risk low", "gatekeeper")
+        app.service.watch_dispatched()
+    assert store.run(run["id"])["state"] == "done"
+    assert [s["state"] for s in fake.statuses(REPO, sha)] == ["pending", "success"]
+
+
+def test_a_workflow_that_never_reports_back_ends_in_error(fake_github, store, repo):
+    fake = fake_github
+    sha = dispatch_repo(fake, repo, timeout=0.5)
+    with Running(make_service(fake, store)) as app:
+        answer = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
+        run = wait_run(store, answer.json()["run"])
+        time.sleep(0.6)
+        app.service.watch_dispatched()
+    assert store.run(run["id"])["state"] == "error"
+    final = fake.statuses(REPO, sha)[-1]
+    assert final["state"] == "error" and "did not report back" in final["description"]
+
+
+def test_a_workflow_that_ends_without_reporting_ends_in_error(fake_github, store, repo):
+    fake = fake_github
+    sha = dispatch_repo(fake, repo, timeout=600)
+    with Running(make_service(fake, store)) as app:
+        answer = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
+        run = wait_run(store, answer.json()["run"])
+        fake.set_workflow_run(run["workflow_run_id"], conclusion="failure")
+        app.service.watch_dispatched()
+    final = fake.statuses(REPO, sha)[-1]
+    assert final["state"] == "error" and "ended (failure) without reporting" in final["description"]
