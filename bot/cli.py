@@ -32,7 +32,8 @@ from bot.yamlfile import ConfigError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 policy_app = typer.Typer(no_args_is_help=True, help="Check policies and print their schema.")
 app.add_typer(policy_app, name="policy")
-err = Console(stderr=True, highlight=False)
+# Logs and CI capture stderr without a terminal; rich would then assume 80 columns.
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
 
 EXIT_ERROR = EXIT_CODES[Decision.error]
 

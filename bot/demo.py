@@ -104,9 +104,9 @@ def _risk_order(level: str) -> int:
 
 def _print_table(rows, total: float, console: Console) -> None:
     table = Table(title=f"gatekeeper demo: {len(rows)} builder fixes in {total:.1f} s")
-    for column in ("case", "expected", "decision", "risk", "seconds", "match", "report"):
-        table.add_column(column)
-    for case, verdict, report, matches in rows:
+    for column in ("case", "expected", "decision", "risk", "seconds", "match"):
+        table.add_column(column, no_wrap=True)
+    for case, verdict, _report, matches in rows:
         table.add_row(
             case.name,
             _expected(case),
@@ -114,9 +114,10 @@ def _print_table(rows, total: float, console: Console) -> None:
             verdict.risk.value if verdict.risk else "-",
             f"{verdict.seconds:.1f}",
             "[green]yes[/]" if matches else "[red]NO[/]",
-            str(report),
         )
     console.print(table)
+    if rows:
+        console.print(f"reports: {rows[0][2].parent.parent}/<case>/report.md", soft_wrap=True)
     for case, verdict, _report, matches in rows:
         if not matches:
             console.print(f"[red]{case.name}[/]: expected {_expected(case)}, got {verdict.summary}")
