@@ -25,7 +25,7 @@ from bot.pipeline import validate as run_validation
 from bot.policy import LoadedPolicy, Policy, load_policy
 from bot.policy.loader import policy_at
 from bot.report import write_outputs
-from bot.sandbox.local import LocalSandbox, raise_keyboard_interrupt_on_sigterm
+from bot.sandbox.local import for_policy, raise_keyboard_interrupt_on_sigterm
 from bot.verdict import EXIT_CODES, Decision, Verdict
 from bot.yamlfile import ConfigError
 
@@ -41,11 +41,6 @@ EXIT_ERROR = EXIT_CODES[Decision.error]
 def fail(message: str) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     raise typer.Exit(EXIT_ERROR)
-
-
-def local_sandbox(loaded: LoadedPolicy) -> LocalSandbox:
-    db = loaded.policy.database
-    return LocalSandbox(database=db.name, binaries=db.binaries)
 
 
 @app.command()
@@ -105,7 +100,7 @@ def run_job(job: Job, repo: Path, loaded: LoadedPolicy) -> Verdict:
             job,
             repo,
             loaded,
-            local_sandbox,
+            for_policy,
             progress=lambda stage: status.update(f"{job.head_ref}: {stage}"),
         )
 

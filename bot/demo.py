@@ -27,7 +27,7 @@ from bot.pipeline import validate
 from bot.policy import load_policy
 from bot.report import write_outputs
 from bot.resources import data_path
-from bot.sandbox.local import LocalSandbox
+from bot.sandbox.local import for_policy
 from bot.verdict import Verdict
 
 SECRET_ENV = "GATEKEEPER_JWT_SECRET"
@@ -86,9 +86,7 @@ def _validate_case(case, repo: Path, loaded, console: Console) -> Verdict:
             job,
             repo,
             loaded,
-            lambda p: LocalSandbox(
-                database=p.policy.database.name, binaries=p.policy.database.binaries
-            ),
+            for_policy,
             progress=lambda stage: status.update(f"{case.name}: {stage}"),
         )
 

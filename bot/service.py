@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from bot import events
-from bot.cli import local_sandbox
 from bot.github.client import GitHubClient
 from bot.github.publish import Publisher
 from bot.gitrepo import GitError, resolve
@@ -29,6 +28,7 @@ from bot.pipeline import validate
 from bot.policy import LoadedPolicy, load_policy, load_policy_text
 from bot.policy.loader import REPO_POLICY_PATH, default_policy_path, policy_at
 from bot.report import render_markdown
+from bot.sandbox.local import for_policy
 from bot.settings import Settings
 from bot.store import Store
 from bot.verdict import Verdict
@@ -221,7 +221,7 @@ class Service:
             job = events.to_job(target, base_sha)
             with policy_at(clone, base_sha, self.settings.default_policy) as loaded:
                 job = job.model_copy(update={"policy_source": loaded.source})
-                return validate(job, clone, loaded, local_sandbox)
+                return validate(job, clone, loaded, for_policy)
 
     def _clone(self, target: events.Target, dest: Path) -> None:
         token = self.github.token_for(target.installation_id)

@@ -35,6 +35,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.sql import SQL, Identifier
 
+from bot.policy.loader import LoadedPolicy
 from bot.sandbox import postgres
 from bot.sandbox.base import (
     ApiSpec,
@@ -70,6 +71,12 @@ def raise_keyboard_interrupt_on_sigterm() -> None:
     and the sandbox's children would outlive us. Call it once, from the main thread.
     """
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def for_policy(loaded: LoadedPolicy) -> LocalSandbox:
+    """The sandbox a policy asks for: every entry point validates with this one factory."""
+    database = loaded.policy.database
+    return LocalSandbox(database=database.name, binaries=database.binaries)
 
 
 class LocalSandbox(Sandbox):
