@@ -119,7 +119,7 @@ class _Run:
                 f"the run exceeded timeouts.run ({self.policy.timeouts.run:.0f} s) after '{name}'"
             )
 
-    def criterion(self, cid: str, title: str, passed: bool | None, evidence: str) -> bool:
+    def criterion(self, cid: str, title: str, passed: bool | None, evidence: str) -> None:
         status = Status.skipped if passed is None else Status.passed if passed else Status.failed
         self.criteria.append(
             Criterion(
@@ -130,7 +130,6 @@ class _Run:
                 evidence=evidence,
             )
         )
-        return bool(passed)
 
     # -- the run -----------------------------------------------------------------------------
 

@@ -6,7 +6,6 @@ summary and the dashboard all show the same thing.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -61,6 +60,3 @@ def _atomic_write(path: Path, text: str) -> Path:
         raise
     return path
 
-
-def dumps(verdict: Verdict) -> str:
-    return json.dumps(verdict.model_dump(mode="json"), indent=2)
