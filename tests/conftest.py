@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bot.sandbox.local import LocalSandbox
 
@@ -17,3 +19,15 @@ def pg_sandbox() -> Iterator[LocalSandbox]:
     """
     with LocalSandbox() as sandbox:
         yield sandbox
+
+
+@pytest.fixture
+def fresh_database(pg_sandbox: LocalSandbox) -> Iterator[str]:
+    """The URL of a new, empty database on the shared server, dropped after the test, so
+    event triggers, schemas and tables never leak between tests."""
+    name = f"t_{uuid.uuid4().hex}"
+    pg_sandbox.psql(f"CREATE DATABASE {name}")
+    try:
+        yield make_conninfo(**{**conninfo_to_dict(pg_sandbox.database_url), "dbname": name})
+    finally:
+        pg_sandbox.psql(f"DROP DATABASE {name} WITH (FORCE)")

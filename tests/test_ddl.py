@@ -7,22 +7,15 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from bot import ddl
 
 
 @pytest.fixture
-def pg_conn(pg_sandbox) -> Iterator[psycopg.Connection]:
-    """A fresh database per test, so event triggers and schemas never leak between tests."""
-    name = f"t_{uuid.uuid4().hex}"
-    pg_sandbox.psql(f"CREATE DATABASE {name}")
-    url = make_conninfo(**{**conninfo_to_dict(pg_sandbox.database_url), "dbname": name})
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            yield conn
-    finally:
-        pg_sandbox.psql(f"DROP DATABASE {name} WITH (FORCE)")
+def pg_conn(fresh_database: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        yield conn
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,14 +88,10 @@ def repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(pg_sandbox) -> Iterator[Store]:
-    name = f"svc_{uuid.uuid4().hex[:10]}"
-    pg_sandbox.psql(f'CREATE DATABASE "{name}"')
-    url = pg_sandbox.database_url.rsplit("/", 1)[0] + f"/{name}"
-    store = Store(url)
+def store(fresh_database: str) -> Store:
+    store = Store(fresh_database)
     store.migrate()
-    yield store
-    pg_sandbox.psql(f'DROP DATABASE "{name}" WITH (FORCE)')
+    return store
 
 
 class Running:
@@ -368,17 +363,21 @@ def test_failed_deliveries_missed_while_down_are_redelivered(served, store):
     assert seen.id not in fake.redelivery_attempts
 
 
-def test_the_policy_can_ask_for_a_review_and_risk_labels(fake_github, store, repo):
-    (repo / ".github" / "gatekeeper.yml").write_text(
-        POLICY + "report: {review: true, labels: true}\n"
-    )
-    commit_all(repo, "gate: reviews and labels")
+def serve_with_policy(fake, repo: Path, extra: str) -> str:
+    """REPO whose base policy gains `extra`, PR 7 rebased on it; returns the PR's head SHA."""
+    (repo / ".github" / "gatekeeper.yml").write_text(POLICY + extra)
+    commit_all(repo, "gate: policy change")
     git(repo, "checkout", "-q", "builder/add-name")
     git(repo, "rebase", "-q", "main")
     git(repo, "checkout", "-q", "main")
-    fake_github.add_repo(REPO, repo)
-    fake_github.add_pull(REPO, 7, head="builder/add-name", user="builder-bot")
-    fake_github.set_permission(REPO, "builder-bot", "write")
+    fake.add_repo(REPO, repo)
+    fake.add_pull(REPO, 7, head="builder/add-name", user="builder-bot")
+    fake.set_permission(REPO, "builder-bot", "write")
+    return fake.state.repos[REPO].pulls[7].head_sha
+
+
+def test_the_policy_can_ask_for_a_review_and_risk_labels(fake_github, store, repo):
+    serve_with_policy(fake_github, repo, "report: {review: true, labels: true}\n")
     with Running(make_service(fake_github, store)) as app:
         answer = app.deliver(
             "pull_request", synchronize(fake_github, 7, fake_github.installation_id)
@@ -494,17 +493,8 @@ def test_ok_to_test_from_a_maintainer_runs_a_waiting_pull_request(fake_github, s
 
 def dispatch_repo(fake, repo: Path, timeout: float) -> str:
     """REPO with a policy in dispatch mode; returns the PR's head SHA."""
-    (repo / ".github" / "gatekeeper.yml").write_text(
-        POLICY + f"runner: actions\nactions: {{workflow: gatekeeper.yml, timeout: {timeout}}}\n"
-    )
-    commit_all(repo, "gate: run on Actions")
-    git(repo, "checkout", "-q", "builder/add-name")
-    git(repo, "rebase", "-q", "main")
-    git(repo, "checkout", "-q", "main")
-    fake.add_repo(REPO, repo)
-    fake.add_pull(REPO, 7, head="builder/add-name", user="builder-bot")
-    fake.set_permission(REPO, "builder-bot", "write")
-    return fake.state.repos[REPO].pulls[7].head_sha
+    extra = f"runner: actions\nactions: {{workflow: gatekeeper.yml, timeout: {timeout}}}\n"
+    return serve_with_policy(fake, repo, extra)
 
 
 def test_dispatch_mode_sends_the_workflow_and_accepts_its_report(fake_github, store, repo):
