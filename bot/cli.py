@@ -7,27 +7,37 @@ interrupted, after cleaning up.
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
-import click
 import typer
 from rich.console import Console
 
 from bot import demo as demo_module
+from bot.actions import DEFAULT_OUT, StepOptions
 from bot.gitrepo import GitError, resolve
 from bot.job import Job
 from bot.pipeline import validate as run_validation
 from bot.policy import LoadedPolicy, Policy, load_policy
 from bot.policy.loader import policy_at
 from bot.report import write_outputs
-from bot.sandbox.local import for_policy, raise_keyboard_interrupt_on_sigterm
+from bot.sandbox.base import EngineUnavailable
+from bot.sandbox.local import raise_keyboard_interrupt_on_sigterm
+from bot.sandbox.select import KINDS, check_engine, factory, kind_of
 from bot.verdict import EXIT_CODES, Decision, Verdict
 from bot.yamlfile import ConfigError
+
+if TYPE_CHECKING:
+    from bot.github.client import GitHubClient
+    from bot.github.publish import Publisher
+    from bot.store import Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 policy_app = typer.Typer(no_args_is_help=True, help="Check policies and print their schema.")
@@ -46,22 +56,92 @@ def fail(message: str) -> NoReturn:
 @app.command()
 def validate(
     repo: Annotated[Path, typer.Option(help="Path of the git repository.")] = Path("."),
-    base: Annotated[str, typer.Option(help="Target branch or commit (e.g. main).")] = "main",
-    head: Annotated[str, typer.Option(help="Builder branch or commit to validate.")] = ...,
+    base: Annotated[
+        str | None, typer.Option(help="Target branch or commit (default: main).")
+    ] = None,
+    head: Annotated[
+        str | None,
+        typer.Option(
+            help="Builder branch or commit to validate (required without --github-event)."
+        ),
+    ] = None,
     policy: Annotated[
         Path | None, typer.Option(help="Policy file (default: the base's .github/gatekeeper.yml)")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Directory for report.md and verdict.json.")
+        Path | None,
+        typer.Option(
+            help="Directory for report.md and verdict.json (with --github-event: "
+            "gatekeeper-report)."
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the verdict JSON on stdout.")
     ] = False,
-    sandbox: Annotated[str, typer.Option(help="Sandbox: local (embedded processes).")] = "local",
+    sandbox: Annotated[
+        str | None,
+        typer.Option(
+            help="local (PostgreSQL and the API as processes) or containers (the PR's "
+            "Dockerfile and a PostgreSQL image); default: the policy's `sandbox`."
+        ),
+    ] = None,
+    github_event: Annotated[
+        Path | None,
+        typer.Option(
+            "--github-event",
+            help="GitHub Actions: the event file ($GITHUB_EVENT_PATH); base, head and pull "
+            "request come from it, the event's name from $GITHUB_EVENT_NAME.",
+        ),
+    ] = None,
+    github_event_name: Annotated[
+        str | None,
+        typer.Option(envvar="GITHUB_EVENT_NAME", help="The event's name (with --github-event)."),
+    ] = None,
+    post: Annotated[
+        bool,
+        typer.Option(
+            "--post/--no-post",
+            help="With --github-event: post the commit status, check run and comment with "
+            "$GITHUB_TOKEN.",
+        ),
+    ] = False,
+    comment: Annotated[
+        bool,
+        typer.Option(
+            "--comment/--no-comment", help="With --post: the sticky report comment on the PR."
+        ),
+    ] = True,
+    status_context: Annotated[
+        str,
+        typer.Option(envvar="GATEKEEPER_STATUS_CONTEXT", help="With --post: the status name."),
+    ] = "gatekeeper",
 ) -> None:
     """Merge HEAD into BASE in a scratch clone, run every check, decide, write the report."""
-    if sandbox != "local":
-        fail(f"sandbox '{sandbox}' is not available in this version; use --sandbox local")
+    if sandbox is not None and sandbox not in KINDS:
+        fail(f"unknown sandbox '{sandbox}': use --sandbox {' or --sandbox '.join(KINDS)}")
+    if github_event is not None:
+        if base is not None or head is not None:
+            fail("--base and --head come from the event with --github-event; drop them")
+        code = _validate_github_event(
+            StepOptions(
+                event_path=github_event,
+                event_name=github_event_name or "",
+                repo=repo,
+                policy=policy,
+                out=out or DEFAULT_OUT,
+                post=post,
+                comment=comment,
+                context=status_context,
+            ),
+            as_json,
+            sandbox,
+        )
+        raise typer.Exit(code)
+    if post:
+        fail("--post needs --github-event (the pull request to post on comes from the event)")
+    if head is None:
+        fail("missing option '--head' (or give --github-event)")
+    base = base or "main"
     repo = repo.resolve()
     try:
         base_sha, head_sha = resolve(repo, base), resolve(repo, head)
@@ -77,11 +157,91 @@ def validate(
                 head_sha=head_sha,
                 policy_source=loaded.source,
             )
-            verdict = run_job(job, repo, loaded)
+            kind = kind_of(loaded, sandbox)
+            if kind == "containers":
+                require_engine()
+            verdict = run_job(job, repo, loaded, sandbox=kind)
     except ConfigError as exc:
         fail(str(exc))
     emit(verdict, out, as_json)
     raise typer.Exit(verdict.exit_code)
+
+
+def _validate_github_event(options: StepOptions, as_json: bool, sandbox: str | None) -> int:
+    """The Actions step: the event decides what to validate (see bot.actions)."""
+    from bot.actions import ActionsError, ApiPullRequests, run_step, take_token
+
+    def validator(job: Job, repo: Path, loaded: LoadedPolicy) -> Verdict:
+        kind = kind_of(loaded, sandbox)
+        if kind == "containers":
+            try:
+                check_engine()
+            except EngineUnavailable as exc:
+                raise ActionsError(str(exc)) from None
+        return run_job(job, repo, loaded, sandbox=kind)
+
+    if not options.event_name:
+        fail("--github-event needs the event's name: GITHUB_EVENT_NAME or --github-event-name")
+    # Before anything runs the change's code: no child process may inherit the token.
+    token = take_token(os.environ)
+    if options.post and token is None:
+        fail("--post needs the token in GITHUB_TOKEN (env GITHUB_TOKEN: ${{ github.token }})")
+    env = dict(os.environ)
+    client = _token_client(token, env) if token else None
+    # The change's own text reaches the log (reasons, log tails): the runner must not read
+    # workflow commands in it. Gatekeeper's annotations are written once commands resume.
+    resume = secrets.token_hex(16)
+    sys.stdout.write(f"::stop-commands::{resume}\n")
+    sys.stdout.flush()
+    commands = io.StringIO()
+    result = run_step(
+        options,
+        validator,
+        lookups=ApiPullRequests(client) if client else None,
+        publisher_factory=_publisher_factory(client, options.context, env) if client else None,
+        env=env,
+        stdout=commands,
+        log=lambda line: err.print(line, soft_wrap=True, markup=False, highlight=False),
+    )
+    if result.verdict is not None:
+        emit(result.verdict, None, as_json)
+    else:
+        err.print(f"skipped: {result.reason}", soft_wrap=True, markup=False, highlight=False)
+    err.print(f"decision: {result.decision}\nreport: {result.report_path}", markup=False)
+    sys.stderr.flush()
+    sys.stdout.write(f"::{resume}::\n")
+    sys.stdout.write(commands.getvalue())
+    sys.stdout.flush()
+    return result.exit_code
+
+
+def _token_client(token: str, env: dict[str, str]) -> GitHubClient:
+    from bot.github.auth import DEFAULT_API_URL, TokenCredentials
+    from bot.github.client import GitHubClient
+
+    api_url = env.get("GITHUB_API_URL") or DEFAULT_API_URL
+    return GitHubClient(api_url, TokenCredentials(token))
+
+
+def _publisher_factory(
+    client: GitHubClient, context: str, env: dict[str, str]
+) -> Callable[[str, LoadedPolicy], Publisher]:
+    """Publishers like the service's, linking to the Actions run instead of the service."""
+    from bot.actions import run_url
+    from bot.github.publish import Publisher
+
+    def make(repository: str, loaded: LoadedPolicy) -> Publisher:
+        report = loaded.policy.report
+        return Publisher(
+            client,
+            repository,
+            context=context,
+            report_url=run_url(env),
+            review=bool(report and report.review),
+            labels=bool(report and report.labels),
+        )
+
+    return make
 
 
 @contextmanager
@@ -94,13 +254,22 @@ def _policy(repo: Path, base_sha: str, explicit: Path | None) -> Iterator[Loaded
             yield loaded
 
 
-def run_job(job: Job, repo: Path, loaded: LoadedPolicy) -> Verdict:
+def require_engine() -> None:
+    """The containers sandbox needs a running engine: say so at once, and how to start one."""
+    try:
+        check_engine()
+    except EngineUnavailable as exc:
+        fail(str(exc))
+
+
+def run_job(job: Job, repo: Path, loaded: LoadedPolicy, sandbox: str | None = None) -> Verdict:
+    """Validate with the sandbox `sandbox` names (default: the policy's)."""
     with err.status(f"validating {job.head_ref} into {job.base_ref}") as status:
         return run_validation(
             job,
             repo,
             loaded,
-            for_policy,
+            factory(sandbox),
             progress=lambda stage: status.update(f"{job.head_ref}: {stage}"),
         )
 
@@ -121,9 +290,17 @@ def emit(verdict: Verdict, out: Path | None, as_json: bool) -> None:
 def demo(
     out: Annotated[Path, typer.Option(help="Where the reports go.")] = Path("gatekeeper-demo"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    sandbox: Annotated[
+        str,
+        typer.Option(help="local (processes) or containers (the demo API's Dockerfile)."),
+    ] = "local",
 ) -> None:
     """Build the demo repository, validate every builder fix, and compare with expectations."""
-    code = demo_module.run(out.resolve(), as_json=as_json, console=err)
+    if sandbox not in KINDS:
+        fail(f"unknown sandbox '{sandbox}': use --sandbox {' or --sandbox '.join(KINDS)}")
+    if sandbox == "containers":
+        require_engine()
+    code = demo_module.run(out.resolve(), as_json=as_json, console=err, sandbox=sandbox)
     raise typer.Exit(code)
 
 
@@ -181,16 +358,132 @@ def policy_schema() -> None:
     sys.stdout.write(json.dumps(Policy.model_json_schema(), indent=2) + "\n")
 
 
+# -- gatekeeper runs: the service's run history -------------------------------------------
+
+runs_app = typer.Typer(
+    no_args_is_help=True, help="The run history of `gatekeeper serve` (from DATABASE_URL)."
+)
+app.add_typer(runs_app, name="runs")
+
+RunDecision = Literal["approve", "review", "reject", "error"]
+RunState = Literal[
+    "queued", "running", "waiting", "dispatched", "done", "error", "ignored", "superseded"
+]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url", envvar="DATABASE_URL", show_envvar=True, help="The service's database."
+    ),
+]
+
+
+def _history_store(database_url: str | None) -> Store:
+    # The embedded server only runs inside `gatekeeper serve`; there is nothing to read
+    # without a URL, and guessing one could read another installation's runs.
+    if not database_url:
+        fail("set DATABASE_URL (or --database-url) to the database `gatekeeper serve` uses")
+    from bot.store import Store
+
+    return Store(database_url)
+
+
+@runs_app.command("list")
+def runs_list(
+    repo: Annotated[str | None, typer.Option(help="owner/name.")] = None,
+    pr: Annotated[int | None, typer.Option(min=1, help="Pull request number.")] = None,
+    decision: Annotated[
+        RunDecision | None,
+        typer.Option(help="error also matches runs that failed before a verdict."),
+    ] = None,
+    state: Annotated[RunState | None, typer.Option(help="The run's state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="How many, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List recent runs, newest first."""
+    import psycopg
+
+    from bot import history
+
+    store = _history_store(database_url)
+    try:
+        page = history.list_runs(
+            store,
+            history.RunFilter(repo=repo, pr=pr, decision=decision, state=state),
+            per_page=limit,
+        )
+    except psycopg.Error as exc:
+        fail(f"cannot read the run history: {exc}")
+    if as_json:
+        rows = [history.jsonable(row) for row in page.items]
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(page.items)} of {page.total} runs", title_justify="left")
+    for column in ("run", "repository", "pr", "head", "state", "decision", "risk", "created"):
+        table.add_column(column)
+    table.add_column("took", justify="right")
+    for row in page.items:
+        table.add_row(
+            str(row["id"]),
+            row["repository"],
+            str(row["pr_number"] or ""),
+            (row["head_sha"] or "")[:12],
+            row["state"],
+            row["decision"] or "",
+            row["risk"] or "",
+            f"{row['created_at']:%Y-%m-%d %H:%M:%S}",
+            "" if row["seconds"] is None else f"{row['seconds']:.1f} s",
+        )
+    Console(highlight=False, width=None if sys.stdout.isatty() else 160).print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[int, typer.Argument(metavar="ID", help="The run's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run and its verdict.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show one run: its facts, then its Markdown report."""
+    import psycopg
+
+    from bot import history
+
+    store = _history_store(database_url)
+    try:
+        row = history.get_run(store, run_id)
+    except psycopg.Error as exc:
+        fail(f"cannot read the run history: {exc}")
+    if row is None:
+        fail(f"no run {run_id}")
+    if as_json:
+        sys.stdout.write(json.dumps(history.jsonable(row), indent=2, default=str) + "\n")
+        return
+    pr = f" #{row['pr_number']}" if row["pr_number"] else ""
+    took = "" if row["seconds"] is None else f" in {row['seconds']:.1f} s"
+    lines = [
+        f"run {row['id']}: {row['repository']}{pr} @ {(row['head_sha'] or '?')[:12]}",
+        f"state: {row['state']}{took}",
+        f"decision: {row['decision'] or '-'}  risk: {row['risk'] or '-'}",
+        f"created: {row['created_at']:%Y-%m-%d %H:%M:%S %Z}",
+    ]
+    if row["detail"]:
+        lines.append(f"detail: {row['detail']}")
+    sys.stdout.write("\n".join(lines) + "\n\n")
+    sys.stdout.write(row["report"] or "(no report)\n")
+
+
 EXIT_INTERRUPTED = 130  # typer turns KeyboardInterrupt into this exit code
 
 
 def main() -> None:
+    """Typer in standalone mode: usage errors print their message and exit 2; every command
+    ends through typer.Exit with its code."""
     raise_keyboard_interrupt_on_sigterm()
     try:
-        code = app(standalone_mode=False)
-    except click.ClickException as exc:  # usage errors: exit 2 with click's message
-        exc.show()
-        sys.exit(exc.exit_code)
-    if code == EXIT_INTERRUPTED:
-        err.print("[yellow]interrupted: the sandbox and scratch files were removed[/]")
-    sys.exit(code if isinstance(code, int) else 0)
+        app()
+    except SystemExit as exit:
+        if exit.code == EXIT_INTERRUPTED:
+            err.print("[yellow]interrupted: the sandbox and scratch files were removed[/]")
+        raise

@@ -27,7 +27,7 @@ from bot.pipeline import validate
 from bot.policy import load_policy
 from bot.report import write_outputs
 from bot.resources import data_path
-from bot.sandbox.local import for_policy
+from bot.sandbox.select import factory
 from bot.verdict import Verdict
 
 SECRET_ENV = "GATEKEEPER_JWT_SECRET"
@@ -44,7 +44,9 @@ def load_builder() -> ModuleType:
     return module
 
 
-def run(out: Path, *, as_json: bool, console: Console) -> int:
+def run(out: Path, *, as_json: bool, console: Console, sandbox: str = "local") -> int:
+    """`sandbox`: local, or containers (the demo API built from its Dockerfile, PostgreSQL
+    from an image); both must reach the same decisions."""
     # The demo API and the gate must agree on a signing secret; any value will do.
     os.environ.setdefault(SECRET_ENV, secrets.token_urlsafe(32))
     # The demo API runs on gatekeeper's own interpreter (FastAPI and uvicorn come with it),
@@ -57,7 +59,7 @@ def run(out: Path, *, as_json: bool, console: Console) -> int:
         repo = Path(tmp) / "sessions-api"
         cases = load_builder().build(repo)
         for case in cases:
-            verdict = _validate_case(case, repo, loaded, console)
+            verdict = _validate_case(case, repo, loaded, console, sandbox)
             report, _ = write_outputs(verdict, out / case.name)
             matches = verdict.decision.value == case.expected_decision and (
                 not case.expected_risk
@@ -71,7 +73,7 @@ def run(out: Path, *, as_json: bool, console: Console) -> int:
     return 0 if all(matches for *_, matches in rows) else 1
 
 
-def _validate_case(case, repo: Path, loaded, console: Console) -> Verdict:
+def _validate_case(case, repo: Path, loaded, console: Console, sandbox: str) -> Verdict:
     job = Job(
         repository=str(repo),
         base_ref=case.base,
@@ -86,7 +88,7 @@ def _validate_case(case, repo: Path, loaded, console: Console) -> Verdict:
             job,
             repo,
             loaded,
-            for_policy,
+            factory(sandbox),
             progress=lambda stage: status.update(f"{case.name}: {stage}"),
         )
 

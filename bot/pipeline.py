@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 
@@ -31,6 +31,7 @@ from bot.migrations import MigrationFailed, Migrator
 from bot.policy import LoadedPolicy, api_env, duration_seconds
 from bot.risk import Observed, assess
 from bot.sandbox import ApiSpec, ApiStartError, Sandbox, SandboxError
+from bot.sandbox.base import BuildFailed
 from bot.scenario import RunContext, StepResult, SuiteResult, load_suites, run_suite
 from bot.verdict import Criterion, Decision, Finding, Stage, Status, Verdict
 from bot.yamlfile import ConfigError
@@ -333,6 +334,8 @@ class _Run:
     def _apply(self, migrator: Migrator, head_dir: Path, changed, suites) -> list[str]:
         try:
             applied = migrator.apply_head(head_dir)
+        except BuildFailed as exc:
+            self._image_failed(exc, suites)
         except (MigrationFailed, ApiStartError) as exc:
             self._raise_missing_extension(exc)
             self.criterion(
@@ -574,6 +577,8 @@ class _Run:
         if spec is not None and sandbox.api_url is None:
             try:
                 migrator.start_api(head_dir, "head")
+            except BuildFailed as exc:
+                self._image_failed(exc, suites)
             except ApiStartError as exc:
                 self.criterion(
                     "api.start",
@@ -601,6 +606,18 @@ class _Run:
                     )
         self.evidence["suites"] = [r.model_dump(mode="json") for r in self.suite_results]
         self._compare_with_baseline()
+
+    def _image_failed(self, exc: BuildFailed, suites) -> NoReturn:
+        """The merge result's image does not build: the change's fault, so a reject, with the
+        build log's tail as the evidence (the base's image failing is an error elsewhere)."""
+        self.criterion(
+            "build.image",
+            "the merge result's API image builds",
+            False,
+            f"{exc}\n{tail(exc.log_tail, 25)}".strip(),
+        )
+        self._skip_all(suites, "not run: the API image did not build")
+        raise Aborted from None
 
     def _skip_all(self, suites, why: str) -> None:
         for suite in suites:

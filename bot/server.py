@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import uvicorn
 
@@ -39,14 +39,14 @@ def credentials(settings: Settings) -> Credentials:
 @contextmanager
 def store_for(settings: Settings) -> Iterator[Store]:
     """DATABASE_URL, else an embedded PostgreSQL whose data survives restarts."""
-    if settings.database_url:
-        store = Store(settings.database_url)
-        store.migrate()
-        yield store
-        return
-    datadir = settings.state_dir / "postgres"
-    with LocalSandbox(database="postgres", datadir=datadir, run_id="store") as server:
-        store = Store(server.database_url)
+    with ExitStack() as stack:
+        url = settings.database_url
+        if not url:
+            datadir = settings.state_dir / "postgres"
+            server = LocalSandbox(database="postgres", datadir=datadir, run_id="store")
+            url = stack.enter_context(server).database_url
+        store = Store(url, max_connections=settings.workers + 8)
+        stack.callback(store.close)
         store.migrate()
         yield store
 

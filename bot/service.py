@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot import events
+from bot import events, history, metrics
 from bot.github.client import GitHubClient
 from bot.github.publish import Publisher
 from bot.gitrepo import GitError, resolve
@@ -52,6 +52,7 @@ class Service:
     def start(self) -> None:
         """Finish what a dead process left pending, then resume queued runs."""
         self.store.migrate()
+        history.purge(self.store, timedelta(days=self.settings.retention_days))
         for run in self.store.orphaned():
             self._fail(
                 run,
@@ -143,6 +144,7 @@ class Service:
             report=report,
             finished_at=_now(),
         )
+        metrics.verdict(verdict)
 
     def _target(self, run: dict[str, Any]) -> events.Target | None:
         """The run's Target, completed from the pull request where the event left gaps: a
@@ -214,7 +216,10 @@ class Service:
             clone = Path(tmp) / "repo"
             self._clone(target, clone)
             try:
-                base_sha = resolve(clone, target.base_sha or f"origin/{target.base_ref}")
+                # After a merge the base branch already holds the change: compare the merge
+                # commit with its first parent, the target as it was before.
+                base = f"{target.head_sha}^1" if target.merged else None
+                base_sha = resolve(clone, base or target.base_sha or f"origin/{target.base_ref}")
                 resolve(clone, target.head_sha)
             except GitError as exc:
                 raise RuntimeError(f"cannot validate: {exc}") from None

@@ -50,3 +50,6 @@ class Settings(BaseSettings):
     watch_interval: float = Field(
         30, description="Seconds between checks of runs dispatched to GitHub Actions."
     )
+    retention_days: int = Field(
+        90, ge=1, description="Finished runs and deliveries older than this are purged at start."
+    )

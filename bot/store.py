@@ -7,12 +7,16 @@ request is current, so a superseded run cannot publish over a newer one.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
 
 SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS gatekeeper;
@@ -51,16 +55,44 @@ CREATE INDEX IF NOT EXISTS runs_pr ON gatekeeper.runs (repository, pr_number, id
 CREATE INDEX IF NOT EXISTS runs_state ON gatekeeper.runs (state);
 """
 
+CONNECT_TIMEOUT = 10.0  # seconds to wait for a pooled connection before giving up
+
 # Runs in these states may still publish; all others are final.
 ACTIVE = ("queued", "running", "waiting", "dispatched")
 
 
 class Store:
-    def __init__(self, database_url: str):
+    def __init__(self, database_url: str, max_connections: int = 10):
         self.database_url = database_url
+        self.max_connections = max_connections
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
 
-    def connect(self) -> psycopg.Connection[dict[str, Any]]:
-        return psycopg.connect(self.database_url, row_factory=dict_row, autocommit=True)
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """A pooled connection: opening one per delivery was most of the webhook's answer
+        time (bench/webhook.py). Checked before use, so a restarted server is survived."""
+        with self._connections().connection(timeout=CONNECT_TIMEOUT) as conn:
+            yield conn
+
+    def _connections(self) -> ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self.database_url,
+                    kwargs={"row_factory": dict_row, "autocommit": True},
+                    min_size=1,
+                    max_size=self.max_connections,
+                    check=ConnectionPool.check_connection,
+                    open=True,
+                )
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
 
     def migrate(self) -> None:
         """Safe to re-run: the schema is created with IF NOT EXISTS throughout."""

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from bot import events
+from bot import dashboard, events, metrics
 from bot.service import Service
 
 
@@ -64,6 +64,7 @@ def create_app(service: Service) -> FastAPI:
             return _answer(200, "pong")
         return await run_in_threadpool(_accept, service, event, delivery, payload)
 
+    app.include_router(dashboard.router(service))
     return app
 
 
@@ -72,6 +73,7 @@ def _accept(service: Service, event: str, delivery: str, payload: dict[str, Any]
     try:
         routed = events.route(event, payload, delivery)
     except events.PayloadError as exc:
+        metrics.delivery(event, "malformed")
         return _answer(400, f"malformed {event} payload: {exc}")
     if isinstance(routed, events.Target) and routed.needs_pr_lookup:
         routed = events.Ignored(
@@ -80,6 +82,7 @@ def _accept(service: Service, event: str, delivery: str, payload: dict[str, Any]
         )
     if isinstance(routed, events.Ignored):
         fresh = service.store.record_delivery(delivery, event, action, "ignored", routed.reason)
+        metrics.delivery(event, "ignored" if fresh else "duplicate")
         return _answer(200, f"ignored: {routed.reason}" if fresh else "duplicate delivery")
     if isinstance(routed, events.NeedsPullRequest):
         target = {
@@ -95,8 +98,10 @@ def _accept(service: Service, event: str, delivery: str, payload: dict[str, Any]
         head_sha = routed.head_sha
     run_id = service.store.accept(delivery, event, action, target, head_sha)
     if run_id is None:
+        metrics.delivery(event, "duplicate")
         return _answer(200, "duplicate delivery")
     service.submit(run_id)
+    metrics.delivery(event, "accepted")
     return JSONResponse({"message": "accepted", "run": run_id}, status_code=202)
 
 

@@ -9,6 +9,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bot.sandbox.local import LocalSandbox
+from bot.store import Store
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +32,12 @@ def fresh_database(pg_sandbox: LocalSandbox) -> Iterator[str]:
         yield make_conninfo(**{**conninfo_to_dict(pg_sandbox.database_url), "dbname": name})
     finally:
         pg_sandbox.psql(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def store(fresh_database: str) -> Iterator[Store]:
+    """The service's own tables in a fresh database; its connection pool closed after."""
+    store = Store(fresh_database)
+    store.migrate()
+    yield store
+    store.close()

@@ -367,3 +367,9 @@ def test_ctrl_c_during_a_run_leaves_nothing_behind(repo):
     assert "interrupted" in stderr
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert _gatekeeper_leftovers() <= before
+
+
+def test_usage_errors_exit_2_with_the_message():
+    proc = subprocess.run([*GATEKEEPER, "serve", "--port", "abc"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Invalid value for '--port'" in proc.stderr

@@ -311,6 +311,11 @@ class GitHubClient:
         _, data = self._request("GET", f"/repos/{repo}/actions/runs/{run_id}")
         return data
 
+    def pulls_for_commit(self, repo: str, sha: str) -> list[dict[str, Any]]:
+        """The open pull requests whose head holds `sha`, and the merged one that brought it
+        into the default branch (not in the shared OpenAPI subset: a push needs it)."""
+        return list(self._paginate(f"/repos/{repo}/commits/{sha}/pulls"))
+
     def statuses(self, repo: str, sha: str) -> list[dict[str, Any]]:
         """The commit's statuses, newest first (GitHub's order)."""
         return list(self._paginate(f"/repos/{repo}/commits/{sha}/statuses"))

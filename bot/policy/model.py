@@ -211,6 +211,126 @@ class TableSize(Strict):
     rows: int = Field(ge=0, description="Expected production row count.")
 
 
+class ContainerLimits(Strict):
+    """Resources one container may use; a container over its memory limit is killed."""
+
+    cpus: float | None = Field(None, gt=0, description="CPUs, e.g. 1.5; none: no limit.")
+    memory: str | None = Field(
+        None,
+        pattern=r"^\d+[bkmgBKMG]?$",
+        description="Memory, e.g. 512m or 2g (swap is capped at the same value); none: no limit.",
+    )
+    pids: int | None = Field(None, gt=0, description="Processes and threads; none: no limit.")
+
+
+class ContainerDatabase(Strict):
+    image: str = Field(
+        "gatekeeper/postgres",
+        description="PostgreSQL image. The default is built locally by "
+        "examples/containers/prepare.sh; the official 'postgres' works where images can be "
+        "pulled. Both honour POSTGRES_USER, POSTGRES_PASSWORD and POSTGRES_DB.",
+    )
+    version: str = Field(
+        "15", description="The image's tag: the production server's major version."
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment.")
+    data_dir: str = Field(
+        "/var/lib/postgresql/data", description="PGDATA in the image; a labelled volume."
+    )
+    start_timeout: float = Field(60, gt=0, description="Seconds to accept connections.")
+    limits: ContainerLimits | None = Field(None, description="Default: containers.limits.")
+
+
+class ContainerApi(Strict):
+    context: str = Field(".", description="Build context, relative to api.workdir.")
+    dockerfile: str = Field("Dockerfile", description="Relative to the build context.")
+    target: str | None = Field(None, description="Build stage to stop at (multi-stage builds).")
+    build_args: dict[str, str] = Field(
+        default_factory=dict, description="--build-arg values; ${NAME} expands like api.env."
+    )
+    build_timeout: float = Field(600, gt=0, description="Seconds for one image build.")
+    command: str | None = Field(
+        None,
+        description="Run this with /bin/sh -c instead of the image's CMD (which is what "
+        "gets deployed, so the default).",
+    )
+    port: int = Field(
+        8000,
+        gt=0,
+        lt=65536,
+        description="Port the API listens on inside its container "
+        "(network: ports); with network: host it gets a free port in api.port_env.",
+    )
+    limits: ContainerLimits | None = Field(None, description="Default: containers.limits.")
+
+
+class ContainerHealth(Strict):
+    command: str | list[str] = Field(
+        description="Run inside the container; healthy once it exits 0 (a string runs "
+        "with /bin/sh -c)."
+    )
+    interval: float = Field(0.5, gt=0, description="Seconds between tries.")
+    timeout: float = Field(60, gt=0, description="Seconds to become healthy.")
+
+
+class ContainerService(Strict):
+    """Another container the API needs (a cache, a queue, a mock of a third party)."""
+
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9-]*$",
+        description="Host name the API reaches it by (both network modes).",
+    )
+    image: str
+    env: dict[str, str] = Field(default_factory=dict)
+    ports: list[int] = Field(
+        default_factory=list,
+        description="Ports it listens on; without a health command, ready once they accept.",
+    )
+    command: str | list[str] | None = None
+    health: ContainerHealth | None = None
+    limits: ContainerLimits | None = Field(None, description="Default: containers.limits.")
+
+
+class Containers(Strict):
+    """The containers sandbox (`sandbox: containers` or `--sandbox containers`)."""
+
+    network: Literal["ports", "host"] = Field(
+        "ports",
+        description="ports: a network of the run's own and published loopback ports (Docker's "
+        "usual setup, GitHub-hosted runners); host: the host's network, every service on a "
+        "free loopback port (engines without bridge networking).",
+    )
+    database: ContainerDatabase = Field(default_factory=ContainerDatabase)
+    api: ContainerApi = Field(default_factory=ContainerApi)
+    services: list[ContainerService] = Field(default_factory=list)
+    limits: ContainerLimits = Field(
+        default_factory=ContainerLimits, description="Limits of every container."
+    )
+    sweep_after: str = Field(
+        "2h",
+        description="At start-up, remove containers, networks and volumes that crashed runs "
+        "left behind, once they are this old (longer than any run: timeouts.run).",
+    )
+    keep_images: str = Field(
+        "168h", description="Cached API images unused for this long are removed at start-up."
+    )
+
+    @field_validator("sweep_after", "keep_images")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+    @model_validator(mode="after")
+    def _unique_services(self) -> Containers:
+        names = [s.name for s in self.services]
+        reserved = {"database", "api"}
+        clashes = sorted({n for n in names if names.count(n) > 1 or n in reserved})
+        if clashes:
+            raise ValueError(f"service names must be unique and not 'database' or 'api': {clashes}")
+        return self
+
+
 class Policy(Strict):
     version: Literal[1] = 1
     name: str = ""
@@ -229,6 +349,12 @@ class Policy(Strict):
     tables: dict[str, TableSize] = Field(default_factory=dict)
     lint: Lint = Field(default_factory=Lint)
     report: Report = Field(default_factory=Report)
+    sandbox: Literal["local", "containers"] = Field(
+        "local",
+        description="local: PostgreSQL and the API as processes (fast, embedded); containers: "
+        "the PR's Dockerfile and a PostgreSQL image (faithful). `--sandbox` overrides it.",
+    )
+    containers: Containers = Field(default_factory=Containers)
     runner: Literal["local", "actions"] = Field(
         "local",
         description="local: the service validates in its own sandbox; actions: it dispatches "

@@ -59,4 +59,3 @@ def _atomic_write(path: Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-

@@ -38,6 +38,24 @@ class ApiStartError(SandboxError):
         self.returncode = returncode
 
 
+class BuildFailed(SandboxError):
+    """The API's image did not build from the checkout's Dockerfile.
+
+    Like `ApiStartError`, who is to blame depends on the checkout: the merge result's image
+    failing to build is the change's fault (a reject, with `log_tail` as the evidence); the base
+    branch's is an infrastructure error. `workdir` and `name` are what `start_api` was given.
+    """
+
+    def __init__(self, message: str, log_tail: str = "", *, workdir: Path, name: str):
+        super().__init__(message, log_tail)
+        self.workdir = workdir
+        self.name = name
+
+
+class EngineUnavailable(SandboxError):
+    """No container engine answers: an infrastructure error; the message says how to start one."""
+
+
 @dataclass
 class ApiSpec:
     """How to start the API under test. Values are already expanded by the policy layer."""

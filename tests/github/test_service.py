@@ -87,13 +87,6 @@ def repo(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def store(fresh_database: str) -> Store:
-    store = Store(fresh_database)
-    store.migrate()
-    return store
-
-
 class Running:
     """The webhook app served by uvicorn on a loopback port, with its Service."""
 

@@ -1,0 +1,332 @@
+"""Run history over HTTP: the JSON API, the server-rendered dashboard, readiness and metrics.
+
+Everything is rendered on the server from Jinja2 templates (bot/templates) with no script
+and no front-end build: the pages must load behind any proxy, print, and stay readable in
+a terminal browser. Every value from a run (branch names, log tails, the report) is
+escaped; the report's Markdown is rendered with raw HTML disabled.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markdown_it import MarkdownIt
+
+from bot import history, metrics
+from bot.history import DECISIONS, MAX_PER_PAGE, RISKS, STATES, RunFilter
+from bot.service import Service
+
+DecisionParam = Literal["approve", "review", "reject", "error"]
+StateParam = Literal[
+    "queued", "running", "waiting", "dispatched", "done", "error", "ignored", "superseded"
+]
+
+_env = Environment(
+    loader=PackageLoader("bot", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+# CommonMark plus GitHub's tables, as the report is written for GitHub. html=False turns
+# any raw HTML in it (a branch name, a log line) into text.
+_markdown = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+# The report's only raw HTML is its own collapsible log sections. With raw HTML off they
+# come out as escaped paragraphs; exactly these shapes are turned back into elements.
+_DETAILS_OPEN = re.compile(r"<p>&lt;details&gt;&lt;summary&gt;(.*?)&lt;/summary&gt;</p>")
+_DETAILS_CLOSE = "<p>&lt;/details&gt;</p>"
+
+
+def render_report(text: str, shift: int = 2) -> str:
+    """The Markdown report as HTML, its headings moved down `shift` levels so they nest
+    under the page's own (an accessible outline has one h1)."""
+    tokens = _markdown.parse(text)
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(int(token.tag[1]) + shift, 6)}"
+    html = _markdown.renderer.render(tokens, _markdown.options, {})
+    if len(_DETAILS_OPEN.findall(html)) == html.count(_DETAILS_CLOSE):
+        html = _DETAILS_OPEN.sub(r"<details><summary>\1</summary>", html)
+        html = html.replace(_DETAILS_CLOSE, "</details>")
+    return html
+
+
+def router(service: Service) -> APIRouter:
+    """The dashboard's routes over the service's store. Read-only: the service alone
+    changes runs, so a page can never race a worker."""
+    store = service.store
+    settings = service.settings
+    api = APIRouter()
+    web = _github_web_url(settings.github_api_url)
+
+    def base_url(request: Request) -> str:
+        # Behind a proxy the request's own URL is the internal one: prefer the configured.
+        return (settings.public_url or str(request.base_url)).rstrip("/")
+
+    def links(request: Request, run_id: int) -> dict[str, str]:
+        base = base_url(request)
+        return {
+            "link": f"{base}/runs/{run_id}/page",
+            "api": f"{base}/runs/{run_id}",
+            "report": f"{base}/runs/{run_id}/report",
+        }
+
+    # -- JSON --------------------------------------------------------------------------------
+
+    @api.get("/runs")
+    def list_runs(
+        request: Request,
+        page: Annotated[int, Query(ge=1)] = 1,
+        per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 20,
+        repo: Annotated[str | None, Query(max_length=200)] = None,
+        pr: Annotated[int | None, Query(ge=1)] = None,
+        decision: DecisionParam | None = None,
+        state: StateParam | None = None,
+    ) -> dict[str, Any]:
+        """Runs, newest first; `decision=error` includes runs that failed before a verdict."""
+        filters = RunFilter(repo=repo or None, pr=pr, decision=decision, state=state)
+        result = history.list_runs(store, filters, page=page, per_page=per_page)
+        query = {k: v for k, v in request.query_params.items() if k != "page"}
+
+        def page_url(number: int) -> str | None:
+            if number < 1 or number > result.pages:
+                return None
+            return f"{base_url(request)}/runs?{urlencode({**query, 'page': number})}"
+
+        return {
+            "items": [
+                {**history.jsonable(row), **links(request, row["id"])} for row in result.items
+            ],
+            "page": result.page,
+            "per_page": result.per_page,
+            "total": result.total,
+            "pages": result.pages,
+            "next": page_url(result.page + 1),
+            "prev": page_url(min(result.page - 1, result.pages)),
+        }
+
+    @api.get("/runs/{run_id}", response_model=None)
+    def one_run(request: Request, run_id: int) -> dict[str, Any] | JSONResponse:
+        """The run's row and its verdict JSON; the report itself is at `report`."""
+        row = history.get_run(store, run_id)
+        if row is None:
+            return JSONResponse({"detail": f"no run {run_id}"}, status_code=404)
+        row.pop("report", None)
+        return {**history.jsonable(row), **links(request, run_id)}
+
+    @api.get("/stats.json")
+    def stats_json(
+        repo: Annotated[str | None, Query(max_length=200)] = None,
+        days: Annotated[int | None, Query(ge=1, le=3650)] = None,
+    ) -> dict[str, Any]:
+        figures = history.stats(store, repo=repo or None, since=_since(days))
+        return {
+            "runs": figures.runs,
+            "by_state": figures.by_state,
+            "queue_wait_seconds": vars(figures.queue_wait),
+            "run_seconds": vars(figures.run_time),
+            "failure_rate": figures.failure_rate,
+            "failed": figures.failed,
+            "concluded": figures.concluded,
+            "superseded": figures.superseded,
+            "decisions_by_risk": figures.decisions_by_risk,
+            "exit_reasons": figures.exit_reasons,
+        }
+
+    # -- operations --------------------------------------------------------------------------
+
+    @api.get("/readyz")
+    def readyz() -> JSONResponse:
+        """Ready when the database answers; load balancers stop sending work otherwise."""
+        problem = history.ping(store)
+        if problem is not None:
+            return JSONResponse({"status": "unavailable", "reason": problem}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @api.get("/metrics")
+    def prometheus() -> Response:
+        return Response(metrics.render(store), media_type=metrics.CONTENT_TYPE)
+
+    # -- pages -------------------------------------------------------------------------------
+
+    @api.get("/", response_class=HTMLResponse)
+    def index(request: Request) -> HTMLResponse:
+        params = request.query_params
+        errors: list[str] = []
+        pr = _int(params.get("pr"), "pull request", 1, 2**31 - 1, errors)
+        page = _int(params.get("page"), "page", 1, 10**6, errors) or 1
+        per_page = _int(params.get("per_page"), "per page", 1, MAX_PER_PAGE, errors) or 25
+        decision = _choice(params.get("decision"), "decision", DECISIONS, errors)
+        state = _choice(params.get("state"), "state", STATES, errors)
+        repo = (params.get("repo") or "").strip()[:200] or None
+        filters = RunFilter(repo=repo, pr=pr, decision=decision, state=state)
+        result = history.list_runs(store, filters, page=page, per_page=per_page)
+        chosen = {"repo": repo, "pr": pr, "decision": decision, "state": state}
+        kept = {k: v for k, v in {**chosen, "per_page": per_page}.items() if v}
+        if per_page == 25:
+            kept.pop("per_page")
+
+        def page_link(number: int) -> str | None:
+            if not 1 <= number <= result.pages:
+                return None
+            return "/?" + urlencode({**kept, "page": number})
+
+        return _page(
+            "index.html",
+            status=422 if errors else 200,
+            nav="runs",
+            result=result,
+            filters=chosen,
+            filtered=any(chosen.values()),
+            errors=errors,
+            decisions=DECISIONS,
+            states=STATES,
+            newer=page_link(min(page - 1, result.pages)),
+            older=page_link(page + 1),
+        )
+
+    @api.get("/runs/{run_id}/page", response_class=HTMLResponse)
+    def run_page(run_id: int) -> HTMLResponse:
+        row = history.get_run(store, run_id)
+        if row is None:
+            return _page("missing.html", status=404, nav="runs", run_id=run_id)
+        verdict = row["verdict"] or {}
+        evidence = verdict.get("evidence") or {}
+        target = row["target"] or {}
+        pr_number = row["pr_number"]
+        return _page(
+            "run.html",
+            nav="runs",
+            run=row,
+            verdict=verdict,
+            schema=evidence.get("schema") or {},
+            timeline=_timeline(verdict.get("stages") or []),
+            report_html=render_report(row["report"]) if row["report"] else None,
+            head_ref=target.get("head_ref"),
+            base_ref=target.get("base_ref"),
+            pr_url=f"{web}/{row['repository']}/pull/{pr_number}" if pr_number else None,
+            commit_url=(
+                f"{web}/{row['repository']}/commit/{row['head_sha']}" if row["head_sha"] else None
+            ),
+        )
+
+    @api.get("/stats", response_class=HTMLResponse)
+    def stats_page(request: Request) -> HTMLResponse:
+        params = request.query_params
+        errors: list[str] = []
+        days = _int(params.get("days"), "days", 1, 3650, errors)
+        repo = (params.get("repo") or "").strip()[:200] or None
+        figures = history.stats(store, repo=repo, since=_since(days))
+        return _page(
+            "stats.html",
+            status=422 if errors else 200,
+            nav="stats",
+            s=figures,
+            repo=repo,
+            days=days,
+            errors=errors,
+            risks=[*RISKS, "none"],
+            decisions=DECISIONS,
+            states=STATES,
+        )
+
+    return api
+
+
+def _page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    html = _env.get_template(template).render(**context)
+    return HTMLResponse(html, status_code=status)
+
+
+def _timeline(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stages laid end to end: each bar starts where the previous ended and is as wide as
+    its share of the total, so the slow stage is the long bar."""
+    total = sum(max(float(s.get("seconds") or 0), 0.0) for s in stages)
+    rows, start = [], 0.0
+    for stage in stages:
+        seconds = max(float(stage.get("seconds") or 0), 0.0)
+        rows.append(
+            {
+                "name": stage.get("name", "?"),
+                "seconds": seconds,
+                "ok": bool(stage.get("ok")),
+                "detail": stage.get("detail") or "",
+                "offset": 100 * start / total if total else 0.0,
+                # A stage of a millisecond still gets a visible sliver.
+                "width": max(100 * seconds / total, 0.4) if total else 0.4,
+            }
+        )
+        start += seconds
+    return rows
+
+
+def _github_web_url(api_url: str) -> str:
+    """https://api.github.com -> https://github.com; https://HOST/api/v3 -> https://HOST."""
+    parts = urlsplit(api_url.rstrip("/"))
+    if parts.netloc == "api.github.com":
+        return "https://github.com"
+    path = parts.path.removesuffix("/api/v3")
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _since(days: int | None) -> datetime | None:
+    return datetime.now(UTC) - timedelta(days=days) if days else None
+
+
+def _int(value: str | None, label: str, low: int, high: int, errors: list[str]) -> int | None:
+    """A form field as a number: empty means "any"; a bad one is reported on the page."""
+    if value is None or not value.strip():
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        errors.append(f"{label} must be a whole number, not {value[:40]!r}")
+        return None
+    if not low <= number <= high:
+        errors.append(f"{label} must be between {low} and {high}")
+        return None
+    return number
+
+
+def _choice(
+    value: str | None, label: str, choices: tuple[str, ...], errors: list[str]
+) -> str | None:
+    if not value:
+        return None
+    if value not in choices:
+        errors.append(f"{label} must be one of {', '.join(choices)}")
+        return None
+    return value
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 120:
+        return f"{value:.1f} s"
+    minutes, seconds = divmod(round(value), 60)
+    return f"{minutes} min {seconds:02d} s"
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f} %"
+
+
+_env.filters["when"] = _when
+_env.filters["seconds"] = _seconds
+_env.filters["percent"] = _percent
+_env.filters["short"] = lambda sha: (sha or "")[:12]
+_env.filters["iso"] = lambda value: value.isoformat() if value else ""

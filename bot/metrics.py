@@ -1,0 +1,112 @@
+"""Prometheus metrics: what an operator alerts on without reading the dashboard.
+
+Counters and histograms live in prometheus-client's process-wide registry and are bumped
+where things happen (a delivery answered, a verdict published). The queue depth is not
+counted up and down in memory: it is read from the store at scrape time, so it stays true
+across restarts and with several processes sharing one database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import psycopg
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bot.store import ACTIVE, Store
+from bot.verdict import Verdict
+
+log = logging.getLogger("gatekeeper.metrics")
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Stages last from milliseconds (merge) to minutes (a build, a large table rewrite).
+_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+DELIVERIES = Counter(
+    "gatekeeper_deliveries",
+    "Webhook deliveries answered, by GitHub event and what the service did with them.",
+    ["event", "outcome"],
+)
+DECISIONS = Counter(
+    "gatekeeper_decisions",
+    "Verdicts published on pull requests, by decision and risk.",
+    ["decision", "risk"],
+)
+STAGE_SECONDS = Histogram(
+    "gatekeeper_run_stage_seconds",
+    "Time each validation stage took (merge, sandbox, migrate, checks, ...).",
+    ["stage"],
+    buckets=_BUCKETS,
+)
+RUN_SECONDS = Histogram("gatekeeper_run_seconds", "Time a whole validation took.", buckets=_BUCKETS)
+
+
+def delivery(event: str, outcome: str) -> None:
+    DELIVERIES.labels(event=event, outcome=outcome).inc()
+
+
+def verdict(result: Verdict) -> None:
+    """Count a published verdict and its stage timings."""
+    risk = result.risk.value if result.risk else "none"
+    DECISIONS.labels(decision=result.decision.value, risk=risk).inc()
+    for stage in result.stages:
+        STAGE_SECONDS.labels(stage=stage.name).observe(max(stage.seconds, 0.0))
+    RUN_SECONDS.observe(max(result.seconds, 0.0))
+
+
+class StoreCollector(Collector):
+    """Queue depth by state and the age of the oldest queued run, read at scrape time."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "gatekeeper_store_up", "1 when the service's database answered the scrape."
+        )
+        depth = GaugeMetricFamily(
+            "gatekeeper_queue_depth",
+            "Runs not finished yet, by state (queued, running, waiting, dispatched).",
+            labels=["state"],
+        )
+        oldest = GaugeMetricFamily(
+            "gatekeeper_oldest_queued_seconds",
+            "Age of the oldest run still queued; 0 when none is.",
+        )
+        try:
+            with self.store.connect() as conn:
+                rows = conn.execute(
+                    "SELECT state, count(*) AS n,"
+                    " COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS age"
+                    " FROM gatekeeper.runs WHERE state = ANY(%s) GROUP BY state",
+                    (list(ACTIVE),),
+                ).fetchall()
+        except psycopg.Error as exc:
+            log.warning("metrics: the store did not answer: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        counts = {r["state"]: r for r in rows}
+        for state in ACTIVE:
+            depth.add_metric([state], int(counts[state]["n"]) if state in counts else 0)
+        oldest.add_metric([], float(counts["queued"]["age"]) if "queued" in counts else 0.0)
+        yield from (up, depth, oldest)
+
+
+def render(store: Store) -> bytes:
+    """The Prometheus text exposition: process-wide metrics, then the store's gauges."""
+    scrape = CollectorRegistry(auto_describe=False)
+    scrape.register(StoreCollector(store))
+    return generate_latest(REGISTRY) + generate_latest(scrape)

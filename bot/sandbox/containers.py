@@ -1,0 +1,833 @@
+"""The containers sandbox: PostgreSQL, the API under test and its services as containers.
+
+The local sandbox is fast; this one is faithful. What gets validated is what gets deployed:
+the API image is built from the checkout's own Dockerfile, PostgreSQL is the image (and major
+version) the policy names, and the services the API needs run beside it. The pipeline cannot
+tell the two apart: it gets `database_url` and `api_url`, starts the API several times on one
+database, and reads both logs by position.
+
+Containers are driven through testcontainers (the docker SDK underneath), with its reaper
+disabled: the reaper is an image to pull, and registries may be out of reach. Cleaning up is
+therefore this module's own duty, done the way `local.py` does it for processes:
+- every container, network and volume carries the run's id (label `gatekeeper.run`) and is
+  removed on success, failure, timeout and interrupt; `stop()` also removes anything else
+  labelled with the run's id, so a container created a moment before Ctrl-C is not lost;
+- creating a container and recording it, and the whole of `stop()`, run with Ctrl-C and
+  SIGTERM deferred; `stop()` is registered with atexit too;
+- what a crashed run (SIGKILL, power loss) left is removed by the sweep at the next start,
+  once older than `containers.sweep_after`, so concurrent runs never remove each other's.
+
+Networking follows the policy: `ports` (a network of the run's own, ports published on
+127.0.0.1: Docker's usual setup and GitHub's runners) or `host` (the host's network, each
+service on a free loopback port: engines started without a bridge).
+"""
+
+from __future__ import annotations
+
+import atexit
+import calendar
+import logging
+import os
+import re
+import secrets
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import docker
+import docker.errors
+import httpx
+import psycopg
+from docker.models.containers import Container
+from psycopg.rows import dict_row
+from testcontainers.core.config import testcontainers_config
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.network import Network
+
+from bot.policy.loader import expand
+from bot.policy.model import (
+    ContainerLimits,
+    Containers,
+    ContainerService,
+    duration_seconds,
+)
+from bot.sandbox import images
+from bot.sandbox.base import (
+    ApiSpec,
+    ApiStartError,
+    DatabaseStartError,
+    LogSource,
+    Sandbox,
+    SandboxError,
+)
+from bot.sandbox.images import LABEL_CONTEXT, LABEL_CREATED, LABEL_ROLE, LABEL_RUN
+from bot.sandbox.local import _signals_deferred
+from bot.sandbox.postgres import SERVER_DEFAULTS, SUPERUSER, last_lines
+
+HOST = "127.0.0.1"
+DATABASE_ALIAS = "database"  # the database's host name on the run's network (ports mode)
+_DB_PORT = 5432
+_API_STOP_TIMEOUT = 5
+_PORT_ATTEMPTS = 4
+_POLL = 0.05
+# Container logs travel from the container's pipe through the engine before the API can
+# return them (a millisecond or two; reads after 5 ms still missed lines here, after 10 ms none
+# did): a read waits this long before it asks, so that it holds whatever came before it.
+_LOG_SETTLE = 0.02
+_PORT_IN_USE = re.compile(r"address already in use", re.IGNORECASE)
+
+log = logging.getLogger("gatekeeper.sandbox.containers")
+T = TypeVar("T")
+
+
+class ContainersSandbox(Sandbox):
+    """PostgreSQL, services and the API under test as labelled containers of one run."""
+
+    def __init__(
+        self,
+        settings: Containers | None = None,
+        *,
+        database: str = "app",
+        run_id: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        source: str = "policy",
+        nocache: bool = False,
+    ):
+        """`environ` expands ${NAME} in build args and container env (default: os.environ);
+        `source` names the policy in the messages of that expansion; `nocache` builds every
+        image from scratch, bypassing both caches (for measuring a cold start)."""
+        self.settings = settings or Containers()
+        self.database = database
+        self.run_id = _safe(run_id) if run_id else uuid.uuid4().hex[:12]
+        self.environ = dict(os.environ if environ is None else environ)
+        self.source = source
+        self.nocache = nocache
+        self.database_url = ""
+        self.api_url = None
+        self.builds: list[images.BuiltImage] = []  # every image start_api used, for evidence
+        self.swept: list[str] = []  # what the start-up sweep removed
+        self._client: docker.DockerClient | None = None
+        self._network: Network | None = None
+        self._volume: Any = None
+        self._database: DockerContainer | None = None
+        self._services: list[DockerContainer] = []
+        self._api: DockerContainer | None = None
+        self._api_count = 0
+        self._api_database_url = ""
+        self._password = ""
+        self._connection: psycopg.Connection[dict[str, Any]] | None = None
+        self._logs: dict[LogSource, _Log] = {"api": _Log(), "database": _Log()}
+        self._started = False
+
+    @property
+    def host_network(self) -> bool:
+        return self.settings.network == "host"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The labels every object of this run carries."""
+        return {LABEL_RUN: self.run_id, LABEL_CREATED: f"{time.time():.0f}"}
+
+    # --- start-up ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._started:
+            raise SandboxError("the sandbox is already started")
+        # The reaper is an image to pull; this module removes what it creates itself.
+        testcontainers_config.ryuk_disabled = True
+        with _signals_deferred():
+            atexit.register(self.stop)
+            self._started = True
+        try:
+            self._client = images.connect()
+            self.swept = sweep(
+                self._client,
+                older_than=duration_seconds(self.settings.sweep_after),
+                images_older_than=duration_seconds(self.settings.keep_images),
+                keep_run=self.run_id,
+            )
+            self._start_network()
+            self._start_database()
+            for service in self.settings.services:
+                self._start_service(service)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_network(self) -> None:
+        if self.host_network:
+            return
+        network = Network(docker_network_kw={"labels": {**self.labels, LABEL_ROLE: "network"}})
+        network.name = f"gatekeeper-{self.run_id}"
+        with _signals_deferred():
+            self._network = network.create()
+
+    def _start_database(self) -> None:
+        settings = self.settings.database
+        client = self._require_client()
+        reference = f"{settings.image}:{settings.version}"
+        try:
+            images.ensure_image(client, reference, "database")
+        except SandboxError as exc:
+            raise DatabaseStartError(str(exc)) from None
+        self._password = secrets.token_urlsafe(18)
+        with _signals_deferred():
+            self._volume = client.volumes.create(
+                name=f"gatekeeper-{self.run_id}-pgdata",
+                labels={**self.labels, LABEL_ROLE: "database"},
+            )
+        deadline = time.monotonic() + settings.start_timeout
+        if self.host_network:
+            port = _on_free_port(lambda port: self._run_database(reference, port, deadline))
+            self.database_url = self._url(HOST, port)
+            self._api_database_url = self.database_url
+        else:
+            self._run_database(reference, _DB_PORT, deadline)
+            self.database_url = self._url(HOST, _published(self._database, _DB_PORT))
+            self._api_database_url = self._url(DATABASE_ALIAS, _DB_PORT)
+
+    def _run_database(self, reference: str, port: int, deadline: float) -> int:
+        settings = self.settings.database
+        env = {
+            "POSTGRES_USER": SUPERUSER,
+            "POSTGRES_PASSWORD": self._password,
+            "POSTGRES_DB": self.database,
+            "PGDATA": settings.data_dir,
+            "PGPORT": str(port),
+            **self._expand(settings.env, "containers.database.env"),
+        }
+        # The same server settings as the local sandbox: the same log lines to read, the same
+        # thrown-away durability.
+        command = ["postgres"]
+        server = dict(SERVER_DEFAULTS)
+        if self.host_network:
+            server["listen_addresses"] = HOST
+        for name, value in server.items():
+            command += ["-c", f"{name}={value}"]
+        container = DockerContainer(reference, env=env, command=command)
+        container.with_name(f"gatekeeper-{self.run_id}-database")
+        container.with_volume_mapping(self._volume.name, settings.data_dir, "rw")
+        kwargs = self._container_kwargs("database", settings.limits)
+        if not self.host_network:
+            container.ports[f"{_DB_PORT}/tcp"] = (HOST, None)
+            self._join_network(container, DATABASE_ALIAS)
+        container.with_kwargs(**kwargs)
+        mark = self._logs["database"].mark()
+        self._start_container(container, "database", "database")
+        self._database = container
+        try:
+            self._wait_for_database(container, port, deadline, mark)
+        except _PortTaken:
+            self._remove_database()
+            raise
+        return port
+
+    def _wait_for_database(
+        self, container: DockerContainer, port: int, deadline: float, mark: int
+    ) -> None:
+        wrapped = container.get_wrapped_container()
+        url = ""
+        while True:
+            wrapped.reload()
+            if wrapped.status in ("exited", "dead"):
+                tail = last_lines(self._logs["database"].text(mark))
+                code = wrapped.attrs["State"].get("ExitCode")
+                error = DatabaseStartError(
+                    f"the PostgreSQL container exited with code {code}{_oom(wrapped)}", tail
+                )
+                if _PORT_IN_USE.search(tail):
+                    raise _PortTaken(error)
+                raise error
+            if not url and wrapped.status == "running":
+                published = port if self.host_network else _published(container, _DB_PORT)
+                url = self._url(HOST, published)  # the database the entrypoint creates
+            if url and _accepts(url):
+                return
+            if time.monotonic() > deadline:
+                raise DatabaseStartError(
+                    "the PostgreSQL container did not accept connections within "
+                    f"{self.settings.database.start_timeout:g}s "
+                    "(containers.database.start_timeout)",
+                    last_lines(self._logs["database"].text(mark)),
+                )
+            time.sleep(_POLL)
+
+    def _url(self, host: str, port: int, database: str | None = None) -> str:
+        name = quote(database or self.database, safe="")
+        password = quote(self._password, safe="")
+        return f"postgresql://{SUPERUSER}:{password}@{host}:{port}/{name}"
+
+    def _start_service(self, service: ContainerService) -> None:
+        client = self._require_client()
+        images.ensure_image(client, service.image, f"service '{service.name}'")
+        env = self._expand(service.env, f"containers.services.{service.name}.env")
+        container = DockerContainer(service.image, env=env, command=service.command)
+        container.with_name(f"gatekeeper-{self.run_id}-{service.name}")
+        kwargs = self._container_kwargs("service", service.limits)
+        kwargs["init"] = True
+        if not self.host_network:
+            for port in service.ports:
+                container.ports[f"{port}/tcp"] = (HOST, None)
+            self._join_network(container, service.name)
+        container.with_kwargs(**kwargs)
+        self._start_container(container, "service", service.name)
+        self._services.append(container)
+        self._wait_for_service(container, service)
+
+    def _wait_for_service(self, container: DockerContainer, service: ContainerService) -> None:
+        wrapped = container.get_wrapped_container()
+        timeout = service.health.timeout if service.health else 60.0
+        deadline = time.monotonic() + timeout
+        last = "not started"
+        while True:
+            wrapped.reload()
+            if wrapped.status in ("exited", "dead"):
+                code = wrapped.attrs["State"].get("ExitCode")
+                raise SandboxError(
+                    f"service '{service.name}' ({service.image}) exited with code {code}"
+                    f"{_oom(wrapped)}",
+                    _container_tail(wrapped),
+                )
+            if wrapped.status == "running":
+                ok, last = self._service_ready(container, service)
+                if ok:
+                    return
+            if time.monotonic() > deadline:
+                raise SandboxError(
+                    f"service '{service.name}' ({service.image}) was not ready within "
+                    f"{timeout:g}s (last: {last})",
+                    _container_tail(wrapped),
+                )
+            time.sleep(service.health.interval if service.health else _POLL)
+
+    def _service_ready(
+        self, container: DockerContainer, service: ContainerService
+    ) -> tuple[bool, str]:
+        if service.health is not None:
+            command = service.health.command
+            if isinstance(command, str):
+                command = ["/bin/sh", "-c", command]
+            result = container.get_wrapped_container().exec_run(command)
+            output = result.output.decode(errors="replace").strip().splitlines()
+            detail = f": {output[-1]}" if output else ""
+            return result.exit_code == 0, f"health command exited {result.exit_code}{detail}"
+        for port in service.ports:
+            published = port if self.host_network else _published(container, port)
+            problem = _listening(published)
+            if problem:
+                return False, f"port {port}: {problem}"
+        return True, "running"
+
+    # --- the API under test -----------------------------------------------------------------
+
+    def start_api(self, workdir: Path, spec: ApiSpec, name: str) -> str:
+        self._require_client()
+        self.stop_api()
+        built = self._image(Path(workdir), name)
+        if self.host_network:
+            return _on_free_port(lambda port: self._run_api(built.reference, port, spec, name))
+        return self._run_api(built.reference, self.settings.api.port, spec, name)
+
+    def _image(self, workdir: Path, name: str) -> images.BuiltImage:
+        api = self.settings.api
+        request = images.BuildRequest(
+            workdir=workdir,
+            name=name,
+            context=api.context,
+            dockerfile=api.dockerfile,
+            target=api.target,
+            build_args=self._expand(api.build_args, "containers.api.build_args"),
+            network_mode="host" if self.host_network else None,
+            timeout=api.build_timeout,
+            nocache=self.nocache,
+        )
+        built = images.build_api_image(
+            self._require_client(), request, {**self.labels, LABEL_ROLE: "api"}
+        )
+        self.builds.append(built)
+        return built
+
+    def _run_api(self, reference: str, port: int, spec: ApiSpec, name: str) -> str:
+        api = self.settings.api
+        env = {
+            **spec.env,
+            spec.port_env: str(port),
+            spec.database_url_env: self._api_database_url,
+        }
+        self._api_count += 1
+        container = DockerContainer(reference, env=env)
+        container.with_name(f"gatekeeper-{self.run_id}-api-{self._api_count}")
+        if api.command:
+            container.with_command(["/bin/sh", "-c", api.command])
+        kwargs = self._container_kwargs("api", api.limits)
+        kwargs["init"] = True  # signals reach the API even when it runs as PID 1
+        if self.host_network:
+            # Service names resolve in both modes, so one policy's URLs work in either.
+            kwargs["extra_hosts"] = {s.name: HOST for s in self.settings.services}
+        else:
+            container.ports[f"{port}/tcp"] = (HOST, None)
+            self._join_network(container, "api")
+        container.with_kwargs(**kwargs)
+        mark = self._logs["api"].mark()
+        self._start_container(container, "api", name)
+        self._api = container
+        host_port = port if self.host_network else _published(container, port)
+        url = f"http://{HOST}:{host_port}"
+        health = url + spec.health_path
+        last_answer = self._wait_for_health(container, health, spec.start_timeout)
+        if last_answer is None:
+            self.api_url = url
+            return url
+        wrapped = container.get_wrapped_container()
+        wrapped.reload()
+        exited = wrapped.status in ("exited", "dead")
+        oom = _oom(wrapped)
+        returncode = self.stop_api()
+        tail = last_lines(self._logs["api"].text(mark))
+        if not exited:
+            raise ApiStartError(
+                f"API '{name}' did not answer {health} within {spec.start_timeout:g}s "
+                f"(last: {last_answer})",
+                tail,
+            )
+        message = f"API '{name}' exited with code {returncode}{oom} before answering {health}"
+        if self.host_network and _PORT_IN_USE.search(tail):
+            message += f" (its port was in use: does it listen on ${spec.port_env}?)"
+            raise _PortTaken(ApiStartError(message, tail, returncode))
+        raise ApiStartError(message, tail, returncode)
+
+    def _wait_for_health(self, container: DockerContainer, url: str, timeout: float) -> str | None:
+        """None once `url` answers 2xx; else the last thing it said before the container
+        exited or the time ran out. trust_env=False: an HTTP_PROXY must not intercept it."""
+        wrapped = container.get_wrapped_container()
+        deadline = time.monotonic() + timeout
+        last_answer = "no answer"
+        with httpx.Client(trust_env=False) as client:
+            while True:
+                wrapped.reload()
+                if wrapped.status in ("exited", "dead"):
+                    return last_answer
+                remaining = deadline - time.monotonic()
+                try:
+                    response = client.get(url, timeout=max(0.1, min(2.0, remaining)))
+                except httpx.HTTPError as error:
+                    last_answer = type(error).__name__
+                else:
+                    if response.is_success:
+                        return None
+                    last_answer = f"HTTP {response.status_code}"
+                if time.monotonic() >= deadline:
+                    return last_answer
+                time.sleep(_POLL)
+
+    def stop_api(self) -> int | None:
+        with _signals_deferred():
+            container, self._api = self._api, None
+            self.api_url = None
+            if container is None:
+                return None
+            wrapped = container.get_wrapped_container()
+            returncode: int | None = None
+            with suppress(docker.errors.NotFound):
+                wrapped.stop(timeout=_API_STOP_TIMEOUT)
+                returncode = int(wrapped.wait(timeout=_API_STOP_TIMEOUT + 5)["StatusCode"])
+            self._logs["api"].end(wrapped)
+            _discard(container)
+        return returncode
+
+    # --- SQL --------------------------------------------------------------------------------
+
+    def psql(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        if self._connection is None or self._connection.closed:
+            if not self.database_url:
+                raise SandboxError("the sandbox is not running")
+            self._connection = psycopg.connect(
+                self.database_url, autocommit=True, row_factory=dict_row
+            )
+        cursor = self._connection.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
+
+    def available_extensions(self) -> set[str]:
+        """What CREATE EXTENSION can install in this image (the pipeline checks the policy's)."""
+        return {row["name"] for row in self.psql("SELECT name FROM pg_available_extensions")}
+
+    # --- logs -------------------------------------------------------------------------------
+
+    def log_mark(self, source: LogSource) -> int:
+        return self._logs[source].mark()
+
+    def logs(self, source: LogSource, since: int = 0) -> str:
+        return self._logs[source].text(since)
+
+    # --- teardown ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        # Every step runs even when an earlier one fails; the sweep of the run's own label goes
+        # last and catches anything created but not yet recorded when an interrupt came.
+        with _signals_deferred(), ExitStack() as steps:
+            steps.callback(self._close_client)
+            steps.callback(self._remove_network)
+            steps.callback(self._remove_volume)
+            steps.callback(self._remove_labelled)
+            steps.callback(self._remove_database)
+            steps.callback(self._remove_services)
+            steps.callback(self._close_connection)
+            steps.callback(self.stop_api)
+            atexit.unregister(self.stop)
+
+    def _remove_services(self) -> None:
+        while self._services:
+            _discard(self._services.pop())
+
+    def _remove_database(self) -> None:
+        container, self._database = self._database, None
+        if container is not None:
+            wrapped = container.get_wrapped_container()
+            self._logs["database"].end(wrapped)
+            _discard(container)
+
+    def _remove_volume(self) -> None:
+        volume, self._volume = self._volume, None
+        if volume is not None:
+            with suppress(docker.errors.APIError):  # NotFound: removed by its label already
+                volume.remove(force=True)
+        self.database_url = ""
+
+    def _remove_network(self) -> None:
+        network, self._network = self._network, None
+        if network is not None:
+            with suppress(docker.errors.APIError):  # NotFound: removed by its label already
+                network.remove()
+            network._docker.client.close()
+
+    def _remove_labelled(self) -> None:
+        if self._client is None:
+            return
+        remove_run(self._client, self.run_id)
+
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _close_client(self) -> None:
+        client, self._client = self._client, None
+        self._started = False
+        if client is not None:
+            client.close()
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _require_client(self) -> docker.DockerClient:
+        if self._client is None:
+            raise SandboxError("the sandbox is not running")
+        return self._client
+
+    def _expand(self, values: Mapping[str, str], where: str) -> dict[str, str]:
+        return {
+            key: expand(value, self.environ, f"{self.source}: {where}.{key}")
+            for key, value in values.items()
+        }
+
+    def _container_kwargs(self, role: str, limits: ContainerLimits | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"labels": {**self.labels, LABEL_ROLE: role}}
+        kwargs.update(_limit_kwargs(limits or self.settings.limits))
+        if self.host_network:
+            # network=None also keeps testcontainers from guessing a network of its own.
+            kwargs.update(network_mode="host", network=None)
+        return kwargs
+
+    def _join_network(self, container: DockerContainer, alias: str) -> None:
+        assert self._network is not None
+        container.with_network(self._network).with_network_aliases(alias)
+
+    def _start_container(self, container: DockerContainer, role: str, name: str) -> None:
+        """Create, start and record at once: an interrupt in between would lose track of it
+        (stop() would still find it by its label). The API's log gets a header per start,
+        as in the local sandbox, so a reader sees which start wrote what."""
+        with _signals_deferred():
+            at = time.time_ns()
+            try:
+                container.start()
+            except docker.errors.APIError as exc:
+                # E.g. the image's command does not exist: for the API that is the image's
+                # fault like any other failure to start, for the database the policy's.
+                error = {"api": ApiStartError, "database": DatabaseStartError}.get(
+                    role, SandboxError
+                )
+                reason = _first_line(exc.explanation or str(exc))
+                raise error(f"the {role} container '{name}' did not start: {reason}") from None
+            wrapped = container.get_wrapped_container()
+            if role == "api":
+                header = f"=== gatekeeper: start {name} (container {wrapped.short_id}) ===\n"
+                self._logs["api"].begin(wrapped, header, at)
+            elif role == "database":
+                self._logs["database"].begin(wrapped, "", at)
+
+
+class _Log:
+    """One log source over the run: the lines of finished containers (kept), then the running
+    one's, read from the engine.
+
+    A position is a time (ns since the epoch) and a read returns the lines the engine stamped
+    at or after it. Byte offsets, as in the local sandbox, would cost a full read of the log
+    for every mark, and the check suites take two marks per step; a time costs nothing. Lines
+    reach the engine a moment after the container writes them, so a read first waits until
+    nothing written before it can still be on its way (_LOG_SETTLE)."""
+
+    def __init__(self) -> None:
+        self.kept: list[tuple[int, bytes]] = []
+        self.live: Container | None = None
+
+    def begin(self, container: Container, header: str, at: int) -> None:
+        if self.live is not None:
+            self.end(self.live)
+        if header:
+            self.kept.append((at, header.encode()))
+        self.live = container
+
+    def end(self, container: Container) -> None:
+        """`container` has stopped: keep its lines, for reads after it is removed."""
+        if container is not self.live:
+            return
+        self.kept.extend(_entries(container, 0))
+        self.live = None
+
+    def mark(self) -> int:
+        return time.time_ns()
+
+    def text(self, since: int = 0) -> str:
+        entries = [line for stamp, line in self.kept if stamp >= since]
+        if self.live is not None:
+            entries += [line for _, line in _settled_entries(self.live, since)]
+        return b"".join(entries).decode(errors="replace")
+
+
+def sweep(
+    client: docker.DockerClient,
+    *,
+    older_than: float,
+    images_older_than: float,
+    keep_run: str | None = None,
+) -> list[str]:
+    """Remove what crashed runs left behind: containers, networks and volumes labelled with a
+    run id other than `keep_run` and older than `older_than` seconds, and cached API images
+    older than `images_older_than`. Younger objects may belong to runs still going."""
+    now = time.time()
+    removed: list[str] = []
+
+    def stale(labels: Mapping[str, str] | None, limit: float) -> bool:
+        labels = labels or {}
+        if keep_run is not None and labels.get(LABEL_RUN) == keep_run:
+            return False
+        try:
+            created = float(labels.get(LABEL_CREATED, "0"))
+        except ValueError:
+            created = 0.0
+        return now - created > limit
+
+    for container in client.containers.list(all=True, filters={"label": LABEL_RUN}):
+        if stale(container.labels, older_than):
+            _remove(container)
+            removed.append(f"container {container.name}")
+    for network in client.networks.list(filters={"label": LABEL_RUN}):
+        if stale(network.attrs.get("Labels"), older_than):
+            with suppress(docker.errors.NotFound, docker.errors.APIError):
+                network.remove()
+                removed.append(f"network {network.name}")
+    for volume in client.volumes.list(filters={"label": LABEL_RUN}):
+        if stale(volume.attrs.get("Labels"), older_than):
+            with suppress(docker.errors.NotFound, docker.errors.APIError):
+                volume.remove(force=True)
+                removed.append(f"volume {volume.name}")
+    for image in client.images.list(filters={"label": LABEL_CONTEXT}):
+        if stale({LABEL_CREATED: image.labels.get(LABEL_CREATED, "0")}, images_older_than):
+            # In use by a container of a run still going: the engine refuses, and that is right.
+            with suppress(docker.errors.NotFound, docker.errors.APIError):
+                client.images.remove(image.id, force=False)
+                removed.append(f"image {', '.join(image.tags) or image.short_id}")
+    if removed:
+        log.info("swept leftovers of earlier runs: %s", ", ".join(removed))
+    return removed
+
+
+def remove_run(client: docker.DockerClient, run_id: str) -> None:
+    """Remove every container, network and volume labelled with `run_id`."""
+    selector = {"label": f"{LABEL_RUN}={run_id}"}
+    for container in client.containers.list(all=True, filters=selector):
+        _remove(container)
+    for network in client.networks.list(filters=selector):
+        with suppress(docker.errors.NotFound, docker.errors.APIError):
+            network.remove()
+    for volume in client.volumes.list(filters=selector):
+        with suppress(docker.errors.NotFound, docker.errors.APIError):
+            volume.remove(force=True)
+
+
+class _PortTaken(Exception):
+    """Someone took the loopback port we chose (host networking); `error` if we give up."""
+
+    def __init__(self, error: SandboxError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _on_free_port(start: Callable[[int], T]) -> T:
+    """Run `start` on a free port, again on another one if that port is taken meanwhile."""
+    for _ in range(_PORT_ATTEMPTS - 1):
+        with suppress(_PortTaken):
+            return start(_free_port())
+    try:
+        return start(_free_port())
+    except _PortTaken as taken:
+        raise taken.error from None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def _published(container: DockerContainer | None, port: int) -> int:
+    """The loopback port the engine published `port` of `container` on."""
+    assert container is not None
+    wrapped = container.get_wrapped_container()
+    for _ in range(50):
+        wrapped.reload()
+        bindings = (wrapped.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{port}/tcp")
+        if bindings:
+            return int(bindings[0]["HostPort"])
+        if wrapped.status in ("exited", "dead"):
+            break
+        time.sleep(_POLL)
+    raise SandboxError(f"the engine published no host port for port {port} of {wrapped.name}")
+
+
+def _listening(port: int) -> str | None:
+    """None when something serves 127.0.0.1:`port`, else what went wrong.
+
+    A published port accepts connections before the service behind it listens (the engine's
+    proxy does), then closes them at once; a real server keeps the connection open or greets.
+    So a connection that ends within a moment without a byte does not count."""
+    try:
+        with socket.create_connection((HOST, port), timeout=1) as connection:
+            connection.settimeout(0.2)
+            try:
+                if connection.recv(1) == b"":
+                    return "closed at once"
+            except TimeoutError:
+                pass  # open and silent: waiting for the client to speak, like most servers
+            except OSError as exc:
+                return exc.strerror or str(exc)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def _accepts(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
+
+
+def _limit_kwargs(limits: ContainerLimits) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if limits.cpus is not None:
+        kwargs["nano_cpus"] = int(limits.cpus * 1e9)
+    if limits.memory is not None:
+        # The same value for memory and memory+swap: over the limit means killed, not swapped.
+        kwargs["mem_limit"] = limits.memory
+        kwargs["memswap_limit"] = limits.memory
+    if limits.pids is not None:
+        kwargs["pids_limit"] = limits.pids
+    return kwargs
+
+
+def _oom(container: Container) -> str:
+    state = container.attrs.get("State", {})
+    if state.get("OOMKilled"):
+        limit = container.attrs.get("HostConfig", {}).get("Memory") or 0
+        size = f" of {limit // (1024 * 1024)} MiB" if limit else ""
+        return f" (killed: it exceeded its memory limit{size}, containers.limits.memory)"
+    return ""
+
+
+def _container_logs(container: Container) -> bytes:
+    try:
+        return container.logs(stdout=True, stderr=True)
+    except docker.errors.NotFound:
+        return b""
+
+
+def _entries(container: Container, since: int) -> list[tuple[int, bytes]]:
+    """The container's log lines stamped at or after `since` (ns), with their stamps."""
+    # The engine's filter works in seconds; a millisecond early, and the exact cut here.
+    window = {"since": since / 1e9 - 0.001} if since > 0 else {}
+    try:
+        raw = container.logs(stdout=True, stderr=True, timestamps=True, **window)
+    except docker.errors.NotFound:
+        return []
+    entries: list[tuple[int, bytes]] = []
+    for line in raw.splitlines(keepends=True):
+        stamp, _, text = line.partition(b" ")
+        at = _nanoseconds(stamp)
+        if at is None:  # not a stamp: the rest of a long line the engine split
+            if entries:
+                entries[-1] = (entries[-1][0], entries[-1][1] + line)
+            continue
+        if at >= since:
+            entries.append((at, text))
+    return entries
+
+
+def _settled_entries(container: Container, since: int) -> list[tuple[int, bytes]]:
+    """Lines since `since`, read once nothing written before this call can still be on its
+    way to the engine (_LOG_SETTLE)."""
+    time.sleep(_LOG_SETTLE)
+    return _entries(container, since)
+
+
+def _nanoseconds(stamp: bytes) -> int | None:
+    """RFC 3339 with nanoseconds, as the engine stamps lines: 2026-11-25T09:33:41.123456789Z."""
+    try:
+        text = stamp.decode("ascii")
+        whole, _, fraction = text.rstrip("Z").partition(".")
+        seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    digits = (fraction + "000000000")[:9] if fraction.isdigit() else "0"
+    return seconds * 1_000_000_000 + int(digits)
+
+
+def _container_tail(container: Container) -> str:
+    return last_lines(_container_logs(container).decode(errors="replace"))
+
+
+def _remove(container: Container) -> None:
+    with suppress(docker.errors.APIError):  # NotFound included: already gone is fine
+        container.remove(force=True, v=True)
+
+
+def _discard(container: DockerContainer) -> None:
+    """Remove the container and close the engine connection testcontainers opened for it (a
+    long-running service would otherwise collect one per container)."""
+    _remove(container.get_wrapped_container())
+    container.get_docker_client().client.close()
+
+
+def _first_line(text: str) -> str:
+    return (str(text).strip().splitlines() or [""])[0][:300]
+
+
+def _safe(run_id: str) -> str:
+    """Container and volume names allow [a-zA-Z0-9_.-]."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)[:40]

@@ -1,0 +1,72 @@
+"""Parity: the local and the containers sandbox give every demo case the same verdict.
+
+The local sandbox is the fast default and the containers sandbox the faithful one (the demo
+API built from its Dockerfile, PostgreSQL 15 from an image instead of 18 from a wheel). A
+difference in a decision or a risk level means one of them misjudges a change, so this runs
+in CI, on the engine `.ci/run` prepares; without an engine it is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.demo import SECRET_ENV, load_builder
+from bot.gitrepo import resolve
+from bot.job import Job
+from bot.pipeline import validate
+from bot.policy import load_policy
+from bot.resources import data_path
+from bot.sandbox import images
+from bot.sandbox.select import factory
+from bot.verdict import Verdict
+
+ENGINE_PROBLEM = images.engine_problem(images.LOCAL_IMAGES)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(ENGINE_PROBLEM is not None, reason=str(ENGINE_PROBLEM))
+def test_local_and_containers_sandboxes_decide_every_demo_case_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # What `gatekeeper demo` sets up: a signing secret both sides share, and this interpreter
+    # as the local sandbox's `python`.
+    monkeypatch.setenv(SECRET_ENV, secrets.token_urlsafe(32))
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    loaded = load_policy(data_path("policies") / "sessions-api.yml")
+    repo = tmp_path / "sessions-api"
+    cases = load_builder().build(repo)
+    assert len(cases) >= 5
+
+    def run(case, kind: str) -> Verdict:
+        job = Job(
+            repository=str(repo),
+            base_ref=case.base,
+            head_ref=case.head,
+            base_sha=resolve(repo, case.base),
+            head_sha=resolve(repo, case.head),
+            trigger="demo",
+            policy_source=loaded.source,
+        )
+        return validate(job, repo, loaded, factory(kind))
+
+    client = images.connect()
+    labelled = {"label": images.LABEL_RUN}
+    before = {c.id for c in client.containers.list(all=True, filters=labelled)}
+    for case in cases:
+        local, containers = run(case, "local"), run(case, "containers")
+        left = {c.id for c in client.containers.list(all=True, filters=labelled)} - before
+        assert not left, f"{case.name}: containers left behind"
+        assert containers.decision.value != "error", containers.summary
+        assert (local.decision, local.risk) == (containers.decision, containers.risk), (
+            f"{case.name}: local {local.summary} / containers {containers.summary}"
+        )
+        assert local.decision.value == case.expected_decision, local.summary
+        # The same criteria pass and fail: the decision agrees for the same reasons.
+        statuses = {c.id: c.status for c in local.criteria}
+        assert statuses == {c.id: c.status for c in containers.criteria}, case.name
+    client.close()
