@@ -23,6 +23,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bot.history import ping
 from bot.store import ACTIVE, Store
 from bot.verdict import Verdict
 
@@ -84,6 +85,14 @@ class StoreCollector(Collector):
             "gatekeeper_oldest_queued_seconds",
             "Age of the oldest run still queued; 0 when none is.",
         )
+        # The probe's own short connection first: a pool would wait for its timeout when
+        # the server is gone, and a scrape must answer quickly either way.
+        problem = ping(self.store)
+        if problem is not None:
+            log.warning("metrics: %s", problem)
+            up.add_metric([], 0)
+            yield up
+            return
         try:
             with self.store.connect() as conn:
                 rows = conn.execute(
