@@ -28,7 +28,7 @@ from bot.pipeline import validate
 from bot.policy import LoadedPolicy, load_policy, load_policy_text
 from bot.policy.loader import REPO_POLICY_PATH, default_policy_path, policy_at
 from bot.report import render_markdown
-from bot.sandbox.local import for_policy
+from bot.sandbox.select import factory
 from bot.settings import Settings
 from bot.store import Store
 from bot.verdict import Verdict
@@ -226,7 +226,7 @@ class Service:
             job = events.to_job(target, base_sha)
             with policy_at(clone, base_sha, self.settings.default_policy) as loaded:
                 job = job.model_copy(update={"policy_source": loaded.source})
-                return validate(job, clone, loaded, for_policy)
+                return validate(job, clone, loaded, factory())
 
     def _clone(self, target: events.Target, dest: Path) -> None:
         token = self.github.token_for(target.installation_id)

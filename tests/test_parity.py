@@ -55,12 +55,16 @@ def test_local_and_containers_sandboxes_decide_every_demo_case_alike(
         return validate(job, repo, loaded, factory(kind))
 
     client = images.connect()
-    labelled = {"label": images.LABEL_RUN}
-    before = {c.id for c in client.containers.list(all=True, filters=labelled)}
+
+    def ours() -> set[str]:
+        """Labelled containers this process made (other processes may run sandboxes too)."""
+        found = client.containers.list(all=True, filters={"label": images.LABEL_RUN})
+        return {c.name for c in found if c.labels.get(images.LABEL_PID) == str(os.getpid())}
+
+    before = ours()
     for case in cases:
         local, containers = run(case, "local"), run(case, "containers")
-        left = {c.id for c in client.containers.list(all=True, filters=labelled)} - before
-        assert not left, f"{case.name}: containers left behind"
+        assert not ours() - before, f"{case.name}: containers left behind"
         assert containers.decision.value != "error", containers.summary
         assert (local.decision, local.risk) == (containers.decision, containers.risk), (
             f"{case.name}: local {local.summary} / containers {containers.summary}"

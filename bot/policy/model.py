@@ -309,7 +309,8 @@ class Containers(Strict):
     sweep_after: str = Field(
         "2h",
         description="At start-up, remove containers, networks and volumes that crashed runs "
-        "left behind, once they are this old (longer than any run: timeouts.run).",
+        "left behind: at once when the process that made them is gone from this machine, "
+        "else once they are this old (longer than any run: timeouts.run).",
     )
     keep_images: str = Field(
         "168h", description="Cached API images unused for this long are removed at start-up."

@@ -65,7 +65,14 @@ from bot.sandbox.base import (
     Sandbox,
     SandboxError,
 )
-from bot.sandbox.images import LABEL_CONTEXT, LABEL_CREATED, LABEL_ROLE, LABEL_RUN
+from bot.sandbox.images import (
+    LABEL_CONTEXT,
+    LABEL_CREATED,
+    LABEL_HOST,
+    LABEL_PID,
+    LABEL_ROLE,
+    LABEL_RUN,
+)
 from bot.sandbox.local import _signals_deferred
 from bot.sandbox.postgres import SERVER_DEFAULTS, SUPERUSER, last_lines
 
@@ -130,8 +137,13 @@ class ContainersSandbox(Sandbox):
 
     @property
     def labels(self) -> dict[str, str]:
-        """The labels every object of this run carries."""
-        return {LABEL_RUN: self.run_id, LABEL_CREATED: f"{time.time():.0f}"}
+        """The labels every object of this run carries: who made it, where and when."""
+        return {
+            LABEL_RUN: self.run_id,
+            LABEL_CREATED: f"{time.time():.0f}",
+            LABEL_HOST: socket.gethostname(),
+            LABEL_PID: str(os.getpid()),
+        }
 
     # --- start-up ---------------------------------------------------------------------------
 
@@ -616,15 +628,19 @@ def sweep(
     keep_run: str | None = None,
 ) -> list[str]:
     """Remove what crashed runs left behind: containers, networks and volumes labelled with a
-    run id other than `keep_run` and older than `older_than` seconds, and cached API images
-    older than `images_older_than`. Younger objects may belong to runs still going."""
+    run id other than `keep_run`, either made on this machine by a process that is gone, or
+    older than `older_than` seconds (runs elsewhere may still be going); and cached API images
+    older than `images_older_than`."""
     now = time.time()
     removed: list[str] = []
+    host = socket.gethostname()
 
     def stale(labels: Mapping[str, str] | None, limit: float) -> bool:
         labels = labels or {}
         if keep_run is not None and labels.get(LABEL_RUN) == keep_run:
             return False
+        if labels.get(LABEL_HOST) == host and not _alive(labels.get(LABEL_PID, "")):
+            return True
         try:
             created = float(labels.get(LABEL_CREATED, "0"))
         except ValueError:
@@ -654,6 +670,25 @@ def sweep(
     if removed:
         log.info("swept leftovers of earlier runs: %s", ", ".join(removed))
     return removed
+
+
+def creator_alive(labels: Mapping[str, str] | None) -> bool:
+    """Whether the process that made an object (by its labels) still runs, as far as this
+    machine can tell: objects from other machines count as alive."""
+    labels = labels or {}
+    return labels.get(LABEL_HOST) != socket.gethostname() or _alive(labels.get(LABEL_PID, ""))
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return True  # unknown: leave it to the age threshold
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remove_run(client: docker.DockerClient, run_id: str) -> None:
@@ -757,7 +792,7 @@ def _oom(container: Container) -> str:
     if state.get("OOMKilled"):
         limit = container.attrs.get("HostConfig", {}).get("Memory") or 0
         size = f" of {limit // (1024 * 1024)} MiB" if limit else ""
-        return f" (killed: it exceeded its memory limit{size}, containers.limits.memory)"
+        return f" (killed: it exceeded its memory limit{size}, the policy's containers limits)"
     return ""
 
 

@@ -34,6 +34,8 @@ from bot.sandbox.base import BuildFailed, EngineUnavailable, SandboxError
 LABEL_RUN = "gatekeeper.run"
 LABEL_CREATED = "gatekeeper.created"
 LABEL_ROLE = "gatekeeper.role"
+LABEL_HOST = "gatekeeper.host"  # the machine and process that created it: a sweep on the same
+LABEL_PID = "gatekeeper.pid"  # machine removes it as soon as that process is gone
 LABEL_CONTEXT = "gatekeeper.context"
 CACHE_REPOSITORY = "gatekeeper/api-cache"
 _TAIL_LINES = 40
