@@ -27,72 +27,25 @@ from bot.demo import load_builder
 from bot.resources import data_path
 from bot.verdict import Decision, Finding, Risk, Verdict
 from tests.github.conftest import commit_all
-from tests.github.test_service import (
+from tests.github.test_service import (  # the same repository and service the App tests use
+    POLICY,
     REPO,
     Running,
+    git,
+    inventory_repo,
     make_service,
+    payload,
     synchronize,
     wait_run,
 )
 
-WEBHOOKS = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "github" / "webhooks"
-)
-POLICY = """\
-version: 1
-branches: {builder: ["builder/*"], target: ["main"]}
-migrations: {mode: directory, directory: migrations}
-tables: {items: {rows: 1000}}
-suites: [../checks]
-"""
-CHECK = """\
-id: schema
-title: The items table answers
-steps:
-  - id: items
-    sql: {query: "SELECT count(*) AS n FROM items"}
-    expect: {rows: 1}
-"""
-DELIMITED = re.compile(r"^(?P<name>[a-z-]+)<<(?P<delim>ghadelimiter_[0-9a-f]{32})\n", re.M)
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
-def payload(name: str) -> dict[str, Any]:
-    path = WEBHOOKS / f"{name}.json"
-    if not path.exists():
-        pytest.fail(f"missing webhook fixture {path}: shared/ must sit beside the repository")
-    return json.loads(path.read_text())
-
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """`main` with a policy, a check suite and one migration; `builder/add-name` adds one."""
-    path = tmp_path / "inventory"
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    git(path, "config", "user.name", "Dev")
-    git(path, "config", "user.email", "dev@example.com")
-    (path / ".github").mkdir()
-    (path / ".github" / "gatekeeper.yml").write_text(POLICY)
-    (path / "checks").mkdir()
-    (path / "checks" / "schema.yml").write_text(CHECK)
-    (path / "migrations").mkdir()
-    (path / "migrations" / "001_items.sql").write_text(
-        "CREATE TABLE items (id bigint PRIMARY KEY);\n"
-    )
-    commit_all(path, "base")
-    git(path, "checkout", "-qb", "builder/add-name")
-    (path / "migrations" / "002_name.sql").write_text(
-        "ALTER TABLE items ADD COLUMN IF NOT EXISTS name text;\n"
-    )
-    commit_all(path, "fix: add items.name")
-    git(path, "checkout", "-q", "main")
-    return path
+    return inventory_repo(tmp_path)
+
+
+DELIMITED = re.compile(r"^(?P<name>[a-z-]+)<<(?P<delim>ghadelimiter_[0-9a-f]{32})\n", re.M)
 
 
 def checkout(repo: Path, dest: Path) -> Path:

@@ -64,6 +64,11 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
+    return inventory_repo(tmp_path)
+
+
+def inventory_repo(tmp_path: Path) -> Path:
+    """`main` with a policy, a check suite and one migration; `builder/add-name` adds one."""
     path = tmp_path / "inventory"
     path.mkdir()
     git(path, "init", "-q", "-b", "main")
