@@ -14,8 +14,6 @@ import hmac
 import json
 import re
 import subprocess
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client import REGISTRY
 
 from bot import metrics
@@ -41,7 +38,7 @@ from bot.service import Service
 from bot.settings import Settings
 from bot.store import Store
 from bot.verdict import Verdict
-from bot.webhook import create_app
+from tests.github.test_service import Running as ServiceServer
 
 SECRET = "dashboard-secret"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -149,34 +146,14 @@ def add_run(
     return run_id
 
 
-class Running:
-    """The service's app served by uvicorn on a loopback port."""
+class Running(ServiceServer):
+    """The service's app on a loopback port, with a GitHub client that is never called."""
 
     def __init__(self, store: Store, **settings: Any):
         config = Settings(webhook_secret=SECRET, database_url=store.database_url, **settings)
         # Port 9 (discard) is closed: a call to GitHub would fail loudly, and none is made.
         github = GitHubClient("http://127.0.0.1:9", TokenCredentials("unused"))
-        self.service = Service(config, store, github)
-        server_config = uvicorn.Config(
-            create_app(self.service), host="127.0.0.1", port=0, log_level="warning"
-        )
-        self.server = uvicorn.Server(server_config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Running:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.service.close()
+        super().__init__(Service(config, store, github))
 
     def get(self, path: str, **params: Any) -> httpx.Response:
         # httpx drops a URL's own query string when given params, even empty ones.

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
 
+import psycopg
+from psycopg.rows import dict_row
+
 LogSource = Literal["api", "database"]
 
 
@@ -94,9 +97,30 @@ class Sandbox(ABC):
     def logs(self, source: LogSource, since: int = 0) -> str:
         """The log text written after `since`."""
 
-    @abstractmethod
+    _connection: psycopg.Connection[dict[str, Any]] | None = None
+
     def psql(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Run one statement as superuser; rows as dicts (empty for statements without rows)."""
+        """Run one statement as superuser; rows as dicts (empty for statements without rows).
+
+        One lazily opened connection, shared by every sandbox kind: only the URL differs."""
+        if self._connection is None or self._connection.closed:
+            if not self.database_url:
+                raise SandboxError("the sandbox is not running")
+            self._connection = psycopg.connect(
+                self.database_url, autocommit=True, row_factory=dict_row
+            )
+        cursor = self._connection.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
+
+    def available_extensions(self) -> set[str]:
+        """What CREATE EXTENSION can install here (the embedded wheel lacks uuid-ossp and
+        pgcrypto); the pipeline checks the policy's list against it."""
+        return {row["name"] for row in self.psql("SELECT name FROM pg_available_extensions")}
+
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     @abstractmethod
     def stop(self) -> None:

@@ -44,7 +44,6 @@ import docker.errors
 import httpx
 import psycopg
 from docker.models.containers import Container
-from psycopg.rows import dict_row
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
@@ -127,7 +126,6 @@ class ContainersSandbox(Sandbox):
         self._api_count = 0
         self._api_database_url = ""
         self._password = ""
-        self._connection: psycopg.Connection[dict[str, Any]] | None = None
         self._logs: dict[LogSource, _Log] = {"api": _Log(), "database": _Log()}
         self._started = False
 
@@ -454,20 +452,6 @@ class ContainersSandbox(Sandbox):
 
     # --- SQL --------------------------------------------------------------------------------
 
-    def psql(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        if self._connection is None or self._connection.closed:
-            if not self.database_url:
-                raise SandboxError("the sandbox is not running")
-            self._connection = psycopg.connect(
-                self.database_url, autocommit=True, row_factory=dict_row
-            )
-        cursor = self._connection.execute(sql, params)
-        return cursor.fetchall() if cursor.description is not None else []
-
-    def available_extensions(self) -> set[str]:
-        """What CREATE EXTENSION can install in this image (the pipeline checks the policy's)."""
-        return {row["name"] for row in self.psql("SELECT name FROM pg_available_extensions")}
-
     # --- logs -------------------------------------------------------------------------------
 
     def log_mark(self, source: LogSource) -> int:
@@ -521,11 +505,6 @@ class ContainersSandbox(Sandbox):
         if self._client is None:
             return
         remove_run(self._client, self.run_id)
-
-    def _close_connection(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
 
     def _close_client(self) -> None:
         client, self._client = self._client, None

@@ -27,12 +27,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import quote
 
 import httpx
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.sql import SQL, Identifier
 
 from bot.policy.loader import LoadedPolicy
@@ -105,7 +104,6 @@ class LocalSandbox(Sandbox):
         self._tmpdir: Path | None = None
         self._postgres: subprocess.Popen[bytes] | None = None
         self._api: subprocess.Popen[bytes] | None = None
-        self._connection: psycopg.Connection[dict[str, Any]] | None = None
 
     @property
     def tmpdir(self) -> Path | None:
@@ -227,19 +225,6 @@ class LocalSandbox(Sandbox):
     def _url(port: int, database: str) -> str:
         return f"postgresql://{SUPERUSER}@{HOST}:{port}/{quote(database, safe='')}"
 
-    def psql(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        if self._connection is None or self._connection.closed:
-            self._require_started()
-            self._connection = psycopg.connect(
-                self.database_url, autocommit=True, row_factory=dict_row
-            )
-        cursor = self._connection.execute(sql, params)
-        return cursor.fetchall() if cursor.description is not None else []
-
-    def available_extensions(self) -> set[str]:
-        """What CREATE EXTENSION can install here: the wheel lacks uuid-ossp and pgcrypto."""
-        return {row["name"] for row in self.psql("SELECT name FROM pg_available_extensions")}
-
     # --- the API under test ---------------------------------------------------------------
 
     def start_api(self, workdir: Path, spec: ApiSpec, name: str) -> str:
@@ -333,11 +318,6 @@ class LocalSandbox(Sandbox):
             steps.callback(self._close_connection)
             steps.callback(self.stop_api)
             atexit.unregister(self.stop)
-
-    def _close_connection(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
 
     def _stop_postgres(self) -> None:
         with _signals_deferred():
