@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -25,7 +25,7 @@ from bot.actions import DEFAULT_OUT, StepOptions
 from bot.gitrepo import GitError, resolve
 from bot.job import Job
 from bot.pipeline import validate as run_validation
-from bot.policy import LoadedPolicy, Policy, load_policy
+from bot.policy import LoadedPolicy, load_policy
 from bot.policy.loader import policy_at
 from bot.report import write_outputs
 from bot.sandbox.base import EngineUnavailable
@@ -309,18 +309,49 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     workers: Annotated[int | None, typer.Option(help="Validations run at once.")] = None,
+    worker: Annotated[
+        bool | None,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Work the queue in-process (default) or leave it to "
+            "`gatekeeper worker` processes.",
+        ),
+    ] = None,
 ) -> None:
     """Run the GitHub App: receive webhooks, validate builder PRs, report on them.
 
     Settings come from GATEKEEPER_* environment variables (see the README); the options
     override them."""
+    from bot.server import serve as run_server
+
+    _run_service(run_server, host=host, port=port, workers=workers, worker=worker)
+
+
+@app.command()
+def worker(
+    workers: Annotated[int | None, typer.Option(help="Validations run at once.")] = None,
+) -> None:
+    """Work the queue of `gatekeeper serve` (same DATABASE_URL) until SIGTERM, then drain.
+
+    Run as many as the machines allow: they share the queue, the per-repository
+    concurrency and the shared-resource lines through PostgreSQL."""
+    from bot.server import work
+
+    if not os.environ.get("DATABASE_URL"):
+        fail(
+            "gatekeeper worker needs DATABASE_URL: the embedded database belongs to the one "
+            "`gatekeeper serve` process that started it"
+        )
+    _run_service(work, workers=workers)
+
+
+def _run_service(run: Callable[..., None], **options: Any) -> None:
     from pydantic import ValidationError
 
     from bot.github.auth import CredentialsError
-    from bot.server import serve as run_server
     from bot.settings import Settings
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v}
+    overrides = {k: v for k, v in options.items() if v is not None}
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -329,33 +360,9 @@ def serve(
         ]
         fail("invalid settings:\n  " + "\n  ".join(problems))
     try:
-        run_server(settings)
+        run(settings)
     except CredentialsError as exc:
         fail(str(exc))
-
-
-@policy_app.command("check")
-def policy_check(files: Annotated[list[Path], typer.Argument(help="Policy files.")]) -> None:
-    """Validate policy files; exit 2 with file:line:col messages when one is wrong."""
-    problems = 0
-    for path in files:
-        try:
-            loaded = load_policy(path)
-            loaded.suite_paths()
-        except ConfigError as exc:
-            problems += 1
-            for line in exc.problems:
-                err.print(f"[red]{line}[/]", soft_wrap=True)
-            continue
-        err.print(f"[green]ok[/] {path}")
-    if problems:
-        raise typer.Exit(EXIT_ERROR)
-
-
-@policy_app.command("schema")
-def policy_schema() -> None:
-    """Print the policy's JSON Schema (for editors: yaml-language-server $schema)."""
-    sys.stdout.write(json.dumps(Policy.model_json_schema(), indent=2) + "\n")
 
 
 # -- gatekeeper runs: the service's run history -------------------------------------------
@@ -367,7 +374,15 @@ app.add_typer(runs_app, name="runs")
 
 RunDecision = Literal["approve", "review", "reject", "error"]
 RunState = Literal[
-    "queued", "running", "waiting", "dispatched", "done", "error", "ignored", "superseded"
+    "queued",
+    "running",
+    "waiting",
+    "blocked",
+    "dispatched",
+    "done",
+    "error",
+    "ignored",
+    "superseded",
 ]
 DatabaseUrl = Annotated[
     str | None,

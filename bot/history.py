@@ -17,7 +17,17 @@ from bot.store import ACTIVE, Store
 
 DECISIONS = ("approve", "review", "reject", "error")
 RISKS = ("low", "medium", "high", "critical")
-STATES = ("queued", "running", "waiting", "dispatched", "done", "error", "ignored", "superseded")
+STATES = (
+    "queued",
+    "running",
+    "waiting",
+    "blocked",
+    "dispatched",
+    "done",
+    "error",
+    "ignored",
+    "superseded",
+)
 MAX_PER_PAGE = 100
 
 # A run that ended in `error` before any verdict has no decision column, yet to a maintainer

@@ -9,7 +9,7 @@ across restarts and with several processes sharing one database.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import psycopg
 from prometheus_client import (
@@ -17,6 +17,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -51,6 +52,17 @@ STAGE_SECONDS = Histogram(
     buckets=_BUCKETS,
 )
 RUN_SECONDS = Histogram("gatekeeper_run_seconds", "Time a whole validation took.", buckets=_BUCKETS)
+GITHUB_CALLS = Counter(
+    "gatekeeper_github_api_calls",
+    "HTTP requests sent to GitHub's API, each retry included, by method and the answer's "
+    "status ('error': no answer).",
+    ["method", "status"],
+)
+GITHUB_RATE_REMAINING = Gauge(
+    "gatekeeper_github_rate_limit_remaining",
+    "Requests left in GitHub's rate-limit window, from its latest answer, by resource.",
+    ["resource"],
+)
 
 
 def delivery(event: str, outcome: str) -> None:
@@ -64,6 +76,22 @@ def verdict(result: Verdict) -> None:
     for stage in result.stages:
         STAGE_SECONDS.labels(stage=stage.name).observe(max(stage.seconds, 0.0))
     RUN_SECONDS.observe(max(result.seconds, 0.0))
+
+
+def github_call(method: str, status: int | None) -> None:
+    """Count one request sent to GitHub; `status` None when it got no answer."""
+    label = "error" if status is None else str(status)
+    GITHUB_CALLS.labels(method=method.upper(), status=label).inc()
+
+
+def github_rate_limit(headers: Mapping[str, str]) -> None:
+    """Follow `X-RateLimit-Remaining` from an answer's headers (any case); an answer without
+    it (some errors, a proxy's) leaves the gauge as it was."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    remaining = lowered.get("x-ratelimit-remaining", "")
+    if remaining.isdigit():
+        resource = lowered.get("x-ratelimit-resource") or "core"
+        GITHUB_RATE_REMAINING.labels(resource=resource).set(int(remaining))
 
 
 class StoreCollector(Collector):

@@ -58,6 +58,12 @@ class Aborted(Exception):
     """The change failed a step that later steps depend on; the verdict is decided already."""
 
 
+class Cancelled(Exception):
+    """Raised by a `progress` callback to stop the run at the next stage: the caller no
+    longer wants its verdict (a newer commit, a deadline, a shutdown). `validate` lets it
+    through, after the sandbox is torn down."""
+
+
 def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
 
@@ -70,7 +76,8 @@ def validate(
     progress: Progress = lambda _msg: None,
     environ: Mapping[str, str] | None = None,
 ) -> Verdict:
-    """Validate `job` in `repo` under `loaded`; never raises for anything but KeyboardInterrupt."""
+    """Validate `job` in `repo` under `loaded`. Raises only KeyboardInterrupt and the
+    `Cancelled` its own `progress` callback raised: every failure is a verdict."""
     run = _Run(job, repo, loaded, sandbox_factory, progress, environ or os.environ)
     return run.execute()
 
@@ -145,6 +152,8 @@ class _Run:
                 self._in_scratch(scratch, suites, headers, env)
         except Aborted:
             pass
+        except Cancelled:
+            raise
         except ConfigError as exc:
             error = Infrastructure(f"configuration: {exc}")
         except Infrastructure as exc:

@@ -1,21 +1,28 @@
-"""`gatekeeper serve`: the GitHub App as a long-running service.
+"""`gatekeeper serve` and `gatekeeper worker`: the GitHub App as long-running processes.
 
 Assembles the edges around the engine: settings, the service's own database (an embedded
-PostgreSQL kept in the state dir unless DATABASE_URL is set), GitHub credentials, the
-worker threads, the periodic redelivery sweep, and the HTTP server.
+PostgreSQL kept in the state dir unless DATABASE_URL is set), GitHub credentials, the queue
+worker, the periodic sweeps, and the HTTP server. `serve` answers webhooks and, unless told
+not to, works the queue too; `worker` only works the queue, so several of them (on one
+machine or many) share one PostgreSQL.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
 import uvicorn
 
+from bot import logs
 from bot.github.auth import AppCredentials, Credentials, CredentialsError, TokenCredentials
 from bot.github.client import GitHubClient
+from bot.queue import Worker, worker_app
 from bot.sandbox.local import LocalSandbox
 from bot.service import Service
 from bot.settings import Settings
@@ -45,7 +52,7 @@ def store_for(settings: Settings) -> Iterator[Store]:
             datadir = settings.state_dir / "postgres"
             server = LocalSandbox(database="postgres", datadir=datadir, run_id="store")
             url = stack.enter_context(server).database_url
-        store = Store(url, max_connections=settings.workers + 8)
+        store = Store(url, max_connections=settings.workers + 8, lanes=settings.repo_concurrency)
         stack.callback(store.close)
         store.migrate()
         yield store
@@ -76,23 +83,67 @@ class Periodic:
             self.stopped.wait(self.interval)
 
 
+@contextmanager
+def working(service: Service, settings: Settings, *, worker: bool) -> Iterator[None]:
+    """The background of a process: the sweeps, the redelivery sweep and, if `worker`, a
+    queue worker. On exit the worker stops taking jobs and its running ones get
+    `shutdown_grace` seconds before they are stopped and queued again."""
+    tasks = [Periodic("gatekeeper-sweep", service.sweep, settings.sweep_interval)]
+    if settings.app_id is not None:  # the deliveries API needs the App's own JWT
+        tasks.append(
+            Periodic("gatekeeper-redeliver", service.redeliver_failed, settings.redelivery_interval)
+        )
+    runner = None
+    if worker:
+        app = worker_app(
+            service.store.database_url,
+            service.perform,
+            attempts=settings.attempts,
+            backoff=settings.backoff,
+        )
+        runner = Worker(
+            app,
+            concurrency=settings.workers,
+            grace=settings.shutdown_grace,
+            heartbeat=settings.heartbeat,
+            stalled_after=settings.stalled_after,
+            name=f"gatekeeper@{socket.gethostname()}:{os.getpid()}",
+        )
+        runner.start()
+    for task in tasks:
+        task.start()
+    try:
+        yield
+    finally:
+        if runner is not None:
+            runner.stop()
+        for task in tasks:
+            task.stop()
+
+
 def serve(settings: Settings) -> None:
+    logs.configure(json=settings.log_json)
     client = GitHubClient(settings.github_api_url, credentials(settings))
     with store_for(settings) as store:
         service = Service(settings, store, client)
         service.start()
-        tasks = [Periodic("gatekeeper-watch", service.watch_dispatched, settings.watch_interval)]
-        if settings.app_id is not None:  # the deliveries API needs the App's own JWT
-            tasks.append(
-                Periodic(
-                    "gatekeeper-redeliver", service.redeliver_failed, settings.redelivery_interval
-                )
+        with working(service, settings, worker=settings.worker):
+            uvicorn.run(
+                create_app(service), host=settings.host, port=settings.port, log_config=None
             )
-        for task in tasks:
-            task.start()
-        try:
-            uvicorn.run(create_app(service), host=settings.host, port=settings.port)
-        finally:
-            for task in tasks:
-                task.stop()
-            service.close()
+
+
+def work(settings: Settings) -> None:
+    """`gatekeeper worker`: take jobs until SIGTERM or SIGINT, then drain."""
+    logs.configure(json=settings.log_json)
+    client = GitHubClient(settings.github_api_url, credentials(settings))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with store_for(settings) as store:
+        service = Service(settings, store, client)
+        service.start()
+        with working(service, settings, worker=True):
+            log.info("worker started: %d at once", settings.workers)
+            stop.wait()
+            log.info("stopping: running validations get %.0f s", settings.shutdown_grace)

@@ -1,12 +1,15 @@
 """The GitHub App's work: from an accepted delivery to a final status on the pull request.
 
-The webhook only verifies, records and queues (it must answer GitHub within 10 s, and fast);
-everything slow happens here, on worker threads. Three rules shape the code:
-- every run that posted `pending` ends with a final status, whatever happens (errors,
-  supersedes, crashes: the start-up sweep finishes what a dead process left);
+The webhook only verifies and records (a delivery, its run and the run's queue job in one
+transaction); workers take the jobs (bot.queue) and do everything slow here. Rules:
+- every run that was accepted ends with one final status, whatever happens: errors and
+  supersedes end it here; a worker killed mid-run has its job handed on (`sweep`); transient
+  failures are retried with backoff; a run past its deadline is ended in `error` by the
+  watchdog (`sweep`); a final status GitHub did not take is posted again (`sweep`);
+- a run's end is written before its final status is posted, and only by whoever moved the
+  run out of an active state, so two parties never both post (bot.store `finish`/`posting`);
 - the policy and the checks come from the base branch, never from the change;
-- only the newest head SHA of a pull request gets a verdict; older ones are told they were
-  superseded.
+- only the newest head SHA of a pull request gets a verdict; older runs are superseded.
 """
 
 from __future__ import annotations
@@ -14,29 +17,49 @@ from __future__ import annotations
 import logging
 import subprocess
 import tempfile
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot import events, history, metrics
+import psycopg
+import psycopg_pool
+from procrastinate import JobContext
+from procrastinate.exceptions import JobAborted
+from procrastinate.job_context import AbortReason
+
+from bot import events, history, logs, metrics
 from bot.github.client import GitHubClient
+from bot.github.http import GitHubError
 from bot.github.publish import Publisher
 from bot.gitrepo import GitError, resolve
-from bot.pipeline import validate
+from bot.pipeline import Cancelled, validate
 from bot.policy import LoadedPolicy, load_policy, load_policy_text
 from bot.policy.loader import REPO_POLICY_PATH, default_policy_path, policy_at
+from bot.queue import Transient
 from bot.report import render_markdown
 from bot.sandbox.select import factory
 from bot.settings import Settings
 from bot.store import Store
-from bot.verdict import Verdict
+from bot.verdict import Decision, Verdict
 from bot.yamlfile import ConfigError
 
 log = logging.getLogger("gatekeeper.service")
 
 WRITE_PERMISSIONS = {"admin", "maintain", "write"}
+# Verdicts need this many successful runs before their p95 sets the default deadline.
+DEADLINE_SAMPLES = 20
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether trying again later may succeed: GitHub unreachable or overloaded, the service's
+    database gone. A 4xx from GitHub (bad token, missing repository) will not heal itself."""
+    if isinstance(exc, Transient | psycopg.OperationalError | psycopg_pool.PoolTimeout):
+        return True
+    if isinstance(exc, GitHubError):
+        return exc.status is None or exc.status >= 500 or exc.status == 429
+    return False
 
 
 class Service:
@@ -44,44 +67,59 @@ class Service:
         self.settings = settings
         self.store = store
         self.github = github
-        self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="gatekeeper-run")
-        self._closing = threading.Event()
-
-    # -- lifecycle ---------------------------------------------------------------------------
+        self._purged_at = 0.0
 
     def start(self) -> None:
-        """Finish what a dead process left pending, then resume queued runs."""
         self.store.migrate()
-        history.purge(self.store, timedelta(days=self.settings.retention_days))
-        for run in self.store.orphaned():
-            self._fail(
-                run,
-                "gatekeeper restarted while this run was in progress; "
-                "comment `/gatekeeper run` to validate again",
-            )
-        for run_id in self.store.queued():
-            self.submit(run_id)
 
-    def close(self) -> None:
-        self._closing.set()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+    # -- one job -----------------------------------------------------------------------------
 
-    def submit(self, run_id: int) -> None:
-        self.pool.submit(self._process_safely, run_id)
+    def perform(self, run_id: int, context: JobContext) -> None:
+        """The queue task: validate run `run_id` and publish its end, once."""
+        with logs.bind(run_id=run_id):
+            run = self.store.claim(run_id, context.job.id)
+            if run is None:
+                return  # ended meanwhile: superseded, or the watchdog's
+            with logs.bind(delivery_id=run["delivery_id"]):
+                self._perform(run, context)
+
+    def _perform(self, run: dict[str, Any], context: JobContext) -> None:
+        attempt = int(context.job.attempts or 0) + 1
+        if run["attempts"] > self.settings.attempts + 2:
+            self._fail(run, f"no worker finished this run in {run['attempts']} tries")
+            return
+
+        def stop(_stage: str) -> None:
+            if context.should_abort():
+                raise Cancelled
+
+        try:
+            self._process(run, stop)
+        except Cancelled:
+            if context.abort_reason() == AbortReason.SHUTDOWN:
+                self.store.requeue(run["id"], "re-queued: the worker shut down")
+                raise JobAborted from None  # the retry strategy defers it again
+            self._stopped(run["id"])
+        except Exception as exc:
+            if transient(exc) and attempt < self.settings.attempts:
+                log.warning("run %s: attempt %d failed, will retry: %s", run["id"], attempt, exc)
+                self.store.requeue(run["id"], f"attempt {attempt} failed, retrying: {exc}")
+                raise Transient(str(exc)) from exc
+            if transient(exc):
+                self._fail(run, f"gave up after {attempt} attempts: {exc}")
+            else:
+                log.exception("run %s failed", run["id"])
+                self._fail(run, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _stopped(self, run_id: int) -> None:
+        """Asked to abort: a newer SHA superseded the run, or the watchdog ended it."""
+        run = self.store.run(run_id)
+        if run["superseded_by"]:
+            self._conclude(run, "superseded")
 
     # -- one run -----------------------------------------------------------------------------
 
-    def _process_safely(self, run_id: int) -> None:
-        run = self.store.claim(run_id)
-        if run is None:
-            return
-        try:
-            self._process(run)
-        except Exception as exc:  # never leave a status pending, whatever broke
-            log.exception("run %s failed", run_id)
-            self._fail(run, f"internal error: {type(exc).__name__}: {exc}")
-
-    def _process(self, run: dict[str, Any]) -> None:
+    def _process(self, run: dict[str, Any], stop: Callable[[str], None]) -> None:
         target = self._target(run)
         if target is None:
             return
@@ -94,14 +132,20 @@ class Service:
         try:
             loaded = self._policy(policy_text, repo, base)
         except ConfigError as exc:
-            publisher.error(target.head_sha, f"the base branch's policy is invalid: {exc}")
-            self.store.update(run["id"], state="error", detail=str(exc), finished_at=_now())
+            self._fail(run, f"the base branch's policy is invalid: {exc}")
             return
         checked = events.check_branches(target, loaded.policy.branches)
         if isinstance(checked, events.Ignored):
             self._finish_quietly(run, checked.reason)
             return
-        publisher = self._publisher(target, run["id"], loaded)
+        options = {"review": loaded.policy.report.review, "labels": loaded.policy.report.labels}
+        deadline = loaded.policy.timeouts.deadline
+        self.store.update(
+            run["id"],
+            publish=options,
+            deadline=run["created_at"] + timedelta(seconds=deadline) if deadline else None,
+        )
+        publisher = self._publisher(target, run["id"], options)
         if not self._allowed(target, run):
             publisher.pending(
                 target.head_sha,
@@ -112,39 +156,47 @@ class Service:
         if loaded.policy.runner == "actions":
             self._dispatch(run, target, loaded, publisher)
             return
+        resource = loaded.policy.resource
+        if resource and run["resource"] != resource:
+            self._block(run, target, publisher, resource)
+            return
         publisher.pending(target.head_sha, "validating: merge, migrate, checks")
-        check_run_id = publisher.start_check(target.head_sha)
-        self.store.update(run["id"], check_run_id=check_run_id)
-        verdict = self._validate(target)
+        check_run_id = run["check_run_id"]
+        if check_run_id is None:
+            check_run_id = publisher.start_check(target.head_sha)
+            self.store.update(run["id"], check_run_id=check_run_id)
+        else:  # a retry: the check run started by the attempt before is carried on
+            publisher.restart_check(check_run_id)
+        verdict = self._validate(target, stop)
+        if verdict.decision == Decision.error and _sandbox_failed(verdict):
+            raise Transient(f"the sandbox did not start: {verdict.summary}")
         report = render_markdown(verdict)
-        superseded_by = self.store.superseding(run["id"])
-        if superseded_by:
-            publisher.superseded(target.head_sha, superseded_by)
-            self.store.update(
-                run["id"],
-                state="superseded",
-                verdict=verdict.model_dump(mode="json"),
-                report=report,
-                finished_at=_now(),
+        if self.store.superseding(run["id"]):
+            self._conclude(
+                run, "superseded", verdict=verdict.model_dump(mode="json"), report=report
             )
             return
-        publisher.finish(
-            target.head_sha,
-            verdict,
-            report,
-            check_run_id=check_run_id,
-            pr_number=target.pr_number,
-        )
-        self.store.update(
-            run["id"],
-            state="done",
+        self._conclude(
+            run,
+            "done",
             decision=verdict.decision.value,
             risk=verdict.risk.value if verdict.risk else None,
             verdict=verdict.model_dump(mode="json"),
             report=report,
-            finished_at=_now(),
         )
         metrics.verdict(verdict)
+
+    def _block(
+        self, run: dict[str, Any], target: events.Target, publisher: Publisher, resource: str
+    ) -> None:
+        """Wait in line for `resource` rather than fail: a job under its lock takes over."""
+        place = self.store.block(run["id"], resource)
+        detail = f"waiting for {resource}: {_ordinal(place)} in line"
+        self.store.update(run["id"], detail=detail)
+        publisher.pending(target.head_sha, detail)
+        check_run_id = run["check_run_id"] or publisher.start_check(target.head_sha)
+        publisher.queued(check_run_id, detail, resource, place)
+        self.store.update(run["id"], check_run_id=check_run_id)
 
     def _target(self, run: dict[str, Any]) -> events.Target | None:
         """The run's Target, completed from the pull request where the event left gaps: a
@@ -187,7 +239,52 @@ class Service:
 
     def _finish_quietly(self, run: dict[str, Any], reason: str) -> None:
         """Nothing was posted for this run: it ends in the store only."""
-        self.store.update(run["id"], state="ignored", detail=reason, finished_at=_now())
+        self.store.finish(run["id"], "ignored", post=False, detail=reason)
+
+    # -- the end of a run: written, then posted once -----------------------------------------
+
+    def _conclude(self, run: dict[str, Any], state: str, **fields: Any) -> bool:
+        """End the run in the store, then post its final status; False (and nothing posted)
+        when someone else ended it first."""
+        owed = self.store.finish(run["id"], state, post=True, **fields)
+        if owed is None:
+            return False
+        if owed:
+            self.post(run["id"])
+        return True
+
+    def _fail(self, run: dict[str, Any], reason: str) -> None:
+        self._conclude(run, "error", detail=reason)
+
+    def post(self, run_id: int) -> None:
+        """Post run `run_id`'s final status if it is still owed; a failure leaves it owed,
+        for `sweep` to post again."""
+        try:
+            with self.store.posting(run_id) as owed:
+                if owed:
+                    self._post_final(self.store.run(run_id))
+        except Exception:
+            log.exception("posting the final status of run %s failed; will try again", run_id)
+
+    def _post_final(self, run: dict[str, Any]) -> None:
+        """The final status as the run's row describes it: posting twice shows the same."""
+        target = events.Target.model_validate(run["target"])
+        publisher = self._publisher(target, run["id"], run["publish"])
+        sha, check_run_id = target.head_sha, run["check_run_id"]
+        if run["state"] == "superseded":
+            publisher.superseded(sha, run["superseded_by"], check_run_id=check_run_id)
+        elif run["state"] == "done" and run["verdict"] is not None:
+            publisher.finish(
+                sha,
+                Verdict.model_validate(run["verdict"]),
+                run["report"] or "",
+                check_run_id=check_run_id,
+                pr_number=target.pr_number,
+            )
+        else:
+            publisher.error(
+                sha, run["detail"], check_run_id=check_run_id, pr_number=target.pr_number
+            )
 
     def _allowed(self, target: events.Target, run: dict[str, Any]) -> bool:
         """Forks and authors without write access wait for a maintainer's ok-to-test."""
@@ -211,7 +308,7 @@ class Service:
         # Parsed early for the branch check; suites are read from the clone later.
         return load_policy_text(text, f"{repo}@{base[:12]}:{REPO_POLICY_PATH}", Path("."))
 
-    def _validate(self, target: events.Target) -> Verdict:
+    def _validate(self, target: events.Target, stop: Callable[[str], None]) -> Verdict:
         with tempfile.TemporaryDirectory(prefix="gatekeeper-clone-") as tmp:
             clone = Path(tmp) / "repo"
             self._clone(target, clone)
@@ -226,7 +323,7 @@ class Service:
             job = events.to_job(target, base_sha)
             with policy_at(clone, base_sha, self.settings.default_policy) as loaded:
                 job = job.model_copy(update={"policy_source": loaded.source})
-                return validate(job, clone, loaded, factory())
+                return validate(job, clone, loaded, factory(), progress=stop)
 
     def _clone(self, target: events.Target, dest: Path) -> None:
         token = self.github.token_for(target.installation_id)
@@ -244,44 +341,27 @@ class Service:
             if proc.returncode != 0:
                 # The URL carries the token: never let it into a message.
                 message = proc.stderr.replace(token, "***").strip()
-                raise RuntimeError(
-                    f"git {args[0] if args[0] != '-C' else args[2]} failed: {message}"
-                )
+                raise Transient(f"git {args[0] if args[0] != '-C' else args[2]} failed: {message}")
 
     def _publisher(
-        self, target: events.Target, run_id: int, loaded: LoadedPolicy | None = None
+        self, target: events.Target, run_id: int, options: dict[str, bool] | None = None
     ) -> Publisher:
-        report = loaded.policy.report if loaded is not None else None
+        """`options` are the base policy's report switches (review, labels), kept on the run
+        so that a status posted again later reports the same way."""
+        options = options or {}
         return Publisher(
             self.github.for_installation(target.installation_id),
             target.repository,
             context=self.settings.status_context,
             report_url=self._report_url(run_id),
-            review=bool(report and report.review),
-            labels=bool(report and report.labels),
+            review=bool(options.get("review")),
+            labels=bool(options.get("labels")),
         )
 
     def _report_url(self, run_id: int) -> str | None:
         if not self.settings.public_url:
             return None
         return f"{self.settings.public_url.rstrip('/')}/runs/{run_id}/report"
-
-    def _fail(self, run: dict[str, Any], reason: str) -> None:
-        """End a run in `error` on GitHub and in the store; a failure to post is logged."""
-        self.store.update(run["id"], state="error", detail=reason, finished_at=_now())
-        data = run["target"]
-        if data.get("kind") == "needs-pull-request" or not run.get("head_sha"):
-            return
-        try:
-            target = events.Target.model_validate(data)
-            self._publisher(target, run["id"]).error(
-                target.head_sha,
-                reason,
-                check_run_id=run.get("check_run_id"),
-                pr_number=target.pr_number,
-            )
-        except Exception:
-            log.exception("could not post the error status of run %s", run["id"])
 
     # -- dispatch mode: GitHub Actions does the work ----------------------------------------
 
@@ -315,7 +395,7 @@ class Service:
 
     def watch_dispatched(self) -> None:
         """End every dispatched run whose workflow has reported, died or overstayed."""
-        for run in self.store.dispatched():
+        for run in self.store.in_state("dispatched"):
             try:
                 self._watch(run)
             except Exception:
@@ -330,16 +410,11 @@ class Service:
             if s["context"] == self.settings.status_context
         ]
         if ours and ours[0]["state"] != "pending":
-            self.store.update(
-                run["id"],
-                state="done",
-                detail=ours[0].get("description") or "",
-                finished_at=_now(),
-            )
+            detail = ours[0].get("description") or ""
+            self.store.finish(run["id"], "done", post=False, detail=detail)
             return
         if run["superseded_by"]:
-            self._publisher(target, run["id"]).superseded(target.head_sha, run["superseded_by"])
-            self.store.update(run["id"], state="superseded", finished_at=_now())
+            self._conclude(run, "superseded")
             return
         if run["workflow_run_id"] is not None:
             workflow = client.workflow_run(target.repository, run["workflow_run_id"])
@@ -353,6 +428,86 @@ class Service:
         if _now() > run["deadline"]:
             seconds = (run["deadline"] - run["created_at"]).total_seconds()
             self._fail(run, f"the Actions workflow did not report back within {seconds:.0f} s")
+
+    # -- the sweep: what no worker does by itself --------------------------------------------
+
+    def sweep(self) -> None:
+        """Run every few seconds by each `serve` and `worker` process. Every step is a
+        conditional update, so several processes sweeping at once do each thing once."""
+        for step in (
+            self._recover_stalled,
+            self._end_overdue,
+            self._post_owed,
+            self._show_places,
+            self.watch_dispatched,
+            self._purge,
+        ):
+            try:
+                step()
+            except Exception:
+                log.exception("sweep: %s failed; the next sweep tries again", step.__name__)
+
+    def _recover_stalled(self) -> None:
+        with self.store.connect() as conn:
+            handed_on = self.store.jobs.recover_stalled(conn, self.settings.stalled_after)
+        if handed_on:
+            log.warning("jobs %s of workers that stopped answering are queued again", handed_on)
+
+    def deadline(self) -> tuple[float, str]:
+        """Seconds from delivery to final status for runs whose policy sets none, and why."""
+        p95, samples = self.store.p95_seconds()
+        if p95 is None or samples < DEADLINE_SAMPLES:
+            return self.settings.deadline, (
+                f"the default deadline of {self.settings.deadline:.0f} s "
+                f"(only {samples} successful runs to learn from)"
+            )
+        margin = self.settings.deadline_margin
+        return p95 + margin, (
+            f"{p95 + margin:.0f} s, the p95 of the last {samples} successful runs "
+            f"({p95:.0f} s) plus {margin:.0f} s"
+        )
+
+    def _end_overdue(self) -> None:
+        """The watchdog: a run still unfinished at its deadline ends in `error`, its job is
+        cancelled (a running one stops at its next stage)."""
+        seconds, why = self.deadline()
+        for run in self.store.overdue(seconds):
+            limit = why
+            if run["deadline"] is not None:
+                own = (run["deadline"] - run["created_at"]).total_seconds()
+                limit = f"the policy's timeouts.deadline of {own:.0f} s"
+            with logs.bind(run_id=run["id"], delivery_id=run["delivery_id"]):
+                if not self._conclude(run, "error", detail=f"no verdict within {limit}"):
+                    continue
+                log.warning("run %s ended by the watchdog after %s", run["id"], limit)
+                if run["job_id"] is not None:
+                    with self.store.connect() as conn:
+                        self.store.jobs.cancel(conn, run["job_id"])
+
+    def _post_owed(self) -> None:
+        for run in self.store.unposted(self.settings.repost_after):
+            with logs.bind(run_id=run["id"], delivery_id=run["delivery_id"]):
+                self.post(run["id"])
+
+    def _show_places(self) -> None:
+        """Runs waiting for a shared resource see their place in line move on the check run."""
+        for run in self.store.in_state("blocked"):
+            place = self.store.place(run)
+            detail = f"waiting for {run['resource']}: {_ordinal(place)} in line"
+            if detail == run["detail"] or run["check_run_id"] is None:
+                continue
+            self.store.update(run["id"], detail=detail)
+            target = events.Target.model_validate(run["target"])
+            publisher = self._publisher(target, run["id"], run["publish"])
+            publisher.queued(run["check_run_id"], detail, run["resource"], place)
+
+    def _purge(self) -> None:
+        if time.monotonic() - self._purged_at < 3600:
+            return
+        purged = history.purge(self.store, timedelta(days=self.settings.retention_days))
+        self._purged_at = time.monotonic()
+        if purged.runs or purged.deliveries:
+            log.info("purged %d runs and %d deliveries", purged.runs, purged.deliveries)
 
     # -- deliveries GitHub failed to deliver -------------------------------------------------
 
@@ -373,3 +528,15 @@ class Service:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _sandbox_failed(verdict: Verdict) -> bool:
+    """The sandbox did not come up: the machine's fault, worth another attempt later."""
+    return (
+        bool(verdict.stages) and verdict.stages[-1].name == "sandbox" and not verdict.stages[-1].ok
+    )

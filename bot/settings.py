@@ -43,7 +43,50 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="Base URL for links to reports.")
     default_policy: Path | None = None
     max_body_bytes: int = 25 * 1024 * 1024  # GitHub caps webhook payloads at 25 MB
-    workers: int = Field(1, ge=1)
+    workers: int = Field(
+        1, ge=1, description="Runs one worker process (or `serve`'s own worker) does at once."
+    )
+    repo_concurrency: int = Field(
+        1, ge=1, description="Runs of one repository validated at once, across all workers."
+    )
+    worker: bool = Field(
+        True,
+        description="`serve` runs a worker in-process; turn off when `gatekeeper worker` "
+        "processes do the work.",
+    )
+    attempts: int = Field(
+        4, ge=1, description="Tries of a run that fails transiently (GitHub, database, sandbox)."
+    )
+    backoff: int = Field(
+        3, ge=1, description="Retry n of a run waits backoff**n seconds (3: 3, 9, 27 s)."
+    )
+    deadline: float = Field(
+        3600,
+        gt=0,
+        description="Seconds from delivery to final status until 20 successful runs give a p95.",
+    )
+    deadline_margin: float = Field(
+        600, ge=0, description="Seconds added to the p95 of successful runs for the deadline."
+    )
+    sweep_interval: float = Field(
+        5, gt=0, description="Seconds between sweeps (stalled jobs, deadlines, re-posts)."
+    )
+    heartbeat: float = Field(10, gt=0, description="Seconds between a worker's heartbeats.")
+    stalled_after: float = Field(
+        30, gt=0, description="A worker silent this long is dead; its job goes to another."
+    )
+    repost_after: float = Field(
+        10, ge=0, description="Seconds before a final status GitHub refused is posted again."
+    )
+    shutdown_grace: float = Field(
+        60,
+        ge=0,
+        description="On SIGTERM, seconds running validations get to finish before they are "
+        "stopped and queued again.",
+    )
+    log_json: bool = Field(
+        True, description="One JSON object per log line, with the delivery and run ids."
+    )
     host: str = "127.0.0.1"
     port: int = 8080
     redelivery_interval: float = Field(600, description="Seconds between redelivery sweeps.")
@@ -51,5 +94,5 @@ class Settings(BaseSettings):
         30, description="Seconds between checks of runs dispatched to GitHub Actions."
     )
     retention_days: int = Field(
-        90, ge=1, description="Finished runs and deliveries older than this are purged at start."
+        90, ge=1, description="Finished runs and deliveries older than this are purged hourly."
     )

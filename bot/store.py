@@ -8,63 +8,62 @@ request is current, so a superseded run cannot publish over a newer one.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
+from procrastinate.schema import SchemaManager
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-SCHEMA = """
-CREATE SCHEMA IF NOT EXISTS gatekeeper;
-CREATE TABLE IF NOT EXISTS gatekeeper.deliveries (
-    id text PRIMARY KEY,
-    event text NOT NULL,
-    action text,
-    received_at timestamptz NOT NULL DEFAULT now(),
-    outcome text NOT NULL,
-    detail text NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS gatekeeper.runs (
-    id bigserial PRIMARY KEY,
-    delivery_id text REFERENCES gatekeeper.deliveries (id),
-    repository text NOT NULL,
-    installation_id bigint,
-    pr_number int,
-    head_sha text NOT NULL,
-    target jsonb NOT NULL,
-    state text NOT NULL DEFAULT 'queued',
-    superseded_by text,
-    decision text,
-    risk text,
-    detail text NOT NULL DEFAULT '',
-    check_run_id bigint,
-    verdict jsonb,
-    report text,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    started_at timestamptz,
-    finished_at timestamptz
-);
--- Dispatch mode: the Actions run doing the work, and when it must have reported back.
-ALTER TABLE gatekeeper.runs ADD COLUMN IF NOT EXISTS workflow_run_id bigint;
-ALTER TABLE gatekeeper.runs ADD COLUMN IF NOT EXISTS deadline timestamptz;
-CREATE INDEX IF NOT EXISTS runs_pr ON gatekeeper.runs (repository, pr_number, id);
-CREATE INDEX IF NOT EXISTS runs_state ON gatekeeper.runs (state);
-"""
+from bot.queue import SCHEMA_VERSION, Jobs, lane_lock, resource_lock
+
+MIGRATIONS_DIR = Path(__file__).with_name("store_migrations")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the service's schema. Applied once, in order, each in its transaction."""
+
+    version: int
+    name: str
+    sql: Callable[[], str]
+
+
+def _ours(filename: str) -> Callable[[], str]:
+    return lambda: (MIGRATIONS_DIR / filename).read_text()
+
+
+MIGRATIONS = (
+    Migration(1, "deliveries and runs", _ours("001_deliveries_and_runs.sql")),
+    # procrastinate's own schema, as its documentation asks a migration tool to apply it.
+    Migration(2, f"procrastinate {SCHEMA_VERSION} queue", SchemaManager.get_schema),
+    Migration(3, "runs: job, attempts, resource, unposted", _ours("003_queue_columns.sql")),
+)
+
+# Serialises concurrent starters (serve and several workers) applying migrations.
+_MIGRATION_LOCK = 0x6761746B  # "gatk"
 
 CONNECT_TIMEOUT = 10.0  # seconds to wait for a pooled connection before giving up
 
-# Runs in these states may still publish; all others are final.
-ACTIVE = ("queued", "running", "waiting", "dispatched")
+# Runs in these states may still publish; all others are final. `waiting` waits for a
+# maintainer's ok-to-test, `blocked` for a shared resource, `dispatched` for GitHub Actions.
+ACTIVE = ("queued", "running", "waiting", "blocked", "dispatched")
+# Runs in these states owe GitHub a verdict on the service's own clock: the watchdog's.
+WATCHED = ("queued", "running", "blocked")
 
 
 class Store:
-    def __init__(self, database_url: str, max_connections: int = 10):
+    def __init__(self, database_url: str, max_connections: int = 10, lanes: int = 1):
         self.database_url = database_url
         self.max_connections = max_connections
+        self.lanes = lanes  # runs of one repository at once: see bot.queue
+        self.jobs = Jobs()
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
 
@@ -94,10 +93,40 @@ class Store:
                 self._pool.close()
                 self._pool = None
 
-    def migrate(self) -> None:
-        """Safe to re-run: the schema is created with IF NOT EXISTS throughout."""
-        with self.connect() as conn:
-            conn.execute(SCHEMA)
+    def __repr__(self) -> str:
+        return "Store(...)"  # the URL may carry a password
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        """Apply the migrations this database lacks; returns their versions. Safe to re-run
+        and to run from several processes at once (an advisory lock serialises them)."""
+        applied: list[int] = []
+        with self.connect() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE SCHEMA IF NOT EXISTS gatekeeper;"
+                " CREATE TABLE IF NOT EXISTS gatekeeper.schema_migrations ("
+                " version int PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {
+                r["version"]
+                for r in conn.execute("SELECT version FROM gatekeeper.schema_migrations")
+            }
+            for migration in MIGRATIONS:
+                if migration.version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(migration.sql())  # type: ignore[arg-type]
+                    conn.execute(
+                        "INSERT INTO gatekeeper.schema_migrations (version, name) VALUES (%s, %s)",
+                        (migration.version, migration.name),
+                    )
+                applied.append(migration.version)
+        return applied
+
+    # -- deliveries and runs -----------------------------------------------------------------
 
     def record_delivery(
         self, delivery_id: str, event: str, action: str | None, outcome: str, detail: str = ""
@@ -119,11 +148,8 @@ class Store:
         target: dict[str, Any],
         head_sha: str,
     ) -> int | None:
-        """Record the delivery and queue its run in one transaction; None for a redelivery.
-
-        Older active runs of the same pull request are marked superseded here, so whichever
-        of them finishes later knows not to publish its verdict.
-        """
+        """Record the delivery, its run and the run's job in one transaction; None for a
+        redelivery. Older runs of the same pull request are superseded in it too."""
         with self.connect() as conn, conn.transaction():
             seen = conn.execute(
                 "INSERT INTO gatekeeper.deliveries (id, event, action, outcome)"
@@ -146,11 +172,14 @@ class Store:
                 ),
             ).fetchone()
             assert run is not None
+            run_id = int(run["id"])
             if head_sha:
-                _supersede_older(
-                    conn, run["id"], target["repository"], target.get("pr_number"), head_sha
-                )
-            return int(run["id"])
+                self._supersede_older(conn, run_id, target, head_sha)
+            job_id = self.jobs.defer(
+                conn, run_id, lane_lock(target["repository"], run_id, self.lanes)
+            )
+            conn.execute("UPDATE gatekeeper.runs SET job_id = %s WHERE id = %s", (job_id, run_id))
+            return run_id
 
     def resolve(self, run_id: int, target: dict[str, Any], approved: bool) -> None:
         """A comment's run now knows its head SHA: record it and supersede older runs."""
@@ -159,12 +188,37 @@ class Store:
                 "UPDATE gatekeeper.runs SET target = %s, head_sha = %s WHERE id = %s",
                 (Jsonb({**target, "approved": approved}), target["head_sha"], run_id),
             )
-            _supersede_older(
-                conn, run_id, target["repository"], target.get("pr_number"), target["head_sha"]
-            )
+            self._supersede_older(conn, run_id, target, target["head_sha"])
 
-    def __repr__(self) -> str:
-        return "Store(...)"  # the URL may carry a password
+    def _supersede_older(
+        self, conn: psycopg.Connection[Any], run_id: int, target: dict[str, Any], head_sha: str
+    ) -> None:
+        """Older runs of this pull request step aside for `run_id`.
+
+        One that has not started, or waits for a resource or an ok-to-test, ends here and its
+        job is cancelled (nothing posted a verdict for it yet; `waiting` and `blocked` ones
+        posted `pending`, which the newer run's statuses replace for the same SHA, and which a
+        different SHA no longer shows on the pull request). A running one is marked and asked
+        to abort: it posts `superseded` itself, never its verdict.
+        """
+        pr = target.get("pr_number")
+        if pr is None:
+            return
+        older = conn.execute(
+            "UPDATE gatekeeper.runs SET superseded_by = %s,"
+            " state = CASE WHEN state IN ('queued', 'waiting', 'blocked')"
+            "   THEN 'superseded' ELSE state END,"
+            " finished_at = CASE WHEN state IN ('queued', 'waiting', 'blocked')"
+            "   THEN now() ELSE finished_at END"
+            " WHERE repository = %s AND pr_number = %s AND id < %s"
+            " AND superseded_by IS NULL AND state = ANY(%s)"
+            " AND (head_sha <> %s OR state IN ('queued', 'waiting', 'blocked'))"
+            " RETURNING job_id",
+            (head_sha, target["repository"], pr, run_id, list(ACTIVE), head_sha),
+        ).fetchall()
+        for row in older:
+            if row["job_id"] is not None:
+                self.jobs.cancel(conn, row["job_id"])
 
     def run(self, run_id: int) -> dict[str, Any]:
         with self.connect() as conn:
@@ -181,14 +235,72 @@ class Store:
                 f"UPDATE gatekeeper.runs SET {columns} WHERE id = %(id)s", {**values, "id": run_id}
             )
 
-    def claim(self, run_id: int) -> dict[str, Any] | None:
-        """Move a queued run to running; None if it was already taken or superseded."""
+    def claim(self, run_id: int, job_id: int | None) -> dict[str, Any] | None:
+        """The run, now `running` under `job_id`; None if it has ended meanwhile.
+
+        A run already `running` is taken again: its worker died, and procrastinate handed
+        the job on (attempts counts how often, so a run that kills workers ends)."""
         with self.connect() as conn:
             return conn.execute(
-                "UPDATE gatekeeper.runs SET state = 'running', started_at = now()"
-                " WHERE id = %s AND state = 'queued' RETURNING *",
+                "UPDATE gatekeeper.runs SET state = 'running', attempts = attempts + 1,"
+                " job_id = COALESCE(%s, job_id), started_at = COALESCE(started_at, now())"
+                " WHERE id = %s AND state IN ('queued', 'running', 'blocked') RETURNING *",
+                (job_id, run_id),
+            ).fetchone()
+
+    def finish(self, run_id: int, state: str, *, post: bool, **fields: Any) -> bool | None:
+        """End an active run. None if it had ended already (the watchdog, a supersede): the
+        caller must not publish. Else whether a final status is owed to GitHub: `post` asked,
+        and the run knows its head SHA. `posting` settles the debt."""
+        values = {k: Jsonb(v) if isinstance(v, dict) else v for k, v in fields.items()}
+        columns = "".join(f", {name} = %({name})s" for name in fields)
+        with self.connect() as conn:
+            row = conn.execute(
+                "UPDATE gatekeeper.runs SET state = %(state)s, finished_at = now(),"
+                " unposted = %(post)s AND head_sha <> ''"
+                " AND (target ->> 'kind') IS DISTINCT FROM 'needs-pull-request'"
+                f"{columns} WHERE id = %(id)s AND state = ANY(%(active)s) RETURNING unposted",
+                {**values, "state": state, "post": post, "id": run_id, "active": list(ACTIVE)},
+            ).fetchone()
+        return None if row is None else bool(row["unposted"])
+
+    @contextmanager
+    def posting(self, run_id: int) -> Iterator[bool]:
+        """Hold the right to post `run_id`'s final status: True for one holder at a time while
+        the status is unposted; it counts as posted when the block ends without an error."""
+        with self.connect() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT id FROM gatekeeper.runs WHERE id = %s AND unposted FOR UPDATE SKIP LOCKED",
                 (run_id,),
             ).fetchone()
+            yield row is not None
+            if row is not None:
+                conn.execute("UPDATE gatekeeper.runs SET unposted = false WHERE id = %s", (run_id,))
+
+    def requeue(self, run_id: int, detail: str) -> None:
+        """A transient failure or a shutdown: the job is deferred again, the run waits."""
+        with self.connect() as conn:
+            conn.execute(
+                "UPDATE gatekeeper.runs SET state = 'queued', detail = %s"
+                " WHERE id = %s AND state = 'running'",
+                (detail, run_id),
+            )
+
+    def block(self, run_id: int, resource: str) -> int:
+        """Queue the run behind `resource`: a new job under its lock. Returns its place."""
+        lock = resource_lock(resource)
+        with self.connect() as conn, conn.transaction():
+            job_id = self.jobs.defer(conn, run_id, lock)
+            conn.execute(
+                "UPDATE gatekeeper.runs SET state = 'blocked', resource = %s, job_id = %s"
+                " WHERE id = %s",
+                (resource, job_id, run_id),
+            )
+            return self.jobs.place(conn, job_id, lock)
+
+    def place(self, run: dict[str, Any]) -> int:
+        with self.connect() as conn:
+            return self.jobs.place(conn, run["job_id"], resource_lock(run["resource"]))
 
     def superseding(self, run_id: int) -> str | None:
         with self.connect() as conn:
@@ -197,25 +309,43 @@ class Store:
             ).fetchone()
         return row["superseded_by"] if row else None
 
-    def queued(self) -> list[int]:
-        with self.connect() as conn:
-            rows = conn.execute(
-                "SELECT id FROM gatekeeper.runs WHERE state = 'queued' ORDER BY id"
-            ).fetchall()
-        return [r["id"] for r in rows]
-
-    def orphaned(self) -> list[dict[str, Any]]:
-        """Runs a dead process left running: their statuses are still pending on GitHub."""
+    def in_state(self, *states: str) -> list[dict[str, Any]]:
         with self.connect() as conn:
             return conn.execute(
-                "SELECT * FROM gatekeeper.runs WHERE state = 'running' ORDER BY id"
+                "SELECT * FROM gatekeeper.runs WHERE state = ANY(%s) ORDER BY id", (list(states),)
             ).fetchall()
 
-    def dispatched(self) -> list[dict[str, Any]]:
+    def unposted(self, older_than: float) -> list[dict[str, Any]]:
+        """Ended runs whose final status GitHub has not taken, ended over `older_than` s ago."""
         with self.connect() as conn:
             return conn.execute(
-                "SELECT * FROM gatekeeper.runs WHERE state = 'dispatched' ORDER BY id"
+                "SELECT * FROM gatekeeper.runs WHERE unposted"
+                " AND finished_at < now() - make_interval(secs => %s) ORDER BY id",
+                (older_than,),
             ).fetchall()
+
+    def overdue(self, default: float) -> list[dict[str, Any]]:
+        """Watched runs past their deadline: their own, else `default` s after creation."""
+        with self.connect() as conn:
+            return conn.execute(
+                "SELECT * FROM gatekeeper.runs WHERE state = ANY(%s) AND now() >"
+                " COALESCE(deadline, created_at + make_interval(secs => %s)) ORDER BY id",
+                (list(WATCHED), default),
+            ).fetchall()
+
+    def p95_seconds(self, window: int = 200) -> tuple[float | None, int]:
+        """The 95th percentile of delivery-to-verdict time over the last `window` runs that
+        ended with a verdict other than error, and how many there were."""
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY s) AS p95, count(*) AS n"
+                " FROM (SELECT EXTRACT(EPOCH FROM finished_at - created_at)::float8 AS s"
+                "  FROM gatekeeper.runs WHERE state = 'done' AND decision IS NOT NULL"
+                "  AND decision <> 'error' ORDER BY id DESC LIMIT %s) recent",
+                (window,),
+            ).fetchone()
+        assert row is not None
+        return row["p95"], int(row["n"])
 
     def delivery_ids(self, since: datetime) -> set[str]:
         with self.connect() as conn:
@@ -223,17 +353,3 @@ class Store:
                 "SELECT id FROM gatekeeper.deliveries WHERE received_at >= %s", (since,)
             ).fetchall()
         return {r["id"] for r in rows}
-
-
-def _supersede_older(
-    conn: psycopg.Connection[Any], run_id: int, repository: str, pr: int | None, head_sha: str
-) -> None:
-    """Mark older active runs of the same pull request for another SHA as superseded."""
-    if pr is None:
-        return
-    conn.execute(
-        "UPDATE gatekeeper.runs SET superseded_by = %s"
-        " WHERE repository = %s AND pr_number = %s AND id < %s"
-        " AND head_sha <> %s AND superseded_by IS NULL AND state = ANY(%s)",
-        (head_sha, repository, pr, run_id, head_sha, list(ACTIVE)),
-    )

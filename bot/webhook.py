@@ -10,14 +10,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from typing import Any
 
+import psycopg
+import psycopg_pool
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from bot import dashboard, events, metrics
+from bot import dashboard, events, logs, metrics
 from bot.service import Service
+
+log = logging.getLogger("gatekeeper.webhook")
 
 
 def create_app(service: Service) -> FastAPI:
@@ -69,6 +74,18 @@ def create_app(service: Service) -> FastAPI:
 
 
 def _accept(service: Service, event: str, delivery: str, payload: dict[str, Any]) -> JSONResponse:
+    with logs.bind(delivery_id=delivery):
+        try:
+            return _record(service, event, delivery, payload)
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            # Nothing was committed: GitHub marks the delivery failed, and the redelivery
+            # sweep asks for it again once the database is back.
+            log.warning("delivery refused, the database is unavailable: %s", exc)
+            metrics.delivery(event, "unavailable")
+            return _answer(503, "the service's database is unavailable; redeliver later")
+
+
+def _record(service: Service, event: str, delivery: str, payload: dict[str, Any]) -> JSONResponse:
     action = payload.get("action") if isinstance(payload.get("action"), str) else None
     try:
         routed = events.route(event, payload, delivery)
@@ -100,8 +117,8 @@ def _accept(service: Service, event: str, delivery: str, payload: dict[str, Any]
     if run_id is None:
         metrics.delivery(event, "duplicate")
         return _answer(200, "duplicate delivery")
-    service.submit(run_id)
     metrics.delivery(event, "accepted")
+    log.info("accepted %s.%s as run %s", event, action or "-", run_id)
     return JSONResponse({"message": "accepted", "run": run_id}, status_code=202)
 
 

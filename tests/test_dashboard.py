@@ -153,7 +153,7 @@ class Running(ServiceServer):
         config = Settings(webhook_secret=SECRET, database_url=store.database_url, **settings)
         # Port 9 (discard) is closed: a call to GitHub would fail loudly, and none is made.
         github = GitHubClient("http://127.0.0.1:9", TokenCredentials("unused"))
-        super().__init__(Service(config, store, github))
+        super().__init__(Service(config, store, github), worker=False)
 
     def get(self, path: str, **params: Any) -> httpx.Response:
         # httpx drops a URL's own query string when given params, even empty ones.
@@ -393,8 +393,8 @@ def _sample(name: str, **labels: str) -> float:
 
 
 def test_metrics(store, running, real_verdict):
-    add_run(store, state="queued")
-    add_run(store, state="queued")
+    add_run(store, state="queued", pr=2)
+    add_run(store, state="queued", pr=3)
     add_run(store, state="running")
     before = _sample("gatekeeper_deliveries_total", event="star", outcome="ignored")
     duplicates = _sample("gatekeeper_deliveries_total", event="star", outcome="duplicate")

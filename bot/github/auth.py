@@ -20,6 +20,7 @@ import jwt
 import requests
 from requests.adapters import HTTPAdapter
 
+from bot import metrics
 from bot.github.http import (
     API_VERSION,
     DEFAULT_RETRIES,
@@ -154,6 +155,7 @@ class AppCredentials:
         }
         with github_errors():
             response = self._session.post(url, headers=headers, timeout=self._retries.timeout)
+        metrics.github_rate_limit(response.headers)
         try:
             data = response.json()
         except ValueError:

@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 from github import Auth, Github
 
+from bot import metrics
 from bot.github.auth import AppCredentials, Credentials
 from bot.github.http import (
     API_VERSION,
@@ -356,9 +357,11 @@ class GitHubClient:
         if verb != "GET":
             self._budget().acquire()
         with github_errors():
-            return github.requester.requestJsonAndCheck(
+            headers, data = github.requester.requestJsonAndCheck(
                 verb, path, parameters=params, headers={"Accept": MEDIA_TYPE}, input=body
             )
+        metrics.github_rate_limit(headers)
+        return headers, data
 
     def _paginate(
         self, path: str, params: dict[str, Any] | None = None, *, as_app: bool = False

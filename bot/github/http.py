@@ -14,6 +14,13 @@ What it lacks, and `_GitHubRetry` adds: a 429 (GitHub's other secondary-limit st
 `Retry-After` gets the same minimum wait as a 403 one. The settings here also retry every
 method (GithubRetry leaves PATCH out, and every check run update is a PATCH), and hand the last
 answer back instead of urllib3's `MaxRetryError`, so the error carries GitHub's message.
+
+Metrics: `_GitHubRetry` also counts each request sent (`metrics.github_call`). It is the one
+object that sees every attempt: PyGithub's session and the token exchange's both retry with
+it, and urllib3 consults it about each answer, including those it retries and never hands
+back. The rate-limit gauge (`metrics.github_rate_limit`) needs headers, which urllib3 shows it
+only for answers it may retry: the final answer's are read where it arrives (`github_errors`,
+the client, the token exchange).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from typing import Any
 import requests
 from github.GithubException import GithubException
 from github.GithubRetry import GithubRetry
+
+from bot import metrics
 
 API_VERSION = "2022-11-28"
 USER_AGENT = "gatekeeper"
@@ -80,7 +89,13 @@ class GitHubError(Exception):
 
 
 class _GitHubRetry(GithubRetry):
-    """`GithubRetry`, plus a minimum wait after a 429 that gives no `Retry-After`."""
+    """`GithubRetry`, plus a minimum wait after a 429 that gives no `Retry-After`, and the
+    count of requests sent."""
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        # urllib3 asks this exactly once about every answer, whether it retries it or not.
+        metrics.github_call(method, status_code)
+        return super().is_retry(method, status_code, has_retry_after)
 
     def increment(  # type: ignore[override]
         self,
@@ -91,6 +106,12 @@ class _GitHubRetry(GithubRetry):
         _pool: Any = None,
         _stacktrace: Any = None,
     ) -> GithubRetry:
+        # urllib3 calls this for each answer `is_retry` accepted, and for each attempt that
+        # got no answer (counted here).
+        if error is not None:
+            metrics.github_call(str(method), None)
+        if response is not None:
+            metrics.github_rate_limit(response.headers)
         retry = super().increment(method, url, response, error, _pool, _stacktrace)
         if (
             response is not None
@@ -130,6 +151,7 @@ def github_errors() -> Iterator[None]:
     try:
         yield
     except GithubException as exc:
+        metrics.github_rate_limit(exc.headers or {})
         error = from_response(exc.status, exc.data)
     except requests.RequestException as exc:
         error = GitHubError(None, f"{type(exc).__name__}: {_one_line(exc)}")

@@ -133,6 +133,30 @@ class Publisher:
         self._started[sha] = check_run_id
         return check_run_id
 
+    def restart_check(self, check_run_id: int) -> None:
+        """A retried run carries on the check run its earlier attempt started."""
+        self._update(
+            check_run_id,
+            {
+                "status": "in_progress",
+                "output": {
+                    "title": "Validating (again)",
+                    "summary": "An earlier attempt was interrupted; validating again.",
+                },
+            },
+        )
+
+    def queued(self, check_run_id: int, title: str, resource: str, place: int) -> None:
+        """The run waits in line for a shared resource; the check run shows its place."""
+        ahead = "nobody is" if place == 1 else f"{place - 1} run(s) are"
+        summary = (
+            f"The policy asks for the shared resource `{resource}`, which validations use one "
+            f"at a time, in the order they arrived: {ahead} ahead of this one."
+        )
+        self._update(
+            check_run_id, {"status": "queued", "output": {"title": title, "summary": summary}}
+        )
+
     def finish(
         self,
         sha: str,

@@ -116,6 +116,13 @@ class Timeouts(Strict):
     lock_timeout: str = Field("5s", description="Applied to the database during migrations.")
     statement_timeout: str = Field("60s", description="Applied to the database during the run.")
     run: float = Field(900, gt=0, description="Seconds for the whole validation.")
+    deadline: float | None = Field(
+        None,
+        gt=0,
+        description="The App only: seconds from a delivery to its final status, queue waits "
+        "included; past it the run ends in error. Default: the p95 of the service's successful "
+        "runs plus a margin.",
+    )
 
     @field_validator("lock_timeout", "statement_timeout")
     @classmethod
@@ -362,6 +369,13 @@ class Policy(Strict):
         "the repository's gatekeeper workflow, which validates and reports back itself.",
     )
     actions: ActionsRunner = Field(default_factory=ActionsRunner)
+    resource: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$",
+        description="The App only: a shared resource validations need alone (a staging "
+        "database, an environment). Runs naming the same resource wait for it first in, first "
+        "out, and their check run shows their place in line.",
+    )
 
     @model_validator(mode="after")
     def _startup_needs_api(self) -> Policy:

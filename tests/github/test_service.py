@@ -24,8 +24,11 @@ import psycopg
 import pytest
 import uvicorn
 
+from bot import events
 from bot.github.auth import AppCredentials
 from bot.github.client import GitHubClient
+from bot.github.publish import Publisher
+from bot.server import working
 from bot.service import Service
 from bot.settings import Settings
 from bot.store import Store
@@ -93,15 +96,18 @@ def inventory_repo(tmp_path: Path) -> Path:
 
 
 class Running:
-    """The webhook app served by uvicorn on a loopback port, with its Service."""
+    """The webhook app served by uvicorn on a loopback port, with its Service, its sweeps and
+    (unless `worker` is False) a queue worker, as `gatekeeper serve` runs them."""
 
-    def __init__(self, service: Service):
+    def __init__(self, service: Service, worker: bool = True):
         self.service = service
         config = uvicorn.Config(create_app(service), host="127.0.0.1", port=0, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.background = working(service, service.settings, worker=worker)
 
     def __enter__(self) -> Running:
+        self.background.__enter__()
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
@@ -114,7 +120,7 @@ class Running:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
-        self.service.close()
+        self.background.__exit__(None, None, None)
 
     def deliver(
         self,
@@ -137,6 +143,18 @@ class Running:
         return httpx.post(f"{self.url}/webhook", content=data, headers=headers, timeout=10)
 
 
+# Every wait of the queue shrunk to test scale: sweeps, heartbeats, retries, the grace.
+FAST = {
+    "sweep_interval": 0.2,
+    "heartbeat": 0.5,
+    "stalled_after": 2.0,
+    "backoff": 1,
+    "repost_after": 0.5,
+    "shutdown_grace": 5.0,
+    "log_json": False,
+}
+
+
 def make_service(fake, store: Store, **overrides: Any) -> Service:
     host = fake.url.removeprefix("http://")
     settings = Settings(
@@ -145,7 +163,7 @@ def make_service(fake, store: Store, **overrides: Any) -> Service:
         github_api_url=fake.url,
         clone_url=f"http://x-access-token:{{token}}@{host}/{{repository}}.git",
         database_url=store.database_url,
-        **overrides,
+        **{**FAST, **overrides},
     )
     credentials = AppCredentials(fake.app_id, fake.app_private_key, api_url=fake.url)
     service = Service(settings, store, GitHubClient(fake.url, credentials))
@@ -190,11 +208,12 @@ def wait_final(fake, sha: str, timeout: float = 120) -> list[dict[str, Any]]:
 
 
 def wait_run(store: Store, run_id: int, timeout: float = 120) -> dict[str, Any]:
-    """Until the run's row is final: the service writes it after its last GitHub call."""
+    """Until the run's row is final and its final status posted (the service ends the run in
+    the store first, then posts)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = store.run(run_id)
-        if run["state"] not in ("queued", "running"):
+        if run["state"] not in ("queued", "running") and not run["unposted"]:
             return run
         time.sleep(0.1)
     raise AssertionError(f"run {run_id} still {store.run(run_id)['state']}")
@@ -328,24 +347,39 @@ def test_a_fork_waits_for_ok_to_test(served, store):
     assert fake.check_runs(REPO) == []
 
 
-def test_a_run_left_running_by_a_crash_ends_in_error_at_start_up(served, store):
+def test_a_run_whose_worker_died_is_handed_on_and_finished_once(served, store):
     fake = served
     sha = fake.state.repos[REPO].pulls[7].head_sha
-    target = synchronize(fake, 7, fake.installation_id)
-    # What a process that died mid-run leaves: a claimed run and a pending status on GitHub.
-    from bot import events
-
-    routed = events.route("pull_request", target, "crashed-1")
+    routed = events.route("pull_request", synchronize(fake, 7, fake.installation_id), "crashed-1")
     run_id = store.accept(
         "crashed-1", "pull_request", "synchronize", routed.model_dump(mode="json"), routed.head_sha
     )
-    assert store.claim(run_id) is not None
     service = make_service(fake, store)
-    service.close()
-    statuses = fake.statuses(REPO, sha)
-    assert statuses[-1]["state"] == "error"
-    assert "restarted" in statuses[-1]["description"]
-    assert store.run(run_id)["state"] == "error"
+    # What a worker killed mid-run leaves: the run `running`, its job `doing` under a worker
+    # whose heartbeat stopped, a pending status and an in-progress check run on GitHub.
+    publisher = Publisher(service.github.for_installation(fake.installation_id), REPO)
+    publisher.pending(sha, "validating: merge, migrate, checks")
+    check_run_id = publisher.start_check(sha)
+    job_id = store.run(run_id)["job_id"]
+    with store.connect() as conn:
+        dead = conn.execute(
+            "INSERT INTO procrastinate_workers (last_heartbeat)"
+            " VALUES (now() - interval '1 hour') RETURNING id"
+        ).fetchone()["id"]
+        conn.execute(
+            "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s WHERE id = %s",
+            (dead, job_id),
+        )
+    assert store.claim(run_id, job_id) is not None
+    store.update(run_id, check_run_id=check_run_id)
+
+    with Running(service):
+        run = wait_run(store, run_id)
+    assert run["state"] == "done" and run["decision"] == "approve" and run["attempts"] == 2
+    finals = [s for s in fake.statuses(REPO, sha) if s["state"] != "pending"]
+    assert [s["state"] for s in finals] == ["success"]
+    (check,) = fake.check_runs(REPO)  # the interrupted attempt's check run, completed
+    assert check.data["status"] == "completed" and check.data["conclusion"] == "success"
 
 
 def test_failed_deliveries_missed_while_down_are_redelivered(served, store):
@@ -353,10 +387,7 @@ def test_failed_deliveries_missed_while_down_are_redelivered(served, store):
     seen = fake.add_delivery(event="pull_request", action="synchronize", status_code=200)
     missed = fake.add_delivery(event="pull_request", action="synchronize", status_code=502)
     service = make_service(fake, store)
-    try:
-        assert service.redeliver_failed() == 1
-    finally:
-        service.close()
+    assert service.redeliver_failed() == 1
     assert fake.redelivery_attempts == [missed.id]
     assert seen.id not in fake.redelivery_attempts
 
