@@ -25,7 +25,7 @@ from bot.actions import DEFAULT_OUT, StepOptions
 from bot.gitrepo import GitError, resolve
 from bot.job import Job
 from bot.pipeline import validate as run_validation
-from bot.policy import LoadedPolicy, load_policy
+from bot.policy import LoadedPolicy, Policy, load_policy
 from bot.policy.loader import policy_at
 from bot.report import write_outputs
 from bot.sandbox.base import EngineUnavailable
@@ -363,6 +363,30 @@ def _run_service(run: Callable[..., None], **options: Any) -> None:
         run(settings)
     except CredentialsError as exc:
         fail(str(exc))
+
+
+@policy_app.command("check")
+def policy_check(files: Annotated[list[Path], typer.Argument(help="Policy files.")]) -> None:
+    """Validate policy files; exit 2 with file:line:col messages when one is wrong."""
+    problems = 0
+    for path in files:
+        try:
+            loaded = load_policy(path)
+            loaded.suite_paths()
+        except ConfigError as exc:
+            problems += 1
+            for line in exc.problems:
+                err.print(f"[red]{line}[/]", soft_wrap=True)
+            continue
+        err.print(f"[green]ok[/] {path}")
+    if problems:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@policy_app.command("schema")
+def policy_schema() -> None:
+    """Print the policy's JSON Schema (for editors: yaml-language-server $schema)."""
+    sys.stdout.write(json.dumps(Policy.model_json_schema(), indent=2) + "\n")
 
 
 # -- gatekeeper runs: the service's run history -------------------------------------------

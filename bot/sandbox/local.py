@@ -89,14 +89,17 @@ class LocalSandbox(Sandbox):
         settings: dict[str, str] | None = None,
         run_id: str | None = None,
         datadir: Path | None = None,
+        port: int | None = None,
     ):
         """`datadir`: keep the cluster there across runs (the service's own store) instead
-        of in the temp dir; it is created on first use and durable (fsync on)."""
+        of in the temp dir; it is created on first use and durable (fsync on). `port`: listen
+        there rather than on any free port, so a restarted server keeps its URL."""
         self.database = database
         self.binaries = binaries
         self.settings = dict(settings or {})
         self.run_id = run_id
         self.datadir = datadir
+        self.port = port
         if datadir is not None:
             self.settings = {**_DURABLE, **self.settings}
         self.database_url = ""
@@ -150,7 +153,13 @@ class LocalSandbox(Sandbox):
             self._start_postgres(command, installation, port, datadir, deadline)
             return port
 
-        port = _on_free_port(start_on)
+        if self.port is None:
+            port = _on_free_port(start_on)
+        else:
+            try:
+                port = start_on(self.port)
+            except _PortTaken as taken:
+                raise taken.error from None
         self.database_url = self._url(port, self.database)
         self._create_database(port)
 
@@ -219,7 +228,12 @@ class LocalSandbox(Sandbox):
             # checkpoints it costs instead are free with fsync off. (PostgreSQL 15 and later.)
             strategy = " STRATEGY = FILE_COPY" if connection.info.server_version >= 150000 else ""
             statement = SQL("CREATE DATABASE {}" + strategy)
-            connection.execute(statement.format(Identifier(self.database)))
+            try:
+                connection.execute(statement.format(Identifier(self.database)))
+            except psycopg.errors.DuplicateDatabase:
+                if self.datadir is None:
+                    raise
+                # A kept cluster (`datadir`) started again: its database is there already.
 
     @staticmethod
     def _url(port: int, database: str) -> str:

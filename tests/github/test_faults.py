@@ -1,0 +1,279 @@
+"""Faults the App must survive without losing or duplicating a verdict: a worker killed
+mid-run, its database restarted while deliveries arrive, GitHub failing for a while, the same
+delivery three times, a burst of pushes. Each test ends by checking that every accepted
+delivery's newest head SHA got exactly one final status.
+
+Real PostgreSQL, real worker processes where a process must die, the fake GitHub over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.sandbox.local import LocalSandbox
+from bot.store import Store
+
+from .conftest import commit_all
+from .test_service import (
+    FAST,
+    REPO,
+    SECRET,
+    Running,
+    git,
+    inventory_repo,
+    make_service,
+    synchronize,
+    wait_final,
+    wait_run,
+)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return inventory_repo(tmp_path)
+
+
+@pytest.fixture
+def served(fake_github, repo):
+    fake_github.add_repo(REPO, repo)
+    fake_github.add_pull(REPO, 7, head="builder/add-name", user="builder-bot")
+    fake_github.set_permission(REPO, "builder-bot", "write")
+    return fake_github
+
+
+def finals(fake, sha: str) -> list[dict[str, Any]]:
+    return [s for s in fake.statuses(REPO, sha) if s["state"] != "pending"]
+
+
+def push(fake, repo: Path, n: int) -> str:
+    """Another commit on the builder branch, and the pull request's head moved to it."""
+    git(repo, "checkout", "-q", "builder/add-name")
+    (repo / "migrations" / f"{100 + n:03d}_note.sql").write_text(
+        f"ALTER TABLE items ADD COLUMN IF NOT EXISTS note{n} text;\n"
+    )
+    sha = commit_all(repo, f"fix: note {n}")
+    git(repo, "checkout", "-q", "main")
+    fake.add_pull(REPO, 7, head="builder/add-name", user="builder-bot")
+    return sha
+
+
+def worker_process(fake, store: Store, tmp_path: Path, **settings: Any) -> subprocess.Popen[str]:
+    """`gatekeeper worker` as a user starts it: configuration from the environment only. Its
+    sandboxes live in their own temp dir, for `reap` to find after a SIGKILL."""
+    key = tmp_path / "app.pem"
+    key.write_text(fake.app_private_key)
+    host = fake.url.removeprefix("http://")
+    env = {
+        **os.environ,
+        **{f"GATEKEEPER_{k.upper()}": str(v) for k, v in {**FAST, **settings}.items()},
+        "TMPDIR": str(sandboxes(tmp_path)),
+        "GATEKEEPER_WEBHOOK_SECRET": SECRET,
+        "GATEKEEPER_APP_ID": str(fake.app_id),
+        "GATEKEEPER_APP_PRIVATE_KEY_FILE": str(key),
+        "GATEKEEPER_GITHUB_API_URL": fake.url,
+        "GATEKEEPER_CLONE_URL": f"http://x-access-token:{{token}}@{host}/{{repository}}.git",
+        "DATABASE_URL": store.database_url,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", "worker"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def sandboxes(tmp_path: Path) -> Path:
+    """A temp dir the sandbox's PostgreSQL account can reach (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.gettempdir()) / f"gatekeeper-faults-{tmp_path.name}"
+    path.mkdir(mode=0o711, exist_ok=True)
+    path.chmod(0o711)
+    return path
+
+
+def reap(tmp_path: Path) -> None:
+    """What a SIGKILLed worker leaves running: its sandbox's PostgreSQL and API."""
+    path = sandboxes(tmp_path)
+    subprocess.run(["pkill", "-KILL", "-f", str(path)], check=False)
+    time.sleep(0.5)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def wait_for(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_mid_run_has_its_job_picked_up_and_the_pending_finished(
+    served, store, tmp_path
+):
+    fake = served
+    sha = fake.state.repos[REPO].pulls[7].head_sha
+    first = worker_process(fake, store, tmp_path)
+    try:
+        with Running(make_service(fake, store), worker=False) as app:
+            answer = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
+            assert answer.status_code == 202, answer.text
+            run_id = answer.json()["run"]
+            # Killed once the check run is started: in the middle of the validation.
+            wait_for(lambda: store.run(run_id)["check_run_id"], "the first worker's check run")
+            assert store.run(run_id)["state"] == "running"
+            os.killpg(first.pid, signal.SIGKILL)
+            reap(tmp_path)
+            first.wait(timeout=10)
+            second = worker_process(fake, store, tmp_path)
+            try:
+                run = wait_run(store, run_id, timeout=120)
+            finally:
+                second.send_signal(signal.SIGTERM)
+                out, _ = second.communicate(timeout=30)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert second.returncode == 0, out
+    assert run["state"] == "done" and run["decision"] == "approve", (run["detail"], out[-3000:])
+    assert run["attempts"] == 2
+    assert [s["state"] for s in finals(fake, sha)] == ["success"]
+    (check,) = fake.check_runs(REPO)  # the killed worker's, carried on and completed
+    assert check.data["status"] == "completed" and check.data["conclusion"] == "success"
+
+
+def test_a_worker_drains_on_sigterm_and_requeues_what_overstays_the_grace(served, store, tmp_path):
+    fake = served
+    sha = fake.state.repos[REPO].pulls[7].head_sha
+    fake.delay("checks/create", 8.0, times=1)  # longer than the grace period below
+    first = worker_process(fake, store, tmp_path, shutdown_grace=1)
+    with Running(make_service(fake, store), worker=False) as app:
+        answer = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
+        run_id = answer.json()["run"]
+        wait_for(lambda: fake.statuses(REPO, sha), "the pending status")
+        first.send_signal(signal.SIGTERM)
+        out, _ = first.communicate(timeout=60)
+        assert first.returncode == 0, out
+        assert store.run(run_id)["state"] == "queued", out  # handed back, not lost
+        second = worker_process(fake, store, tmp_path)
+        try:
+            run = wait_run(store, run_id, timeout=120)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.communicate(timeout=30)
+    assert run["state"] == "done" and run["decision"] == "approve"
+    assert [s["state"] for s in finals(fake, sha)] == ["success"]
+
+
+def test_the_database_restarting_while_deliveries_arrive_loses_nothing(served, tmp_path):
+    fake = served
+    sha = fake.state.repos[REPO].pulls[7].head_sha
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    datadir = sandboxes(tmp_path) / "pg"
+    database = LocalSandbox(database="gatekeeper", datadir=datadir, port=port)
+    database.start()
+    store = Store(database.database_url)
+    try:
+        store.migrate()
+        with Running(make_service(fake, store)) as app:
+            body = synchronize(fake, 7, fake.installation_id)
+            database.stop()
+            refused = app.deliver("pull_request", body, delivery="during-restart")
+            assert refused.status_code == 503, refused.text
+            assert "database" in refused.json()["message"]
+            database.start()
+            # GitHub's redelivery (or the service's own redelivery sweep) brings it back.
+            again = app.deliver("pull_request", body, delivery="during-restart")
+            assert again.status_code == 202, again.text
+            run = wait_run(store, again.json()["run"], timeout=120)
+            duplicate = app.deliver("pull_request", body, delivery="during-restart")
+            assert duplicate.status_code == 200
+    finally:
+        store.close()
+        database.stop()
+        reap(tmp_path)
+    assert run["state"] == "done" and run["decision"] == "approve"
+    assert [s["state"] for s in finals(fake, sha)] == ["success"]
+
+
+def test_github_answering_502_and_429_for_a_while_delays_but_does_not_lose(served, store):
+    fake = served
+    sha = fake.state.repos[REPO].pulls[7].head_sha
+    fake.fail_next("*", status=502, times=8)
+    fake.rate_limit_next("*", retry_after=1, status=429, times=4)
+    with Running(make_service(fake, store)) as app:
+        answer = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
+        assert answer.status_code == 202
+        run = wait_run(store, answer.json()["run"], timeout=180)
+    assert run["state"] == "done" and run["decision"] == "approve", run["detail"]
+    assert [s["state"] for s in finals(fake, sha)] == ["success"]
+    assert len(fake.comments(REPO, 7)) == 1
+
+
+def test_the_same_delivery_three_times_at_once_runs_once(served, store):
+    fake = served
+    sha = fake.state.repos[REPO].pulls[7].head_sha
+    body = synchronize(fake, 7, fake.installation_id)
+    with Running(make_service(fake, store)) as app:
+        answers: list[httpx.Response] = []
+        threads = [
+            threading.Thread(
+                target=lambda: answers.append(app.deliver("pull_request", body, delivery="x3"))
+            )
+            for _ in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [200, 200, 202], [a.text for a in answers]
+        (accepted,) = [a for a in answers if a.status_code == 202]
+        run = wait_run(store, accepted.json()["run"])
+        time.sleep(1)  # room for a duplicate to show up, if one were going to
+    assert run["state"] == "done"
+    with store.connect() as conn:
+        assert conn.execute("SELECT count(*) AS n FROM gatekeeper.runs").fetchone()["n"] == 1
+    assert [s["state"] for s in finals(fake, sha)] == ["success"]
+    assert len(fake.check_runs(REPO)) == 1
+
+
+def test_ten_pushes_within_a_second_validate_only_the_last(served, store, repo):
+    fake = served
+    shas = [push(fake, repo, n) for n in range(10)]
+    bodies = []
+    for sha in shas:  # each delivery as GitHub sent it, naming the head it was sent for
+        body = synchronize(fake, 7, fake.installation_id)
+        body["pull_request"]["head"]["sha"] = sha
+        bodies.append(body)
+    with Running(make_service(fake, store)) as app:
+        started = time.monotonic()
+        runs = [app.deliver("pull_request", body).json()["run"] for body in bodies]
+        assert time.monotonic() - started < 5
+        last = wait_run(store, runs[-1], timeout=120)
+        wait_for(
+            lambda: all(store.run(r)["state"] not in ("queued", "running") for r in runs),
+            "every run to end",
+        )
+    assert last["state"] == "done" and last["decision"] == "approve"
+    assert [s["state"] for s in finals(fake, shas[-1])] == ["success"]
+    ended = [store.run(r) for r in runs[:-1]]
+    assert {r["state"] for r in ended} == {"superseded"}
+    assert all(r["decision"] is None for r in ended)  # none was validated to the end
+    for sha in shas[:-1]:  # at most the superseded notice, never a verdict
+        assert all("superseded" in s["description"] for s in finals(fake, sha))
+    wait_final(fake, shas[-1])
