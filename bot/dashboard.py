@@ -144,7 +144,8 @@ def router(service: Service) -> APIRouter:
 
     @api.get("/readyz")
     def readyz() -> JSONResponse:
-        """Ready when the database answers; load balancers stop sending work otherwise."""
+        """Ready when the database and the queue answer; load balancers stop sending work
+        otherwise."""
         problem = history.ping(store)
         if problem is not None:
             return JSONResponse({"status": "unavailable", "reason": problem}, status_code=503)

@@ -253,14 +253,15 @@ def purge(store: Store, older_than: timedelta) -> Purged:
 
 
 def ping(store: Store, timeout: int = 3) -> str | None:
-    """None when the database answers `SELECT 1` within `timeout` seconds, else why not.
+    """None when the database and the queue's table answer within `timeout` seconds, else
+    why not.
 
     Its own short-lived connection with a connect timeout: a readiness probe must answer
     quickly even when the server is unreachable rather than refusing."""
     try:
         with psycopg.connect(store.database_url, connect_timeout=timeout) as conn:
             conn.execute(f"SET statement_timeout = {int(timeout) * 1000}")
-            conn.execute("SELECT 1")
+            conn.execute("SELECT 1 FROM procrastinate_jobs LIMIT 1")
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"database unreachable: {first}"

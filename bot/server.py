@@ -52,7 +52,7 @@ def store_for(settings: Settings) -> Iterator[Store]:
             datadir = settings.state_dir / "postgres"
             server = LocalSandbox(database="postgres", datadir=datadir, run_id="store")
             url = stack.enter_context(server).database_url
-        store = Store(url, max_connections=settings.workers + 8, lanes=settings.repo_concurrency)
+        store = Store(url, max_connections=settings.workers + 8)
         stack.callback(store.close)
         store.migrate()
         yield store

@@ -165,8 +165,8 @@ class Service:
         if check_run_id is None:
             check_run_id = publisher.start_check(target.head_sha)
             self.store.update(run["id"], check_run_id=check_run_id)
-        else:  # a retry: the check run started by the attempt before is carried on
-            publisher.restart_check(check_run_id)
+        else:  # started before a retry or a wait for a resource: carried on
+            publisher.resume_check(check_run_id)
         verdict = self._validate(target, stop)
         if verdict.decision == Decision.error and _sandbox_failed(verdict):
             raise Transient(f"the sandbox did not start: {verdict.summary}")

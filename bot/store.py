@@ -59,10 +59,9 @@ WATCHED = ("queued", "running", "blocked")
 
 
 class Store:
-    def __init__(self, database_url: str, max_connections: int = 10, lanes: int = 1):
+    def __init__(self, database_url: str, max_connections: int = 10):
         self.database_url = database_url
         self.max_connections = max_connections
-        self.lanes = lanes  # runs of one repository at once: see bot.queue
         self.jobs = Jobs()
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
@@ -147,9 +146,11 @@ class Store:
         action: str | None,
         target: dict[str, Any],
         head_sha: str,
+        lanes: int = 1,
     ) -> int | None:
         """Record the delivery, its run and the run's job in one transaction; None for a
-        redelivery. Older runs of the same pull request are superseded in it too."""
+        redelivery. Older runs of the same pull request are superseded in it too. `lanes`:
+        how many runs of one repository may validate at once (see bot.queue)."""
         with self.connect() as conn, conn.transaction():
             seen = conn.execute(
                 "INSERT INTO gatekeeper.deliveries (id, event, action, outcome)"
@@ -175,9 +176,7 @@ class Store:
             run_id = int(run["id"])
             if head_sha:
                 self._supersede_older(conn, run_id, target, head_sha)
-            job_id = self.jobs.defer(
-                conn, run_id, lane_lock(target["repository"], run_id, self.lanes)
-            )
+            job_id = self.jobs.defer(conn, run_id, lane_lock(target["repository"], run_id, lanes))
             conn.execute("UPDATE gatekeeper.runs SET job_id = %s WHERE id = %s", (job_id, run_id))
             return run_id
 
@@ -290,6 +289,8 @@ class Store:
         """Queue the run behind `resource`: a new job under its lock. Returns its place."""
         lock = resource_lock(resource)
         with self.connect() as conn, conn.transaction():
+            # Runs joining the same line one at a time, so each counts those before it.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock,))
             job_id = self.jobs.defer(conn, run_id, lock)
             conn.execute(
                 "UPDATE gatekeeper.runs SET state = 'blocked', resource = %s, job_id = %s"

@@ -113,7 +113,8 @@ def _record(service: Service, event: str, delivery: str, payload: dict[str, Any]
     else:
         target = routed.model_dump(mode="json")
         head_sha = routed.head_sha
-    run_id = service.store.accept(delivery, event, action, target, head_sha)
+    lanes = service.settings.repo_concurrency
+    run_id = service.store.accept(delivery, event, action, target, head_sha, lanes)
     if run_id is None:
         metrics.delivery(event, "duplicate")
         return _answer(200, "duplicate delivery")

@@ -376,6 +376,17 @@ def test_readyz_answers_from_the_database(running):
     assert ready.status_code == 200 and ready.json() == {"status": "ready"}
 
 
+def test_readyz_is_not_ready_without_the_queue(fresh_database):
+    bare = Store(fresh_database)  # the server answers, but the service's schema is not there
+    try:
+        with Running(bare) as server:
+            ready = server.get("/readyz")
+    finally:
+        bare.close()
+    assert ready.status_code == 503
+    assert "procrastinate_jobs" in ready.json()["reason"]
+
+
 def test_readyz_and_metrics_when_the_database_is_down():
     down = Store("postgresql://gatekeeper@127.0.0.1:9/gatekeeper?connect_timeout=2")
     with Running(down) as server:

@@ -65,6 +65,10 @@ REVIEW_EVENTS = {
 }
 _REVIEW_STATES = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED"}
 REVIEW_MARKER = "<!-- gatekeeper:review -->"
+VALIDATING = {
+    "title": "Validating",
+    "summary": "Merging the change, migrating a scratch database, running the checks.",
+}
 # Only these labels are the bot's: a team's own `risk:accepted` is never touched.
 RISK_LABELS = {
     Risk.low: ("risk:low", "0e8a16", "Gatekeeper rated the change's risk low"),
@@ -122,10 +126,7 @@ class Publisher:
             "head_sha": sha,
             "status": "in_progress",
             "started_at": _now(),
-            "output": {
-                "title": "Validating",
-                "summary": "Merging the change, migrating a scratch database, running the checks.",
-            },
+            "output": VALIDATING,
         }
         if self.report_url:
             body["details_url"] = self.report_url
@@ -133,18 +134,10 @@ class Publisher:
         self._started[sha] = check_run_id
         return check_run_id
 
-    def restart_check(self, check_run_id: int) -> None:
-        """A retried run carries on the check run its earlier attempt started."""
-        self._update(
-            check_run_id,
-            {
-                "status": "in_progress",
-                "output": {
-                    "title": "Validating (again)",
-                    "summary": "An earlier attempt was interrupted; validating again.",
-                },
-            },
-        )
+    def resume_check(self, check_run_id: int) -> None:
+        """A run that waited (for a resource, for a retry) carries on the check run it
+        started, rather than leaving it behind unfinished."""
+        self._update(check_run_id, {"status": "in_progress", "output": VALIDATING})
 
     def queued(self, check_run_id: int, title: str, resource: str, place: int) -> None:
         """The run waits in line for a shared resource; the check run shows its place."""

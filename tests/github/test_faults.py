@@ -9,14 +9,15 @@ Real PostgreSQL, real worker processes where a process must die, the fake GitHub
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
-import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from .test_service import (
     git,
     inventory_repo,
     make_service,
+    serve_with_policy,
     synchronize,
     wait_final,
     wait_run,
@@ -277,3 +279,67 @@ def test_ten_pushes_within_a_second_validate_only_the_last(served, store, repo):
     for sha in shas[:-1]:  # at most the superseded notice, never a verdict
         assert all("superseded" in s["description"] for s in finals(fake, sha))
     wait_final(fake, shas[-1])
+
+
+def test_the_watchdog_ends_a_run_past_its_deadline_in_error_once(served, store, repo):
+    fake = served
+    sha = serve_with_policy(fake, repo, "timeouts: {deadline: 2}\n")
+    fake.delay("checks/create", 6.0, times=1)  # the run overstays its 2 s
+    with Running(make_service(fake, store)) as app:
+        answer = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
+        run = wait_run(store, answer.json()["run"], timeout=60)
+        time.sleep(8)  # the worker wakes from its slow call: it must not post a verdict
+    assert run["state"] == "error"
+    assert "no verdict within the policy's timeouts.deadline of 2 s" in run["detail"]
+    assert [s["state"] for s in finals(fake, sha)] == ["error"]
+    assert "deadline" in finals(fake, sha)[0]["description"]
+    assert store.run(run["id"])["decision"] is None
+
+
+def test_a_final_status_github_refused_is_posted_again(served, store):
+    fake = served
+    sha = fake.state.repos[REPO].pulls[7].head_sha
+    with Running(make_service(fake, store)) as app:
+        answer = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
+        run_id = answer.json()["run"]
+        wait_for(lambda: store.run(run_id)["check_run_id"], "the check run")
+        # The next status is the verdict: GitHub refuses it, and not in a way worth retrying.
+        fake.fail_next("repos/create-commit-status", status=422, message="Validation Failed")
+        wait_for(lambda: store.run(run_id)["state"] == "done", "the run to end")
+        run = wait_run(store, run_id)
+    assert run["decision"] == "approve" and not run["unposted"]
+    assert [s["state"] for s in finals(fake, sha)] == ["success"]
+    (check,) = fake.check_runs(REPO)
+    assert check.data["conclusion"] == "success"
+
+
+def test_runs_needing_one_shared_resource_wait_in_line_and_see_their_place(served, store, repo):
+    fake = served
+    serve_with_policy(fake, repo, "resource: staging-db\n")
+    git(repo, "checkout", "-qb", "builder/other", "builder/add-name")
+    (repo / "migrations" / "003_other.sql").write_text(
+        "ALTER TABLE items ADD COLUMN IF NOT EXISTS other text;\n"
+    )
+    commit_all(repo, "fix: other")
+    git(repo, "checkout", "-q", "main")
+    fake.add_pull(REPO, 8, head="builder/other", user="builder-bot")
+    shas = [fake.state.repos[REPO].pulls[n].head_sha for n in (7, 8)]
+    fake.delay("checks/update", 1.0)  # every check run update is slow: the line is visible
+    # Two runs at once would be allowed, but for the resource.
+    with Running(make_service(fake, store, workers=2, repo_concurrency=2)) as app:
+        runs = [
+            app.deliver("pull_request", synchronize(fake, n, fake.installation_id)).json()["run"]
+            for n in (7, 8)
+        ]
+        ended = [wait_run(store, r, timeout=180) for r in runs]
+    assert [r["decision"] for r in ended] == ["approve", "approve"]
+    for sha in shas:
+        assert [s["state"] for s in finals(fake, sha)] == ["success"]
+    titles = [
+        b["output"]["title"] for b in fake.bodies("checks/update") if b.get("status") == "queued"
+    ]
+    # One at a time: the second started validating only after the first had finished.
+    first, second = sorted(ended, key=lambda r: r["verdict"]["started_at"])
+    started = datetime.fromisoformat(second["verdict"]["started_at"])
+    assert started >= first["finished_at"].replace(microsecond=0)
+    assert "waiting for staging-db: 2nd in line" in titles

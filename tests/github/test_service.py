@@ -213,7 +213,7 @@ def wait_run(store: Store, run_id: int, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = store.run(run_id)
-        if run["state"] not in ("queued", "running") and not run["unposted"]:
+        if run["state"] not in ("queued", "running", "blocked") and not run["unposted"]:
             return run
         time.sleep(0.1)
     raise AssertionError(f"run {run_id} still {store.run(run_id)['state']}")

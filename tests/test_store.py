@@ -1,0 +1,98 @@
+"""The service's schema migrations and the watchdog's deadline, on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from bot.github.auth import TokenCredentials
+from bot.github.client import GitHubClient
+from bot.service import DEADLINE_SAMPLES, Service
+from bot.settings import Settings
+from bot.store import MIGRATIONS, Store
+
+
+def versions(store: Store) -> list[int]:
+    with store.connect() as conn:
+        rows = conn.execute("SELECT version FROM gatekeeper.schema_migrations ORDER BY 1")
+        return [r["version"] for r in rows]
+
+
+def test_migrations_apply_once_in_order_and_are_safe_to_rerun(fresh_database):
+    store = Store(fresh_database)
+    try:
+        assert store.migrate() == [m.version for m in MIGRATIONS]
+        assert store.migrate() == []
+        assert versions(store) == [m.version for m in MIGRATIONS]
+    finally:
+        store.close()
+
+
+def test_processes_starting_together_apply_each_migration_once(fresh_database):
+    stores = [Store(fresh_database) for _ in range(3)]
+    applied: list[list[int]] = []
+    threads = [threading.Thread(target=lambda s=s: applied.append(s.migrate())) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert sorted(applied, key=len) == [[], [], [m.version for m in MIGRATIONS]]
+        assert versions(stores[0]) == [m.version for m in MIGRATIONS]
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_database_from_before_versioning_is_adopted_with_its_runs(fresh_database):
+    # What the unversioned schema left: the tables of migration 1, a run, no bookkeeping.
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA gatekeeper")
+        conn.execute(MIGRATIONS[0].sql())
+        conn.execute(
+            "INSERT INTO gatekeeper.runs (repository, head_sha, target, state)"
+            " VALUES ('octo/x', 'abc', '{}', 'done')"
+        )
+    store = Store(fresh_database)
+    try:
+        assert store.migrate() == [m.version for m in MIGRATIONS]
+        (run,) = store.in_state("done")
+        assert run["repository"] == "octo/x" and run["attempts"] == 0 and not run["unposted"]
+    finally:
+        store.close()
+
+
+def service(store: Store, **settings) -> Service:
+    config = Settings(webhook_secret="s", database_url=store.database_url, **settings)
+    return Service(config, store, GitHubClient("http://127.0.0.1:9", TokenCredentials("x")))
+
+
+def finished_run(store: Store, seconds: float, decision: str = "approve") -> None:
+    sha = uuid.uuid4().hex
+    target = {"repository": "octo/x", "pr_number": None, "head_sha": sha}
+    run_id = store.accept(str(uuid.uuid4()), "pull_request", "synchronize", target, sha)
+    created = datetime.now(UTC) - timedelta(hours=1)
+    store.update(
+        run_id,
+        state="done",
+        decision=decision,
+        created_at=created,
+        finished_at=created + timedelta(seconds=seconds),
+    )
+
+
+def test_the_deadline_is_the_default_until_enough_runs_then_their_p95_plus_a_margin(store):
+    gate = service(store, deadline=900, deadline_margin=60)
+    for seconds in range(1, DEADLINE_SAMPLES):
+        finished_run(store, seconds)
+    finished_run(store, 5000, decision="error")  # errors say nothing about how long work takes
+    assert gate.deadline()[0] == 900
+    assert f"only {DEADLINE_SAMPLES - 1} successful runs" in gate.deadline()[1]
+    finished_run(store, DEADLINE_SAMPLES)
+    seconds, why = gate.deadline()
+    # p95 of 1..20 s (interpolated: 19.05 s) plus the 60 s margin.
+    assert abs(seconds - 79.05) < 0.01
+    assert "p95 of the last 20 successful runs" in why
