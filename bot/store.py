@@ -50,6 +50,9 @@ MIGRATIONS = (
 _MIGRATION_LOCK = 0x6761746B  # "gatk"
 
 CONNECT_TIMEOUT = 10.0  # seconds to wait for a pooled connection before giving up
+# ...while GitHub waits for an answer: it gives a delivery 10 s, and a quick 503 lets the
+# redelivery bring it back, where a late answer is a failed delivery all the same.
+ANSWER_TIMEOUT = 3.0
 
 # Runs in these states may still publish; all others are final. `waiting` waits for a
 # maintainer's ok-to-test, `blocked` for a shared resource, `dispatched` for GitHub Actions.
@@ -67,10 +70,12 @@ class Store:
         self._lock = threading.Lock()
 
     @contextmanager
-    def connect(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    def connect(
+        self, timeout: float = CONNECT_TIMEOUT
+    ) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         """A pooled connection: opening one per delivery was most of the webhook's answer
         time (bench/webhook.py). Checked before use, so a restarted server is survived."""
-        with self._connections().connection(timeout=CONNECT_TIMEOUT) as conn:
+        with self._connections().connection(timeout=timeout) as conn:
             yield conn
 
     def _connections(self) -> ConnectionPool:
@@ -131,7 +136,7 @@ class Store:
         self, delivery_id: str, event: str, action: str | None, outcome: str, detail: str = ""
     ) -> bool:
         """False when this delivery id was seen before (a redelivery)."""
-        with self.connect() as conn:
+        with self.connect(ANSWER_TIMEOUT) as conn:
             row = conn.execute(
                 "INSERT INTO gatekeeper.deliveries (id, event, action, outcome, detail)"
                 " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING id",
@@ -151,7 +156,7 @@ class Store:
         """Record the delivery, its run and the run's job in one transaction; None for a
         redelivery. Older runs of the same pull request are superseded in it too. `lanes`:
         how many runs of one repository may validate at once (see bot.queue)."""
-        with self.connect() as conn, conn.transaction():
+        with self.connect(ANSWER_TIMEOUT) as conn, conn.transaction():
             seen = conn.execute(
                 "INSERT INTO gatekeeper.deliveries (id, event, action, outcome)"
                 " VALUES (%s, %s, %s, 'queued') ON CONFLICT (id) DO NOTHING RETURNING id",
