@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -96,3 +99,22 @@ def test_the_deadline_is_the_default_until_enough_runs_then_their_p95_plus_a_mar
     # p95 of 1..20 s (interpolated: 19.05 s) plus the 60 s margin.
     assert abs(seconds - 79.05) < 0.01
     assert "p95 of the last 20 successful runs" in why
+
+
+def test_gatekeeper_worker_refuses_to_start_without_a_shared_database():
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "worker"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "gatekeeper worker needs DATABASE_URL" in done.stderr
+
+
+def test_gatekeeper_worker_names_a_bad_setting(fresh_database):
+    env = {**os.environ, "DATABASE_URL": fresh_database, "GATEKEEPER_WORKERS": "0"}
+    env["GATEKEEPER_WEBHOOK_SECRET"] = "s"
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "worker"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "GATEKEEPER_WORKERS: Input should be greater than or equal to 1" in done.stderr
