@@ -197,28 +197,36 @@ class Store:
     def _supersede_older(
         self, conn: psycopg.Connection[Any], run_id: int, target: dict[str, Any], head_sha: str
     ) -> None:
-        """Older runs of this pull request step aside for `run_id`.
+        """Older runs of this pull request step aside for `run_id`: one head SHA of one pull
+        request has one active run, that of the newest delivery.
 
         One that has not started, or waits for a resource or an ok-to-test, ends here and its
-        job is cancelled (nothing posted a verdict for it yet; `waiting` and `blocked` ones
-        posted `pending`, which the newer run's statuses replace for the same SHA, and which a
+        job is cancelled: nothing final was posted for it (`waiting` and `blocked` ones posted
+        `pending`, which the newer run's statuses replace for the same SHA and which a
         different SHA no longer shows on the pull request). A running one is marked and asked
-        to abort: it posts `superseded` itself, never its verdict.
+        to abort: it posts `superseded` itself, never its verdict. A dispatched run of the same
+        SHA is left alone: its workflow reports for that SHA itself.
         """
         pr = target.get("pr_number")
         if pr is None:
             return
         older = conn.execute(
-            "UPDATE gatekeeper.runs SET superseded_by = %s,"
+            "UPDATE gatekeeper.runs SET superseded_by = %(sha)s,"
             " state = CASE WHEN state IN ('queued', 'waiting', 'blocked')"
             "   THEN 'superseded' ELSE state END,"
             " finished_at = CASE WHEN state IN ('queued', 'waiting', 'blocked')"
             "   THEN now() ELSE finished_at END"
-            " WHERE repository = %s AND pr_number = %s AND id < %s"
-            " AND superseded_by IS NULL AND state = ANY(%s)"
-            " AND (head_sha <> %s OR state IN ('queued', 'waiting', 'blocked'))"
+            " WHERE repository = %(repo)s AND pr_number = %(pr)s AND id < %(id)s"
+            " AND superseded_by IS NULL AND state = ANY(%(active)s)"
+            " AND NOT (head_sha = %(sha)s AND state = 'dispatched')"
             " RETURNING job_id",
-            (head_sha, target["repository"], pr, run_id, list(ACTIVE), head_sha),
+            {
+                "sha": head_sha,
+                "repo": target["repository"],
+                "pr": pr,
+                "id": run_id,
+                "active": list(ACTIVE),
+            },
         ).fetchall()
         for row in older:
             if row["job_id"] is not None:

@@ -223,8 +223,17 @@ class Publisher:
 
     def superseded(self, sha: str, by_sha: str, check_run_id: int | None = None) -> None:
         """A newer commit is being validated: end this one in a final state that is not an
-        approval (`error`, so nobody merges on it) and cancel its check run."""
+        approval (`error`, so nobody merges on it) and cancel its check run. A newer run of
+        the same commit posts that commit's status itself: only the check run ends here."""
         short = by_sha[:7]
+        if by_sha == sha:
+            if check_run_id is not None or sha in self._started:
+                output = {
+                    "title": "Replaced by a newer run",
+                    "summary": "This commit is validated again; this run's result is stale.",
+                }
+                self._complete(sha, check_run_id, "cancelled", output)
+            return
         self._status(sha, "error", f"superseded by {short}")
         if check_run_id is None and sha not in self._started:
             return

@@ -9,17 +9,22 @@ a temp directory of some 40 MB, and CI machines run thousands of these. Hence:
   deferred: cut in half, they would lose track of a process or a directory;
 - `stop()` is also registered with atexit, for callers that never reach their `finally`.
 SIGTERM ends Python without unwinding; a CLI calls `raise_keyboard_interrupt_on_sigterm()`
-so that it unwinds like Ctrl-C. Only SIGKILL of this process can still leave debris.
+so that it unwinds like Ctrl-C. Only SIGKILL of this process (or a SIGHUP it does not catch)
+still leaves debris, and that is what `sweep` clears at the next start: each temp dir names,
+in `owner.json`, the process that owns it and the processes it started.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
+import logging
 import os
 import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
@@ -48,6 +53,7 @@ from bot.sandbox.postgres import HOST, SUPERUSER, last_lines
 
 _DB_START_TIMEOUT = 60.0
 _DB_STOP_TIMEOUT = 10.0
+_SWEEP_TIMEOUT = 5.0
 _API_STOP_TIMEOUT = 5.0
 _PORT_ATTEMPTS = 4
 _DB_POLL = 0.02
@@ -55,12 +61,15 @@ _API_POLL = 0.05
 # A cluster that outlives the run holds data that matters: undo the sandbox's shortcuts.
 _DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 _PORT_IN_USE = re.compile(r"address already in use", re.IGNORECASE)
+_OWNER_FILE = "owner.json"
 
 # The shell writes the header itself, so it precedes the API's first byte of output and names
 # the pid we will signal: `exec` hands that pid on to the shell that runs the command.
 _API_WRAPPER = 'printf "=== gatekeeper: start %s (pid %s) ===\\n" "$0" "$$"; exec /bin/sh -c "$1"'
 
 T = TypeVar("T")
+
+log = logging.getLogger("gatekeeper.sandbox.local")
 
 
 def raise_keyboard_interrupt_on_sigterm() -> None:
@@ -126,6 +135,7 @@ class LocalSandbox(Sandbox):
     def start(self) -> None:
         if self._tmpdir is not None:
             raise SandboxError("the sandbox is already started")
+        sweep()
         try:
             self._start()
         except BaseException:
@@ -136,6 +146,7 @@ class LocalSandbox(Sandbox):
         with _signals_deferred():
             atexit.register(self.stop)
             self._tmpdir = Path(tempfile.mkdtemp(prefix=self._tmp_prefix()))
+            self._record_owner()
         installation = postgres.prepare(self.binaries)
         self._tmpdir.chmod(0o711)  # the service account must reach its data and socket dirs
         datadir, socket_dir = self.datadir or self._tmpdir / "data", self._tmpdir / "socket"
@@ -186,6 +197,7 @@ class LocalSandbox(Sandbox):
                 start_new_session=True,
                 **installation.popen_kwargs(),
             )
+            self._record_owner()
         try:
             self._wait_for_postgres(process, port, datadir, deadline, mark)
         except _PortTaken:
@@ -265,6 +277,7 @@ class LocalSandbox(Sandbox):
         except OSError as error:
             message = f"API '{name}' could not be started in {workdir}: {error}"
             raise ApiStartError(message) from None
+        self._record_owner()
         url = f"http://{HOST}:{port}{spec.health_path}"
         last_answer = _wait_for_health(process, url, spec.start_timeout)
         if last_answer is None:
@@ -292,6 +305,7 @@ class LocalSandbox(Sandbox):
             returncode = _end_process(self._api, signal.SIGTERM, _API_STOP_TIMEOUT, group=True)
             self._api = None
             self.api_url = None
+            self._record_owner()
         return returncode
 
     # --- logs -----------------------------------------------------------------------------
@@ -340,11 +354,119 @@ class LocalSandbox(Sandbox):
                 _end_process(self._postgres, signal.SIGINT, _DB_STOP_TIMEOUT, group=False)
                 self._postgres = None
 
+    def _record_owner(self) -> None:
+        """Tell `sweep` whose temp dir this is and what to end if that process dies unseen.
+
+        Each process is a pid with its start time, so a pid the kernel has since handed to
+        someone else is neither taken for the owner nor killed, and a record that outlived its
+        process (a postmaster restarted on another port) does no harm. Replaced atomically: the
+        sweep of a concurrent run never reads half a file.
+        """
+        tmpdir = self._require_started()
+        owner = {
+            "pid_namespace": _pid_namespace(),
+            "owner": _identity(os.getpid()),
+            "postgres": None if self._postgres is None else _identity(self._postgres.pid),
+            "api_group": None if self._api is None else _identity(self._api.pid),
+        }
+        staging = tmpdir / f".{_OWNER_FILE}"
+        staging.write_text(json.dumps(owner))
+        staging.replace(tmpdir / _OWNER_FILE)
+
     def _remove_tmpdir(self) -> None:
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
             self.database_url = ""
+
+
+def sweep(tmp_root: Path | None = None) -> list[Path]:
+    """Remove the sandboxes whose owner died without `stop()` (SIGKILL, SIGHUP), with their
+    PostgreSQL and API; return their temp dirs.
+
+    A sandbox still being set up has no owner file yet and a concurrent run's owner is alive:
+    runs never remove each other's sandboxes. A kept cluster (`datadir`) loses its postmaster,
+    which nobody can reach any more, but never its files. Cheap when there is nothing to do:
+    one listing of the temp dir.
+    """
+    root = Path(tempfile.gettempdir()) if tmp_root is None else tmp_root
+    removed = []
+    for owner_file in root.glob(f"gatekeeper-*/{_OWNER_FILE}"):
+        directory = owner_file.parent
+        try:
+            with _signals_deferred():  # half swept, a directory may lose its owner file
+                if _sweep_one(directory):
+                    removed.append(directory)
+        except FileNotFoundError:
+            pass  # removed meanwhile: its owner stopped it, or another run swept it
+        except Exception as error:
+            log.warning("could not sweep the abandoned sandbox %s: %s", directory, error)
+    if removed:
+        log.warning(
+            "removed sandboxes whose process died without stopping them: %s",
+            ", ".join(map(str, removed)),
+        )
+    return removed
+
+
+def _sweep_one(directory: Path) -> bool:
+    """End the processes of `directory` and remove it, if it is ours and its owner is gone.
+
+    Another user's owner file is not to be trusted: it could name any process for us to kill.
+    Pids recorded in another pid namespace (a container sharing /tmp) mean nothing here.
+    """
+    info = directory.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        return False
+    record = json.loads((directory / _OWNER_FILE).read_text())
+    owner_pid, owner_start = record["owner"]
+    if record["pid_namespace"] != _pid_namespace() or _start_time(owner_pid) == owner_start:
+        return False
+    for name in ("api_group", "postgres"):
+        if record[name] is not None:
+            _kill_group(*record[name])
+    shutil.rmtree(directory)
+    return True
+
+
+def _kill_group(pid: int, start: int | None) -> None:
+    """SIGKILL the process group that `pid` leads and wait, briefly, until its leader is gone.
+
+    Fine for a throw-away cluster, and a kept one recovers from its WAL. A leader that has
+    exited may have left members behind, so the group is killed unless the pid now belongs
+    to another process (a group's id is not reused while it has members).
+    """
+    current = _start_time(pid)
+    if current not in (None, start):
+        return
+    with suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + _SWEEP_TIMEOUT
+    while current is not None and current == start and time.monotonic() < deadline:
+        time.sleep(_DB_POLL)
+        current = _start_time(pid)
+
+
+def _identity(pid: int) -> tuple[int, int | None]:
+    return pid, _start_time(pid)
+
+
+def _start_time(pid: int) -> int | None:
+    """When `pid` started, in clock ticks after boot (/proc/<pid>/stat, field 22); None if no
+    such process runs. A zombie has ended, whether or not anyone ever reaps it."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def _pid_namespace() -> str:
+    """Which processes our pids refer to: containers sharing /tmp each have their own."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 class _PortTaken(Exception):

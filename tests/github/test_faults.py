@@ -8,6 +8,7 @@ Real PostgreSQL, real worker processes where a process must die, the fake GitHub
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -74,7 +77,7 @@ def push(fake, repo: Path, n: int) -> str:
 
 def worker_process(fake, store: Store, tmp_path: Path, **settings: Any) -> subprocess.Popen[str]:
     """`gatekeeper worker` as a user starts it: configuration from the environment only. Its
-    sandboxes live in their own temp dir, for `reap` to find after a SIGKILL."""
+    sandboxes live in their own temp dir, where the next one sweeps what a SIGKILL left."""
     key = tmp_path / "app.pem"
     key.write_text(fake.app_private_key)
     host = fake.url.removeprefix("http://")
@@ -107,12 +110,21 @@ def sandboxes(tmp_path: Path) -> Path:
     return path
 
 
-def reap(tmp_path: Path) -> None:
-    """What a SIGKILLed worker leaves running: its sandbox's PostgreSQL and API."""
-    path = sandboxes(tmp_path)
-    subprocess.run(["pkill", "-KILL", "-f", str(path)], check=False)
-    time.sleep(0.5)
-    shutil.rmtree(path, ignore_errors=True)
+def postmasters(tmp_path: Path) -> list[tuple[Path, int]]:
+    """The workers' sandboxes with a PostgreSQL, as their owner.json records them."""
+    found = []
+    for owner in sandboxes(tmp_path).glob("gatekeeper-*/owner.json"):
+        with suppress(FileNotFoundError):
+            record = json.loads(owner.read_text())
+            if record["postgres"] is not None:
+                found.append((owner.parent, record["postgres"][0]))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _remove_sandboxes(tmp_path: Path) -> Iterator[None]:
+    yield
+    shutil.rmtree(sandboxes(tmp_path), ignore_errors=True)
 
 
 def wait_for(condition, what: str, timeout: float = 60) -> None:
@@ -133,12 +145,14 @@ def test_a_worker_killed_mid_run_has_its_job_picked_up_and_the_pending_finished(
             answer = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
             assert answer.status_code == 202, answer.text
             run_id = answer.json()["run"]
-            # Killed once the check run is started: in the middle of the validation.
-            wait_for(lambda: store.run(run_id)["check_run_id"], "the first worker's check run")
+            # Killed in the middle of the validation: its sandbox's PostgreSQL is up.
+            wait_for(lambda: postmasters(tmp_path), "the first worker's sandbox")
             assert store.run(run_id)["state"] == "running"
             os.killpg(first.pid, signal.SIGKILL)
-            reap(tmp_path)
             first.wait(timeout=10)
+            ((left, postmaster),) = postmasters(tmp_path)
+            os.kill(postmaster, 0)  # still running: nobody stopped it
+            # The next worker's sandbox sweeps it away before starting its own.
             second = worker_process(fake, store, tmp_path)
             try:
                 run = wait_run(store, run_id, timeout=120)
@@ -150,6 +164,9 @@ def test_a_worker_killed_mid_run_has_its_job_picked_up_and_the_pending_finished(
             os.killpg(first.pid, signal.SIGKILL)
     assert second.returncode == 0, out
     assert run["state"] == "done" and run["decision"] == "approve", (run["detail"], out[-3000:])
+    assert not left.exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(postmaster, 0)
     assert run["attempts"] == 2
     assert [s["state"] for s in finals(fake, sha)] == ["success"]
     (check,) = fake.check_runs(REPO)  # the killed worker's, carried on and completed
@@ -198,8 +215,14 @@ def test_the_database_restarting_while_deliveries_arrive_loses_nothing(served, t
             assert refused.status_code == 503, refused.text
             assert "database" in refused.json()["message"]
             database.start()
-            # GitHub's redelivery (or the service's own redelivery sweep) brings it back.
-            again = app.deliver("pull_request", body, delivery="during-restart")
+            # GitHub's redelivery (or the service's own redelivery sweep) brings it back; the
+            # pool reconnects with backoff, so the first tries may still be refused.
+            answers = [app.deliver("pull_request", body, delivery="during-restart")]
+            deadline = time.monotonic() + 60
+            while answers[-1].status_code == 503 and time.monotonic() < deadline:
+                time.sleep(1)
+                answers.append(app.deliver("pull_request", body, delivery="during-restart"))
+            again = answers[-1]
             assert again.status_code == 202, again.text
             run = wait_run(store, again.json()["run"], timeout=120)
             duplicate = app.deliver("pull_request", body, delivery="during-restart")
@@ -207,7 +230,6 @@ def test_the_database_restarting_while_deliveries_arrive_loses_nothing(served, t
     finally:
         store.close()
         database.stop()
-        reap(tmp_path)
     assert run["state"] == "done" and run["decision"] == "approve"
     assert [s["state"] for s in finals(fake, sha)] == ["success"]
 
@@ -343,3 +365,22 @@ def test_runs_needing_one_shared_resource_wait_in_line_and_see_their_place(serve
     started = datetime.fromisoformat(second["verdict"]["started_at"])
     assert started >= first["finished_at"].replace(microsecond=0)
     assert "waiting for staging-db: 2nd in line" in titles
+
+
+def test_a_newer_delivery_for_the_same_commit_replaces_the_running_one(served, store):
+    fake = served
+    sha = fake.state.repos[REPO].pulls[7].head_sha
+    body = synchronize(fake, 7, fake.installation_id)
+    # Two runs may go at once, so only the supersede keeps the commit to one active run.
+    with Running(make_service(fake, store, workers=2, repo_concurrency=2)) as app:
+        first = app.deliver("pull_request", body).json()["run"]
+        wait_for(lambda: store.run(first)["check_run_id"], "the first run's check run")
+        second = app.deliver("pull_request", body).json()["run"]
+        replaced = wait_run(store, first)
+        done = wait_run(store, second)
+    assert replaced["state"] == "superseded" and replaced["decision"] is None
+    assert done["state"] == "done" and done["decision"] == "approve"
+    assert [s["state"] for s in finals(fake, sha)] == ["success"]  # no "superseded" error
+    checks = {c.id: c.data for c in fake.check_runs(REPO)}
+    assert checks[replaced["check_run_id"]]["conclusion"] == "cancelled"
+    assert checks[done["check_run_id"]]["conclusion"] == "success"
