@@ -164,6 +164,13 @@ class Store:
             ).fetchone()
             if seen is None:
                 return None
+            if head_sha and target.get("pr_number") is not None:
+                # Deliveries of one pull request are accepted one at a time, so run ids follow
+                # the order of acceptance and each new run sees every older one to supersede.
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                    (f"gatekeeper-pr:{target['repository'].lower()}#{target['pr_number']}",),
+                )
             run = conn.execute(
                 "INSERT INTO gatekeeper.runs"
                 " (delivery_id, repository, installation_id, pr_number, head_sha, target)"
