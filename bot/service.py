@@ -234,7 +234,8 @@ class Service:
         if isinstance(routed, events.Ignored):
             self._finish_quietly(run, routed.reason)
             return None
-        self.store.resolve(run["id"], routed.model_dump(mode="json"), approved=True)
+        if not self.store.resolve(run["id"], routed.model_dump(mode="json"), approved=True):
+            return None  # a newer run of the pull request validates instead
         return routed
 
     def _finish_quietly(self, run: dict[str, Any], reason: str) -> None:

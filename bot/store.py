@@ -49,6 +49,7 @@ MIGRATIONS = (
 # Serialises concurrent starters (serve and several workers) applying migrations.
 _MIGRATION_LOCK = 0x6761746B  # "gatk"
 
+
 CONNECT_TIMEOUT = 10.0  # seconds to wait for a pooled connection before giving up
 # ...while GitHub waits for an answer: it gives a delivery 10 s, and a quick 503 lets the
 # redelivery bring it back, where a late answer is a failed delivery all the same.
@@ -164,13 +165,8 @@ class Store:
             ).fetchone()
             if seen is None:
                 return None
-            if head_sha and target.get("pr_number") is not None:
-                # Deliveries of one pull request are accepted one at a time, so run ids follow
-                # the order of acceptance and each new run sees every older one to supersede.
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(%s))",
-                    (f"gatekeeper-pr:{target['repository'].lower()}#{target['pr_number']}",),
-                )
+            if head_sha:
+                _lock_pull_request(conn, target)
             run = conn.execute(
                 "INSERT INTO gatekeeper.runs"
                 " (delivery_id, repository, installation_id, pr_number, head_sha, target)"
@@ -192,14 +188,31 @@ class Store:
             conn.execute("UPDATE gatekeeper.runs SET job_id = %s WHERE id = %s", (job_id, run_id))
             return run_id
 
-    def resolve(self, run_id: int, target: dict[str, Any], approved: bool) -> None:
-        """A comment's run now knows its head SHA: record it and supersede older runs."""
+    def resolve(self, run_id: int, target: dict[str, Any], approved: bool) -> bool:
+        """A comment's run now knows its head SHA: record it and supersede older runs. False
+        when a newer run of the pull request was accepted meanwhile (running or already
+        ended: it validated the head this command was about): this one ends superseded, having
+        posted nothing."""
         with self.connect() as conn, conn.transaction():
+            _lock_pull_request(conn, target)
+            newer = conn.execute(
+                "SELECT head_sha FROM gatekeeper.runs WHERE repository = %s AND pr_number = %s"
+                " AND id > %s AND state <> 'ignored' ORDER BY id DESC LIMIT 1",
+                (target["repository"], target.get("pr_number"), run_id),
+            ).fetchone()
             conn.execute(
                 "UPDATE gatekeeper.runs SET target = %s, head_sha = %s WHERE id = %s",
                 (Jsonb({**target, "approved": approved}), target["head_sha"], run_id),
             )
+            if newer is not None:
+                conn.execute(
+                    "UPDATE gatekeeper.runs SET state = 'superseded', superseded_by = %s,"
+                    " finished_at = now() WHERE id = %s",
+                    (newer["head_sha"] or target["head_sha"], run_id),
+                )
+                return False
             self._supersede_older(conn, run_id, target, target["head_sha"])
+            return True
 
     def _supersede_older(
         self, conn: psycopg.Connection[Any], run_id: int, target: dict[str, Any], head_sha: str
@@ -374,3 +387,11 @@ class Store:
                 "SELECT id FROM gatekeeper.deliveries WHERE received_at >= %s", (since,)
             ).fetchall()
         return {r["id"] for r in rows}
+
+
+def _lock_pull_request(conn: psycopg.Connection[Any], target: dict[str, Any]) -> None:
+    """Runs of one pull request are accepted (and resolved) one at a time, so run ids follow
+    the order of acceptance and each new run sees every older one it must supersede."""
+    if target.get("pr_number") is not None:
+        key = f"gatekeeper-pr:{target['repository'].lower()}#{target['pr_number']}"
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))

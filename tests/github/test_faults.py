@@ -36,6 +36,7 @@ from .test_service import (
     REPO,
     SECRET,
     Running,
+    command,
     git,
     inventory_repo,
     make_service,
@@ -392,3 +393,21 @@ def test_a_newer_delivery_for_the_same_commit_replaces_the_running_one(served, s
     checks = {c.id: c.data for c in fake.check_runs(REPO)}
     assert checks[replaced["check_run_id"]]["conclusion"] == "cancelled"
     assert checks[done["check_run_id"]]["conclusion"] == "success"
+
+
+def test_a_command_resolved_after_a_newer_push_steps_aside(served, store):
+    fake = served
+    sha = fake.state.repos[REPO].pulls[7].head_sha
+    fake.set_permission(REPO, "maintainer", "write")
+    fake.delay("pulls/get", 5.0, times=1)  # the command's run learns the head SHA late
+    with Running(make_service(fake, store, workers=2, repo_concurrency=2)) as app:
+        asked = app.deliver("issue_comment", command(fake, 7, "/gatekeeper run", "maintainer"))
+        assert asked.status_code == 202, asked.text
+        # Accepted while the command's run still waits for the pull request: newer.
+        pushed = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
+        stepped_aside = wait_run(store, asked.json()["run"])
+        done = wait_run(store, pushed.json()["run"])
+    assert stepped_aside["state"] == "superseded" and stepped_aside["check_run_id"] is None
+    assert done["state"] == "done" and done["decision"] == "approve"
+    assert [s["state"] for s in finals(fake, sha)] == ["success"]
+    assert len(fake.check_runs(REPO)) == 1

@@ -480,9 +480,26 @@ def test_gatekeeper_serve_as_a_user_runs_it(served, store, tmp_path):
         report = httpx.get(statuses[-1]["target_url"])
         assert report.status_code == 200 and "Gatekeeper: APPROVE" in report.text
         assert len(fake.comments(REPO, 7)) == 1 and len(fake.check_runs(REPO)) == 1
+        serve.terminate()  # SIGTERM: drain and stop cleanly
+        assert serve.wait(timeout=90) == 0
     finally:
-        serve.terminate()
-        serve.wait(timeout=30)
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait(timeout=30)
+
+
+def command(fake, number: int, body: str, login: str) -> dict[str, Any]:
+    """A comment on pull request `number`, derived from the real issue_comment payload
+    (upstream has no comment on a pull request)."""
+    comment = copy.deepcopy(payload("issue_comment.created.with-installation"))
+    comment["issue"]["number"] = number
+    comment["issue"]["pull_request"] = {"url": f"{fake.url}/repos/{REPO}/pulls/{number}"}
+    comment["comment"]["body"] = body
+    comment["comment"]["user"]["login"] = login
+    comment["comment"]["author_association"] = "MEMBER"
+    comment["repository"]["full_name"] = REPO
+    comment["installation"] = {"id": fake.installation_id}
+    return comment
 
 
 def test_ok_to_test_from_a_maintainer_runs_a_waiting_pull_request(fake_github, store, repo):
@@ -494,15 +511,7 @@ def test_ok_to_test_from_a_maintainer_runs_a_waiting_pull_request(fake_github, s
     sha = fake.state.repos[REPO].pulls[7].head_sha
     opened = synchronize(fake, 7, fake.installation_id)
     opened["pull_request"]["author_association"] = "CONTRIBUTOR"
-    # Derived from the real issue_comment payload: upstream has no comment on a pull request.
-    comment = copy.deepcopy(payload("issue_comment.created.with-installation"))
-    comment["issue"]["number"] = 7
-    comment["issue"]["pull_request"] = {"url": f"{fake.url}/repos/{REPO}/pulls/7"}
-    comment["comment"]["body"] = "/gatekeeper ok-to-test"
-    comment["comment"]["user"]["login"] = "maintainer"
-    comment["comment"]["author_association"] = "MEMBER"
-    comment["repository"]["full_name"] = REPO
-    comment["installation"] = {"id": fake.installation_id}
+    comment = command(fake, 7, "/gatekeeper ok-to-test", "maintainer")
     with Running(make_service(fake, store)) as app:
         waiting = app.deliver("pull_request", opened)
         assert wait_run(store, waiting.json()["run"])["state"] == "waiting"
