@@ -97,19 +97,27 @@ class Service:
             self._process(run, stop)
         except Cancelled:
             if context.abort_reason() == AbortReason.SHUTDOWN:
-                self.store.requeue(run["id"], "re-queued: the worker shut down")
+                self._requeue(run["id"], "re-queued: the worker shut down")
                 raise JobAborted from None  # the retry strategy defers it again
             self._stopped(run["id"])
         except Exception as exc:
             if transient(exc) and attempt < self.settings.attempts:
                 log.warning("run %s: attempt %d failed, will retry: %s", run["id"], attempt, exc)
-                self.store.requeue(run["id"], f"attempt {attempt} failed, retrying: {exc}")
+                self._requeue(run["id"], f"attempt {attempt} failed, retrying: {exc}")
                 raise Transient(str(exc)) from exc
             if transient(exc):
                 self._fail(run, f"gave up after {attempt} attempts: {exc}")
             else:
                 log.exception("run %s failed", run["id"])
                 self._fail(run, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _requeue(self, run_id: int, why: str) -> None:
+        """Show the run as queued again. Only for the record: the retry claims a `running`
+        run as well, so a database that is down (often the very failure) changes nothing."""
+        try:
+            self.store.requeue(run_id, why)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            log.warning("run %s stays marked running until its retry: %s", run_id, exc)
 
     def _stopped(self, run_id: int) -> None:
         """Asked to abort: a newer SHA superseded the run, or the watchdog ended it."""
