@@ -389,14 +389,17 @@ def test_readyz_is_not_ready_without_the_queue(fresh_database):
 
 def test_readyz_and_metrics_when_the_database_is_down():
     down = Store("postgresql://gatekeeper@127.0.0.1:9/gatekeeper?connect_timeout=2")
-    with Running(down) as server:
-        ready = server.get("/readyz")
-        assert ready.status_code == 503
-        assert ready.json()["status"] == "unavailable"
-        assert ready.json()["reason"].startswith("database unreachable:")
-        scraped = server.get("/metrics")
-        assert scraped.status_code == 200 and "gatekeeper_store_up 0.0" in scraped.text
-        assert server.get("/healthz").status_code == 200  # the process itself is up
+    try:
+        with Running(down) as server:
+            ready = server.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["status"] == "unavailable"
+            assert ready.json()["reason"].startswith("database unreachable:")
+            scraped = server.get("/metrics")
+            assert scraped.status_code == 200 and "gatekeeper_store_up 0.0" in scraped.text
+            assert server.get("/healthz").status_code == 200  # the process itself is up
+    finally:
+        down.close()  # its pool would go on trying to connect until the interpreter exits
 
 
 def _sample(name: str, **labels: str) -> float:
