@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import uuid
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import httpx
 import psycopg
 
 from bot.github.auth import TokenCredentials
@@ -118,3 +128,66 @@ def test_gatekeeper_worker_names_a_bad_setting(fresh_database):
     )
     assert done.returncode == 2
     assert "GATEKEEPER_WORKERS: Input should be greater than or equal to 1" in done.stderr
+
+
+def test_serve_keeps_its_embedded_database_across_a_sigkill(tmp_path):
+    """No DATABASE_URL: `serve` runs its own PostgreSQL in the state dir. Killed outright, it
+    leaves that server running; the next `serve` sweeps it away and finds its data intact."""
+    root = Path(tempfile.mkdtemp(prefix="gatekeeper-state-test-"))
+    root.chmod(0o711)  # the embedded server's account must reach its data dir
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(
+        GATEKEEPER_STATE_DIR=str(root / "state"),
+        GATEKEEPER_WEBHOOK_SECRET="s",
+        GATEKEEPER_GITHUB_TOKEN="unused",
+        GATEKEEPER_GITHUB_API_URL="http://127.0.0.1:9",
+    )
+    url = f"http://127.0.0.1:{port}"
+    body = b'{"action": "created"}'
+    headers = {
+        "X-GitHub-Event": "star",
+        "X-GitHub-Delivery": "kept-1",
+        "X-Hub-Signature-256": "sha256=" + hmac.new(b"s", body, hashlib.sha256).hexdigest(),
+    }
+
+    def serve() -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            with suppress(httpx.TransportError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    return process
+            assert time.monotonic() < deadline, "serve did not become ready"
+            time.sleep(0.2)
+
+    first = serve()
+    try:
+        answer = httpx.post(f"{url}/webhook", content=body, headers=headers, timeout=10)
+        assert answer.status_code == 200 and answer.json()["message"].startswith("ignored")
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        second = serve()
+        try:
+            again = httpx.post(f"{url}/webhook", content=body, headers=headers, timeout=10)
+            assert again.json()["message"] == "duplicate delivery"  # remembered across the kill
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(timeout=90) == 0
+        finally:
+            if second.poll() is None:
+                os.killpg(second.pid, signal.SIGKILL)
+        left = subprocess.run(["pgrep", "-f", str(root)], capture_output=True, text=True)
+        assert left.stdout == ""  # the graceful stop took its PostgreSQL with it
+    finally:
+        subprocess.run(["pkill", "-KILL", "-f", str(root)], check=False)
+        shutil.rmtree(root, ignore_errors=True)

@@ -441,24 +441,26 @@ def _kill_group(pid: int, start: int | None) -> None:
         return
     with suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+    # Until it is reaped, not only dead: PostgreSQL takes a zombie postmaster for a live one
+    # and will not start on a kept cluster while its postmaster.pid names one.
     deadline = time.monotonic() + _SWEEP_TIMEOUT
-    while current is not None and current == start and time.monotonic() < deadline:
+    while _start_time(pid, zombies=True) == start and time.monotonic() < deadline:
         time.sleep(_DB_POLL)
-        current = _start_time(pid)
 
 
 def _identity(pid: int) -> tuple[int, int | None]:
     return pid, _start_time(pid)
 
 
-def _start_time(pid: int) -> int | None:
+def _start_time(pid: int, zombies: bool = False) -> int | None:
     """When `pid` started, in clock ticks after boot (/proc/<pid>/stat, field 22); None if no
-    such process runs. A zombie has ended, whether or not anyone ever reaps it."""
+    such process runs. A zombie has ended, whether or not anyone ever reaps it, unless
+    `zombies` asks for processes not yet reaped too."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return None if fields[0] in ("Z", "X") else int(fields[19])
+    return None if fields[0] in ("Z", "X") and not zombies else int(fields[19])
 
 
 def _pid_namespace() -> str:
