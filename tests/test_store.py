@@ -130,7 +130,7 @@ def test_gatekeeper_worker_names_a_bad_setting(fresh_database):
     assert "GATEKEEPER_WORKERS: Input should be greater than or equal to 1" in done.stderr
 
 
-def test_serve_keeps_its_embedded_database_across_a_sigkill(tmp_path):
+def test_serve_keeps_its_embedded_database_across_a_sigkill():
     """No DATABASE_URL: `serve` runs its own PostgreSQL in the state dir. Killed outright, it
     leaves that server running; the next `serve` sweeps it away and finds its data intact."""
     root = Path(tempfile.mkdtemp(prefix="gatekeeper-state-test-"))

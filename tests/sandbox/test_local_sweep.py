@@ -58,8 +58,12 @@ def module_root() -> Iterator[Path]:
 
 
 @pytest.fixture
-def root(module_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The temp root, for the sandboxes of this process too."""
+def root(
+    module_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The temp root, for the sandboxes of this process too. pytest's own base temp dir is
+    settled first: made while the root is patched in, it would go with the root."""
+    tmp_path_factory.getbasetemp()
     monkeypatch.setattr(tempfile, "tempdir", str(module_root))
     return module_root
 
