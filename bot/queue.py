@@ -75,12 +75,12 @@ class Jobs:
 
     def place(self, conn: psycopg.Connection[Any], job_id: int, lock: str) -> int:
         """1 for the job that is next (or running), n for the n-th in line under `lock`."""
-        row = conn.execute(
-            "SELECT count(*) AS ahead FROM procrastinate_jobs"
+        (ahead,) = conn.execute(
+            "SELECT count(*) FROM procrastinate_jobs"
             " WHERE lock = %s AND id < %s AND status IN ('todo', 'doing')",
             (lock, job_id),
-        ).fetchone()
-        return int(row["ahead"] if isinstance(row, dict) else row[0]) + 1
+        ).fetchone().values()
+        return int(ahead) + 1
 
     def recover_stalled(self, conn: psycopg.Connection[Any], silent_for: float) -> list[int]:
         """Put back in line the jobs of workers silent for `silent_for` s (killed, frozen, cut

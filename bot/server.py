@@ -31,6 +31,8 @@ from bot.webhook import create_app
 
 log = logging.getLogger("gatekeeper.server")
 
+PURGE_INTERVAL = 3600.0  # seconds; retention is counted in days
+
 
 def credentials(settings: Settings) -> Credentials:
     if settings.app_id is not None:
@@ -85,10 +87,15 @@ class Periodic:
 
 @contextmanager
 def working(service: Service, settings: Settings, *, worker: bool) -> Iterator[None]:
-    """The background of a process: the sweeps, the redelivery sweep and, if `worker`, a
-    queue worker. On exit the worker stops taking jobs and its running ones get
-    `shutdown_grace` seconds before they are stopped and queued again."""
-    tasks = [Periodic("gatekeeper-sweep", service.sweep, settings.sweep_interval)]
+    """The background of a process: the sweeps (stalled jobs, deadlines, re-posts, places in
+    line), the watch over runs dispatched to Actions, the retention purge, the redelivery
+    sweep and, if `worker`, a queue worker. On exit the worker stops taking jobs and its
+    running ones get `shutdown_grace` seconds before they are stopped and queued again."""
+    tasks = [
+        Periodic("gatekeeper-sweep", service.sweep, settings.sweep_interval),
+        Periodic("gatekeeper-watch", service.watch_dispatched, settings.watch_interval),
+        Periodic("gatekeeper-purge", service.purge, PURGE_INTERVAL),
+    ]
     if settings.app_id is not None:  # the deliveries API needs the App's own JWT
         tasks.append(
             Periodic("gatekeeper-redeliver", service.redeliver_failed, settings.redelivery_interval)

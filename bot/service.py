@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,7 +66,6 @@ class Service:
         self.settings = settings
         self.store = store
         self.github = github
-        self._purged_at = 0.0
 
     def start(self) -> None:
         self.store.migrate()
@@ -448,8 +446,6 @@ class Service:
             self._end_overdue,
             self._post_owed,
             self._show_places,
-            self.watch_dispatched,
-            self._purge,
         ):
             try:
                 step()
@@ -510,11 +506,8 @@ class Service:
             publisher = self._publisher(target, run["id"], run["publish"])
             publisher.queued(run["check_run_id"], detail, run["resource"], place)
 
-    def _purge(self) -> None:
-        if time.monotonic() - self._purged_at < 3600:
-            return
+    def purge(self) -> None:
         purged = history.purge(self.store, timedelta(days=self.settings.retention_days))
-        self._purged_at = time.monotonic()
         if purged.runs or purged.deliveries:
             log.info("purged %d runs and %d deliveries", purged.runs, purged.deliveries)
 

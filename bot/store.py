@@ -344,28 +344,27 @@ class Store:
         return row["superseded_by"] if row else None
 
     def in_state(self, *states: str) -> list[dict[str, Any]]:
-        with self.connect() as conn:
-            return conn.execute(
-                "SELECT * FROM gatekeeper.runs WHERE state = ANY(%s) ORDER BY id", (list(states),)
-            ).fetchall()
+        return self._runs("state = ANY(%s)", list(states))
 
     def unposted(self, older_than: float) -> list[dict[str, Any]]:
         """Ended runs whose final status GitHub has not taken, ended over `older_than` s ago."""
-        with self.connect() as conn:
-            return conn.execute(
-                "SELECT * FROM gatekeeper.runs WHERE unposted"
-                " AND finished_at < now() - make_interval(secs => %s) ORDER BY id",
-                (older_than,),
-            ).fetchall()
+        return self._runs(
+            "unposted AND finished_at < now() - make_interval(secs => %s)", older_than
+        )
 
     def overdue(self, default: float) -> list[dict[str, Any]]:
         """Watched runs past their deadline: their own, else `default` s after creation."""
+        return self._runs(
+            "state = ANY(%s)"
+            " AND now() > COALESCE(deadline, created_at + make_interval(secs => %s))",
+            list(WATCHED),
+            default,
+        )
+
+    def _runs(self, where: str, *params: Any) -> list[dict[str, Any]]:
         with self.connect() as conn:
-            return conn.execute(
-                "SELECT * FROM gatekeeper.runs WHERE state = ANY(%s) AND now() >"
-                " COALESCE(deadline, created_at + make_interval(secs => %s)) ORDER BY id",
-                (list(WATCHED), default),
-            ).fetchall()
+            query = f"SELECT * FROM gatekeeper.runs WHERE {where} ORDER BY id"
+            return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
 
     def p95_seconds(self, window: int = 200) -> tuple[float | None, int]:
         """The 95th percentile of delivery-to-verdict time over the last `window` runs that

@@ -300,13 +300,13 @@ def test_purge_refuses_a_retention_under_a_day(store):
         history.purge(store, timedelta(hours=1))
 
 
-def test_the_sweep_applies_retention(store):
+def test_the_purge_applies_retention(store):
     expired = add_run(store, result=verdict(), created=NOW - timedelta(days=40))
     kept = add_run(store, result=verdict(), created=NOW - timedelta(days=20))
     settings = Settings(webhook_secret="s", database_url=store.database_url, retention_days=30)
     # Every run is final and posted, so the GitHub client is never called.
     service = Service(settings, store, GitHubClient("http://127.0.0.1:9", TokenCredentials("x")))
-    service.sweep()
+    service.purge()
     assert [r["id"] for r in history.list_runs(store).items] == [kept]
     assert history.get_run(store, expired) is None
 
