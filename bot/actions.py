@@ -64,7 +64,6 @@ _SCRUBBED_ENV = (
 )
 _LEVEL_COMMANDS = {"failure": "error", "warning": "warning", "notice": "notice"}
 _PULL_REQUEST_EVENTS = ("pull_request", "pull_request_target")
-_TRUSTED_ASSOCIATIONS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
 
 
 class ActionsError(Exception):
@@ -123,24 +122,12 @@ class DispatchInputs:
 
 
 class PullRequests(Protocol):
-    """The API reads some events need (a push names no pull request, a dispatch a number)."""
+    """The API reads some events need (a push names no pull request, a dispatch a number):
+    a `bot.github.client.GitHubClient`, or `_NoApi` when the step has no token."""
 
     def pull_request(self, repo: str, number: int) -> dict[str, Any]: ...
 
     def pulls_for_commit(self, repo: str, sha: str) -> list[dict[str, Any]]: ...
-
-
-class ApiPullRequests:
-    """`PullRequests` through the service's own client (retries, GitHub's media type)."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    def pull_request(self, repo: str, number: int) -> dict[str, Any]:
-        return self.client.pull_request(repo, number)
-
-    def pulls_for_commit(self, repo: str, sha: str) -> list[dict[str, Any]]:
-        return self.client.pulls_for_commit(repo, sha)
 
 
 class _NoApi:
@@ -196,7 +183,7 @@ def resolve_target(
         return _dispatch_target(payload, DispatchInputs.from_payload(payload), lookups, resolve_ref)
     routed = events.route(event_name, payload)
     if isinstance(routed, events.NeedsPullRequest):
-        if routed.commenter_association not in _TRUSTED_ASSOCIATIONS:
+        if routed.commenter_association not in events.TRUSTED_ASSOCIATIONS:
             return events.Ignored(
                 reason=f"{routed.commenter} ({routed.commenter_association}) may not run "
                 "gatekeeper commands"
@@ -221,16 +208,7 @@ def _push_target(
             continue
         if simple.get("merge_commit_sha") == push.head_sha and simple.get("merged_at"):
             pull = lookups.pull_request(push.repository, number)
-            # The very payload the webhook sends for the merge: the one mapping decides.
-            closed = {
-                "action": "closed",
-                "pull_request": pull,
-                "repository": payload["repository"],
-            }
-            routed = events.route("pull_request", closed)
-            if isinstance(routed, events.Target):
-                return routed.model_copy(update={"trigger": push.trigger})
-            return routed
+            return _merged_target(pull, payload, push.trigger)
         head = simple.get("head") or {}
         if simple.get("state") == "open" and head.get("sha") == push.head_sha:
             pull = lookups.pull_request(push.repository, number)
@@ -259,15 +237,8 @@ def _dispatch_target(
             )
         pull = lookups.pull_request(repository, inputs.pr_number)
         if inputs.merged:
-            closed = {"action": "closed", "pull_request": pull, "repository": payload["repository"]}
-            routed = events.route("pull_request", closed)
-        else:
-            routed = events.target_from_pull_request(pull, repository, None, trigger)
-        if isinstance(routed, events.NeedsPullRequest):  # never for pull_request events
-            raise ActionsError(f"pull request #{inputs.pr_number} could not be routed")
-        if isinstance(routed, events.Ignored):
-            return routed
-        return routed.model_copy(update={"trigger": trigger})
+            return _merged_target(pull, payload, trigger)
+        return events.target_from_pull_request(pull, repository, None, trigger)
     head_ref = inputs.head_ref or inputs.head_sha or ""
     sender = payload.get("sender")
     return events.Target(
@@ -285,6 +256,20 @@ def _dispatch_target(
         trigger=trigger,
         merged=inputs.merged,
     )
+
+
+def _merged_target(
+    pull: dict[str, Any], payload: Mapping[str, Any], trigger: str
+) -> events.Target | events.Ignored:
+    """A merged pull request, routed as the very payload the webhook sends for the merge (the
+    one mapping decides), under this event's trigger."""
+    closed = {"action": "closed", "pull_request": pull, "repository": payload["repository"]}
+    routed = events.route("pull_request", closed)
+    if isinstance(routed, events.NeedsPullRequest):  # never for pull_request events
+        raise ActionsError(f"pull request #{pull.get('number')} could not be routed")
+    if isinstance(routed, events.Target):
+        return routed.model_copy(update={"trigger": trigger})
+    return routed
 
 
 def _default_branch(payload: Mapping[str, Any]) -> str:
@@ -503,7 +488,7 @@ def run_step(
         return _finish_error(options, env, stdout, message, target, None)
     publisher = None
     try:
-        with _policy(repo, base_sha, options.policy) as loaded:
+        with policy_for(repo, base_sha, options.policy) as loaded:
             checked = events.check_branches(target, loaded.policy.branches)
             if isinstance(checked, events.Ignored):
                 return _finish_skipped(options, env, checked.reason)
@@ -540,7 +525,7 @@ def run_step(
 
 
 @contextmanager
-def _policy(repo: Path, base_sha: str, explicit: Path | None) -> Iterator[LoadedPolicy]:
+def policy_for(repo: Path, base_sha: str, explicit: Path | None) -> Iterator[LoadedPolicy]:
     """--policy wins; otherwise the base commit's own policy, else the default (as the CLI
     and the service read it: never from the change)."""
     if explicit is not None:
@@ -566,7 +551,7 @@ def _gate_should_have_run(options: StepOptions, payload: dict[str, Any], repo: P
         if isinstance(probe, events.Ignored):
             return None
         base_sha = base_commit(repo, probe)
-        with _policy(repo, base_sha, options.policy) as loaded:
+        with policy_for(repo, base_sha, options.policy) as loaded:
             checked = events.check_branches(probe, loaded.policy.branches)
     except (events.PayloadError, GitError, ConfigError):
         return None
@@ -695,6 +680,10 @@ def _finish_verdict(
             )
         except Exception as exc:  # the gate's signal is missing: the step cannot pass
             problem = f"the verdict ({verdict.decision}) could not be posted to GitHub: {exc}"
+            # `finish` may have stopped between the status and the check run, or before either:
+            # never leave one pending, or an approval beside a failed step.
+            with suppress(Exception):
+                publisher.error(target.head_sha, problem, pr_number=target.pr_number)
     for line in annotation_commands(verdict, _path_prefix(options.repo, env)):
         stdout.write(line + "\n")
     result = _write(options, env, verdict, problem)

@@ -12,21 +12,20 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from bot import demo as demo_module
-from bot.actions import DEFAULT_OUT, StepOptions
+from bot import history
+from bot.actions import DEFAULT_OUT, StepOptions, policy_for
 from bot.gitrepo import GitError, resolve
 from bot.job import Job
 from bot.pipeline import validate as run_validation
 from bot.policy import LoadedPolicy, Policy, load_policy
-from bot.policy.loader import policy_at
 from bot.report import write_outputs
 from bot.sandbox.base import EngineUnavailable
 from bot.sandbox.local import raise_keyboard_interrupt_on_sigterm
@@ -148,7 +147,7 @@ def validate(
     except GitError as exc:
         fail(str(exc))
     try:
-        with _policy(repo, base_sha, policy) as loaded:
+        with policy_for(repo, base_sha, policy) as loaded:
             job = Job(
                 repository=str(repo),
                 base_ref=base,
@@ -169,7 +168,7 @@ def validate(
 
 def _validate_github_event(options: StepOptions, as_json: bool, sandbox: str | None) -> int:
     """The Actions step: the event decides what to validate (see bot.actions)."""
-    from bot.actions import ActionsError, ApiPullRequests, run_step, take_token
+    from bot.actions import ActionsError, run_step, take_token
 
     def validator(job: Job, repo: Path, loaded: LoadedPolicy) -> Verdict:
         kind = kind_of(loaded, sandbox)
@@ -197,7 +196,7 @@ def _validate_github_event(options: StepOptions, as_json: bool, sandbox: str | N
     result = run_step(
         options,
         validator,
-        lookups=ApiPullRequests(client) if client else None,
+        lookups=client,
         publisher_factory=_publisher_factory(client, options.context, env) if client else None,
         env=env,
         stdout=commands,
@@ -242,16 +241,6 @@ def _publisher_factory(
         )
 
     return make
-
-
-@contextmanager
-def _policy(repo: Path, base_sha: str, explicit: Path | None) -> Iterator[LoadedPolicy]:
-    """--policy wins; otherwise the base commit's own policy, else the default."""
-    if explicit is not None:
-        yield load_policy(explicit)
-    else:
-        with policy_at(repo, base_sha) as loaded:
-            yield loaded
 
 
 def require_engine() -> None:
@@ -396,18 +385,6 @@ runs_app = typer.Typer(
 )
 app.add_typer(runs_app, name="runs")
 
-RunDecision = Literal["approve", "review", "reject", "error"]
-RunState = Literal[
-    "queued",
-    "running",
-    "waiting",
-    "blocked",
-    "dispatched",
-    "done",
-    "error",
-    "ignored",
-    "superseded",
-]
 DatabaseUrl = Annotated[
     str | None,
     typer.Option(
@@ -431,18 +408,16 @@ def runs_list(
     repo: Annotated[str | None, typer.Option(help="owner/name.")] = None,
     pr: Annotated[int | None, typer.Option(min=1, help="Pull request number.")] = None,
     decision: Annotated[
-        RunDecision | None,
+        Decision | None,
         typer.Option(help="error also matches runs that failed before a verdict."),
     ] = None,
-    state: Annotated[RunState | None, typer.Option(help="The run's state.")] = None,
+    state: Annotated[history.RunState | None, typer.Option(help="The run's state.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100, help="How many, newest first.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """List recent runs, newest first."""
     import psycopg
-
-    from bot import history
 
     store = _history_store(database_url)
     try:
@@ -486,8 +461,6 @@ def runs_show(
 ) -> None:
     """Show one run: its facts, then its Markdown report."""
     import psycopg
-
-    from bot import history
 
     store = _history_store(database_url)
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Query, Request
@@ -19,13 +19,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markdown_it import MarkdownIt
 
 from bot import history, metrics
-from bot.history import DECISIONS, MAX_PER_PAGE, RISKS, STATES, RunFilter
+from bot.history import DECISIONS, MAX_PER_PAGE, RISKS, STATES, RunFilter, RunState
 from bot.service import Service
-
-DecisionParam = Literal["approve", "review", "reject", "error"]
-StateParam = Literal[
-    "queued", "running", "waiting", "dispatched", "done", "error", "ignored", "superseded"
-]
+from bot.verdict import Decision
 
 _env = Environment(
     loader=PackageLoader("bot", "templates"),
@@ -87,8 +83,8 @@ def router(service: Service) -> APIRouter:
         per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 20,
         repo: Annotated[str | None, Query(max_length=200)] = None,
         pr: Annotated[int | None, Query(ge=1)] = None,
-        decision: DecisionParam | None = None,
-        state: StateParam | None = None,
+        decision: Decision | None = None,
+        state: RunState | None = None,
     ) -> dict[str, Any]:
         """Runs, newest first; `decision=error` includes runs that failed before a verdict."""
         filters = RunFilter(repo=repo or None, pr=pr, decision=decision, state=state)
@@ -181,7 +177,6 @@ def router(service: Service) -> APIRouter:
 
         return _page(
             "index.html",
-            status=422 if errors else 200,
             nav="runs",
             result=result,
             filters=chosen,
@@ -227,7 +222,6 @@ def router(service: Service) -> APIRouter:
         figures = history.stats(store, repo=repo, since=_since(days))
         return _page(
             "stats.html",
-            status=422 if errors else 200,
             nav="stats",
             s=figures,
             repo=repo,
@@ -242,8 +236,9 @@ def router(service: Service) -> APIRouter:
 
 
 def _page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """The page; 422 when it reports `errors` in what the form asked for."""
     html = _env.get_template(template).render(**context)
-    return HTMLResponse(html, status_code=status)
+    return HTMLResponse(html, status_code=422 if context.get("errors") else status)
 
 
 def _timeline(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ from bot.policy.model import Branches
 
 _ZERO_SHA = "0" * 40
 # Associations that imply write access to the repository (GitHub's author_association values).
-_TRUSTED_ASSOCIATIONS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
+TRUSTED_ASSOCIATIONS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
 # Events that arrive because the App or workflow subscribes to them, but are never work.
 _NOT_WORK_EVENTS = frozenset(
     {
@@ -619,7 +619,7 @@ def trusted(target: Target) -> bool:
     if target.merged:
         return True
     same_repository = target.head_repository.lower() == target.repository.lower()
-    return same_repository and target.author_association in _TRUSTED_ASSOCIATIONS
+    return same_repository and target.author_association in TRUSTED_ASSOCIATIONS
 
 
 def to_job(target: Target, base_sha: str) -> Job:

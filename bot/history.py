@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 import psycopg
 
 from bot.store import ACTIVE, Store
+from bot.verdict import Decision, Risk
 
-DECISIONS = ("approve", "review", "reject", "error")
-RISKS = ("low", "medium", "high", "critical")
-STATES = (
+# The edges (the dashboard's query parameters, `gatekeeper runs --state`) take these types,
+# so every list of choices comes from here and from the Verdict's enums.
+RunState = Literal[
     "queued",
     "running",
     "waiting",
@@ -27,7 +28,10 @@ STATES = (
     "error",
     "ignored",
     "superseded",
-)
+]
+STATES: tuple[str, ...] = get_args(RunState)
+DECISIONS = tuple(decision.value for decision in Decision)
+RISKS = tuple(risk.value for risk in Risk)
 MAX_PER_PAGE = 100
 
 # A run that ended in `error` before any verdict has no decision column, yet to a maintainer
@@ -54,6 +58,7 @@ class RunFilter:
     pr: int | None = None
     decision: str | None = None
     state: str | None = None
+    since: datetime | None = None  # created at or after
 
     def __post_init__(self) -> None:
         # The edges validate first (422, click choices); this guards direct callers.
@@ -78,6 +83,9 @@ class RunFilter:
         if self.state:
             clauses.append("state = %s")
             params.append(self.state)
+        if self.since is not None:
+            clauses.append("created_at >= %s")
+            params.append(self.since)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -153,14 +161,7 @@ class Stats:
 def stats(store: Store, repo: str | None = None, since: datetime | None = None) -> Stats:
     """Figures an operator watches: how long runs wait and take, how often the gate itself
     fails, what it decides at each risk, and why runs ended without a verdict."""
-    clauses, params = [], []
-    if repo:
-        clauses.append("lower(repository) = lower(%s)")
-        params.append(repo)
-    if since is not None:
-        clauses.append("created_at >= %s")
-        params.append(since)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    where, params = RunFilter(repo=repo, since=since).where()
     also = " AND " if where else " WHERE "
     wait = "EXTRACT(EPOCH FROM started_at - created_at)"
     took = "EXTRACT(EPOCH FROM finished_at - started_at)"

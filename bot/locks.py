@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Collection, Iterable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -322,25 +322,13 @@ class LockMonitor:
                 key = (lock.relation, lock.mode, lock.pid)
                 known = self._observed.get(key)
                 if known is None:
-                    self._observed[key] = _first_observation(lock, at)
+                    self._observed[key] = ObservedLock(
+                        **asdict(lock), first_seen=at, last_seen=at, samples=1
+                    )
                 else:
                     known.last_seen = at
                     known.samples += 1
                     known.granted = known.granted and lock.granted
-
-
-def _first_observation(lock: CurrentLock, at: float) -> ObservedLock:
-    return ObservedLock(
-        relation=lock.relation,
-        table=lock.table,
-        kind=lock.kind,
-        mode=lock.mode,
-        pid=lock.pid,
-        granted=lock.granted,
-        first_seen=at,
-        last_seen=at,
-        samples=1,
-    )
 
 
 def _connect(database_url: str) -> psycopg.Connection[Any]:

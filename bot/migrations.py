@@ -32,7 +32,7 @@ class Migrator:
         self.spec = spec
         self.conn = conn
         self.base_files: dict[str, str] = {}
-        self.head_files: list[str] = []
+        self.head_files: dict[str, str] = {}  # the files the change adds, name -> SQL
         self.edited: list[str] = []
         # Log positions at the latest API start, for checks that read 'since: api_start'.
         self.start_marks: dict[str, int] = {}
@@ -62,10 +62,10 @@ class Migrator:
                 for name, sql in files.items()
                 if name in self.base_files and self.base_files[name] != sql
             ]
-            self.head_files = [name for name in files if name not in self.base_files]
-            for name in self.head_files:
-                self._run_sql(name, files[name])
-            return self.head_files
+            self.head_files = {n: sql for n, sql in files.items() if n not in self.base_files}
+            for name, sql in self.head_files.items():
+                self._run_sql(name, sql)
+            return list(self.head_files)
         self._run_command(head_dir, "head")
         return []
 
@@ -75,9 +75,8 @@ class Migrator:
             self.sandbox.stop_api()
             self.start_api(head_dir, "head (second start)")
         elif self.mode == "directory":
-            files = self._sql_files(head_dir)
-            for name in self.head_files:
-                self._run_sql(name, files[name])
+            for name, sql in self.head_files.items():
+                self._run_sql(name, sql)
         else:
             self._run_command(head_dir, "head (second run)")
 

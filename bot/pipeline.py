@@ -127,14 +127,19 @@ class _Run:
                 f"the run exceeded timeouts.run ({self.policy.timeouts.run:.0f} s) after '{name}'"
             )
 
-    def criterion(self, cid: str, title: str, passed: bool | None, evidence: str) -> None:
+    def criterion(
+        self, cid: str, title: str, passed: bool | None, evidence: str, *, gate: bool = False
+    ) -> None:
+        """Record one of the gate's own criteria. A `gate` criterion is one the later steps
+        depend on: its failure leaves them unrun, so it rejects whatever `decision.required`
+        says (a policy requiring only `api/*` must not approve a change that does not build)."""
         status = Status.skipped if passed is None else Status.passed if passed else Status.failed
         self.criteria.append(
             Criterion(
                 id=cid,
                 title=title,
                 status=status,
-                required=is_required(cid, True, self.policy.decision),
+                required=gate or is_required(cid, True, self.policy.decision),
                 evidence=evidence,
             )
         )
@@ -181,6 +186,7 @@ class _Run:
                     False,
                     f"merge conflict in {len(merge.conflicts)} file(s): "
                     + ", ".join(merge.conflicts),
+                    gate=True,
                 )
                 self.evidence["merge"] = {"conflicts": merge.conflicts}
                 self._skip_all(suites, "not run: the branch does not merge")
@@ -191,6 +197,7 @@ class _Run:
                 f"{job.head_ref} merges cleanly into {job.base_ref}",
                 True,
                 f"merge commit {merge.sha[:12]} of {job.head_sha[:12]} into {job.base_sha[:12]}",
+                gate=True,
             )
             changed = scratch.changed_files(job.base_sha, merge.sha)
             self.added_lines = scratch.added_lines(job.base_sha, merge.sha)
@@ -211,6 +218,7 @@ class _Run:
                 f"{len(builds)} command(s) ran"
                 if ok
                 else f"`{failed['command']}` exited {failed['exit']}:\n{failed['tail']}",
+                gate=True,
             )
             if not ok:
                 self._skip_all(suites, "not run: the build failed")
@@ -352,6 +360,7 @@ class _Run:
                 "the change's migrations apply on the base schema",
                 False,
                 f"{exc}\n{tail(getattr(exc, 'log_tail', ''), 25)}".strip(),
+                gate=True,
             )
             self.criterion(
                 "migrate.idempotent",
@@ -368,6 +377,7 @@ class _Run:
             "the change's migrations apply on the base schema",
             True,
             f"applied {what}",
+            gate=True,
         )
         return applied
 
@@ -454,7 +464,7 @@ class _Run:
         }
         self.evidence["schema"] = {
             "diff": diff.lines(),
-            "destructive": diff.destructive(),
+            "destructive": self.observed.dropped,
             "diff_data": diff.model_dump(mode="json"),
             "base_tables": len(before.tables),
             "head_tables": len(after.tables),
@@ -481,11 +491,10 @@ class _Run:
             if not (change.destructive and change.kind in ("table", "column")):
                 continue
             name = change.name.rsplit(".", 1)[-1].strip('"')
-            drops = _DDL_LINE
             refs = [
                 f"{path}:{line}"
                 for path, line, text in self.scratch.references(self.job.merge_sha, name)
-                if not drops.search(text)
+                if not _DDL_LINE.search(text)
             ]
             if refs:
                 self.observed.still_referenced[change.line()] = refs
@@ -511,8 +520,9 @@ class _Run:
         # in the statement log. Every mode gets its statements' durations on record.
         lint_log = self.policy.migrations.mode != "directory"
         located = []
+        files = sqllog.read_changed(head_dir, self.added_lines)
         for statement in sqllog.introduced(base_log, head_log):
-            path, line = sqllog.locate(statement.sql, head_dir, self.added_lines)
+            path, line = sqllog.locate(statement.sql, files, self.added_lines)
             located.append({**statement.__dict__, "file": path, "line": line})
             if lint_log:
                 result = lint_sql(
@@ -594,6 +604,7 @@ class _Run:
                     "the API starts on the migrated database",
                     False,
                     f"{exc}\n{tail(exc.log_tail, 25)}",
+                    gate=True,
                 )
                 self._skip_all(suites, "not run: the API did not start")
                 return
@@ -624,6 +635,7 @@ class _Run:
             "the merge result's API image builds",
             False,
             f"{exc}\n{tail(exc.log_tail, 25)}".strip(),
+            gate=True,
         )
         self._skip_all(suites, "not run: the API image did not build")
         raise Aborted from None
@@ -670,50 +682,42 @@ class _Run:
     # -- the verdict -------------------------------------------------------------------------
 
     def _verdict(self, started_at: str, error: Infrastructure | None) -> Verdict:
-        job = self.job.model_dump(mode="json")
-        seconds = round(time.monotonic() - self.started, 3)
         self.observed.criteria = self.criteria
+        rated: dict[str, Any] = {}
+        if error is None:
+            try:
+                risk, score, factors = assess(self.observed)
+                decision, reasons = decide(self.criteria, risk, self.policy.decision)
+            except Exception as exc:  # a bug in rating or deciding must not approve either
+                error = Infrastructure(f"internal error: {type(exc).__name__}: {exc}")
+            else:
+                passed = sum(c.status is Status.passed for c in self.criteria)
+                summary = f"{decision.value}: risk {risk.value}, "
+                summary += f"{passed}/{len(self.criteria)} criteria passed"
+                blocking = [
+                    c.id for c in self.criteria if c.required and c.status is not Status.passed
+                ]
+                if blocking:
+                    summary += f"; failed: {', '.join(blocking[:4])}"
+                    summary += " ..." if len(blocking) > 4 else ""
+                rated = {"risk": risk, "risk_factors": factors, "risk_score": score}
         if error is not None:
             if error.log_tail:
                 self.evidence["error_log"] = tail(error.log_tail)
-            return Verdict(
-                decision=Decision.error,
-                risk=None,
-                summary=f"error: {error}",
-                reasons=[str(error)],
-                job=job,
-                criteria=self.criteria,
-                findings=self.findings,
-                stages=self.stages,
-                evidence=self.evidence,
-                started_at=started_at,
-                seconds=seconds,
-            )
-        risk, score, factors = assess(self.observed)
-        decision, reasons = decide(self.criteria, risk, self.policy.decision)
-        passed = sum(c.status is Status.passed for c in self.criteria)
-        summary = (
-            f"{decision.value}: risk {risk.value}, {passed}/{len(self.criteria)} criteria passed"
-        )
-        blocking = [c.id for c in self.criteria if c.required and c.status is not Status.passed]
-        if blocking:
-            summary += f"; failed: {', '.join(blocking[:4])}" + (
-                " ..." if len(blocking) > 4 else ""
-            )
+            decision, reasons, summary = Decision.error, [str(error)], f"error: {error}"
+            rated = {"risk": None}
         return Verdict(
             decision=decision,
-            risk=risk,
             summary=summary,
             reasons=reasons,
-            job=job,
+            job=self.job.model_dump(mode="json"),
             criteria=self.criteria,
-            risk_factors=factors,
-            risk_score=score,
             findings=self.findings,
             stages=self.stages,
             evidence=self.evidence,
             started_at=started_at,
-            seconds=seconds,
+            seconds=round(time.monotonic() - self.started, 3),
+            **rated,
         )
 
 

@@ -75,11 +75,15 @@ class Jobs:
 
     def place(self, conn: psycopg.Connection[Any], job_id: int, lock: str) -> int:
         """1 for the job that is next (or running), n for the n-th in line under `lock`."""
-        (ahead,) = conn.execute(
-            "SELECT count(*) FROM procrastinate_jobs"
-            " WHERE lock = %s AND id < %s AND status IN ('todo', 'doing')",
-            (lock, job_id),
-        ).fetchone().values()
+        (ahead,) = (
+            conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs"
+                " WHERE lock = %s AND id < %s AND status IN ('todo', 'doing')",
+                (lock, job_id),
+            )
+            .fetchone()
+            .values()
+        )
         return int(ahead) + 1
 
     def recover_stalled(self, conn: psycopg.Connection[Any], silent_for: float) -> list[int]:

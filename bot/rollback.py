@@ -40,8 +40,10 @@ def _undo(change: Change) -> str | None:
         if kind == "constraint":
             table, constraint = _split(change.name)
             return f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {constraint};"
-        if kind in ("enum", "sequence"):
-            return f"DROP {kind.upper()} IF EXISTS {change.name};"
+        if kind == "enum":
+            return f"DROP TYPE IF EXISTS {change.name};"
+        if kind == "sequence":
+            return f"DROP SEQUENCE IF EXISTS {change.name};"
         if kind == "extension":
             return f"DROP EXTENSION IF EXISTS {_quote(change.name)};"
         return f"-- cannot be undone in SQL: {change.line()} (PostgreSQL cannot drop enum values)"

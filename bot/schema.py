@@ -533,7 +533,7 @@ def _enum_values(key: str, before: list[str], after: list[str]) -> Iterator[Chan
             yield Change(
                 op="added",
                 kind="enum value",
-                name=f"{key}.{key}",
+                name=f"{key}.{label}",
                 detail=f"{key} {label!r}",
             )
     for label in before:
@@ -541,7 +541,7 @@ def _enum_values(key: str, before: list[str], after: list[str]) -> Iterator[Chan
             yield Change(
                 op="removed",
                 kind="enum value",
-                name=f"{key}.{key}",
+                name=f"{key}.{label}",
                 detail=f"{key} {label!r}",
                 destructive=True,
             )

@@ -40,6 +40,24 @@ class Logged:
 
 def logged_statements(log: str) -> list[Logged]:
     """Top-level statements, in order, from a log written with log_min_duration_statement=0."""
+    return [logged for logged, _node in _logged(log)]
+
+
+def introduced(base_log: str, head_log: str) -> list[Logged]:
+    """Schema-changing statements the head ran and the base never did, in order, once each."""
+    seen = {_normal(s.sql) for s in logged_statements(base_log)}
+    out: list[Logged] = []
+    for statement, node in _logged(head_log):
+        key = _normal(statement.sql)
+        # Queries and session settings cannot change a schema; DDL and DO blocks can.
+        if key not in seen and node is not None and not isinstance(node, _QUERY_ONLY):
+            seen.add(key)
+            out.append(statement)
+    return out
+
+
+def _logged(log: str) -> list[tuple[Logged, pglast.ast.Node | None]]:
+    """Each logged statement with its parse tree (None when it does not parse)."""
     entries: list[tuple[float | None, list[str]]] = []
     for line in log.splitlines():
         if _ENTRY.match(line):
@@ -54,30 +72,24 @@ def logged_statements(log: str) -> list[Logged]:
     statements = []
     for ms, lines in entries:
         if lines:
-            parts = _split("\n".join(lines))
-            statements.extend(Logged(p, ms if len(parts) == 1 else None) for p in parts)
+            parts = _parsed("\n".join(lines))
+            statements.extend(
+                (Logged(sql, ms if len(parts) == 1 else None), node) for sql, node in parts
+            )
     return statements
 
 
-def introduced(base_log: str, head_log: str) -> list[Logged]:
-    """Schema-changing statements the head ran and the base never did, in order, once each."""
-    seen = {_normal(s.sql) for s in logged_statements(base_log)}
-    out: list[Logged] = []
-    for statement in logged_statements(head_log):
-        key = _normal(statement.sql)
-        if key not in seen and _changes_schema(statement.sql):
-            seen.add(key)
-            out.append(statement)
-    return out
-
-
-def locate(sql: str, checkout: Path, added: dict[str, set[int]]) -> tuple[str | None, int | None]:
+def locate(
+    sql: str, files: dict[str, list[str]], added: dict[str, set[int]]
+) -> tuple[str | None, int | None]:
     """The changed file and line where the statement starts, when one holds it.
 
-    Searches the lines the change added first (the same SQL may exist elsewhere in the
-    file, as older migrations often repeat a guard), then the rest of the changed files. The
-    search key is the statement's first distinctive line (short ones like `DO $$` or `BEGIN`
-    are everywhere), and the result steps back by that line's offset in the statement.
+    `files` are the changed files' lines, as `read_changed` gives them (read once per run, not
+    once per statement). Searches the lines the change added first (the same SQL may exist
+    elsewhere in the file, as older migrations often repeat a guard), then the rest of the
+    changed files. The search key is the statement's first distinctive line (short ones like
+    `DO $$` or `BEGIN` are everywhere), and the result steps back by that line's offset in the
+    statement.
     """
     lines = sql.splitlines()
     found = next(
@@ -87,11 +99,8 @@ def locate(sql: str, checkout: Path, added: dict[str, set[int]]) -> tuple[str | 
         return None, None
     offset, first = found
     hits: list[tuple[bool, str, int]] = []
-    for name, new_lines in added.items():
-        try:
-            text = (checkout / name).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
-            continue
+    for name, text in files.items():
+        new_lines = added.get(name, set())
         for number, line in enumerate(text, start=1):
             if first in line:
                 hits.append((number in new_lines, name, max(number - offset, 1)))
@@ -101,20 +110,29 @@ def locate(sql: str, checkout: Path, added: dict[str, set[int]]) -> tuple[str | 
     return name, number
 
 
-def _changes_schema(sql: str) -> bool:
-    """Queries and session settings cannot change a schema; DDL and DO blocks can."""
-    try:
-        stmt = pglast.parse_sql(sql)[0].stmt
-    except pglast.parser.ParseError:
-        return False
-    return not isinstance(stmt, _QUERY_ONLY)
+def read_changed(checkout: Path, added: dict[str, set[int]]) -> dict[str, list[str]]:
+    """The lines of each changed file in `checkout` that can be read as text."""
+    files = {}
+    for name in added:
+        try:
+            files[name] = (checkout / name).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+    return files
 
 
-def _split(text: str) -> list[str]:
+def _parsed(text: str) -> list[tuple[str, pglast.ast.Node | None]]:
+    """The statements of `text`, each with its parse tree; all of it, unparsed, on an error."""
     try:
-        return [text[s].strip() for s in pglast.split(text, with_parser=True, only_slices=True)]
+        raws = pglast.parse_sql(text)
     except pglast.parser.ParseError:
-        return [text.strip()]
+        return [(text.strip(), None)]
+    parts = []
+    for raw in raws:
+        start = raw.stmt_location or 0
+        end = start + raw.stmt_len if raw.stmt_len else None
+        parts.append((text[start:end].strip(), raw.stmt))
+    return parts
 
 
 def _normal(sql: str) -> str:

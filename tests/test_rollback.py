@@ -40,3 +40,16 @@ def test_inverse_of_each_change_newest_first():
 
 def test_no_change_no_rollback():
     assert plan(SchemaDiff(changes=[])) == []
+
+
+def test_added_enum_is_dropped_as_a_type():
+    diff = SchemaDiff(
+        changes=[
+            Change(op="added", kind="enum", name="public.mood", detail=""),
+            Change(op="added", kind="sequence", name="public.ticket_no", detail=""),
+        ]
+    )
+    assert plan(diff) == [
+        "DROP SEQUENCE IF EXISTS public.ticket_no;",
+        "DROP TYPE IF EXISTS public.mood;",
+    ]

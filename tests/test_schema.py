@@ -177,6 +177,8 @@ def test_destructive_lists_drops(conn: psycopg.Connection) -> None:
         "- enum value public.session_state 'closed'",
     ]
     assert "+ enum value public.session_state 'done'" in diff.lines()
+    values = {c.name for c in diff.changes if c.kind == "enum value"}
+    assert values == {"public.session_state.closed", "public.session_state.done"}
 
 
 def test_replaced_foreign_key_is_not_destructive(conn: psycopg.Connection) -> None:

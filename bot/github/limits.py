@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from bot.report.markdown import BADGES, RISK_BADGES, STATUS_BADGES
-from bot.verdict import Decision, Risk, Status, Verdict
+from bot.verdict import Decision, Finding, Risk, Status, Verdict
 
 STATUS_DESCRIPTION_LIMIT = 140
 CHECK_TEXT_LIMIT = 65_535  # output.summary and output.text, each
@@ -190,7 +190,7 @@ def _check_summary(verdict: Verdict, report_url: str | None) -> str:
             lines.append(f"- `{criterion.id}` {' '.join(criterion.title.split())} ({status})")
         if len(failed) > _SUMMARY_CRITERIA_MAX:
             lines.append(f"- … and {len(failed) - _SUMMARY_CRITERIA_MAX} more in the report")
-    shown = len(annotations(verdict))
+    shown = min(len(_annotatable(verdict)), ANNOTATIONS_MAX)
     if shown < len(verdict.findings):
         lines += ["", f"{shown} of {len(verdict.findings)} findings are annotated on the diff."]
     if report_url:
@@ -205,14 +205,8 @@ def annotations(verdict: Verdict, limit: int = ANNOTATIONS_MAX) -> list[dict[str
     stay in the report only (GitHub rejects annotations on paths it cannot find). The riskiest
     come first, so the first batch carries what matters if a later one fails.
     """
-    located = [
-        f
-        for f in verdict.findings
-        if f.line is not None and f.line >= 1 and _repo_path(f.file) and not f.suppressed_reason
-    ]
-    located.sort(key=lambda f: -f.level.rank)
     result = []
-    for finding in located[:limit]:
+    for finding in _annotatable(verdict)[:limit]:
         annotation: dict[str, Any] = {
             "path": _repo_path(finding.file),
             "start_line": finding.line,
@@ -232,6 +226,16 @@ def annotations(verdict: Verdict, limit: int = ANNOTATIONS_MAX) -> list[dict[str
             )
         result.append(annotation)
     return result
+
+
+def _annotatable(verdict: Verdict) -> list[Finding]:
+    """The findings located on a line of a repository file, riskiest first."""
+    located = [
+        f
+        for f in verdict.findings
+        if f.line is not None and f.line >= 1 and _repo_path(f.file) and not f.suppressed_reason
+    ]
+    return sorted(located, key=lambda f: -f.level.rank)
 
 
 def _repo_path(path: str | None) -> str | None:

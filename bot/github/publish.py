@@ -227,21 +227,18 @@ class Publisher:
         the same commit posts that commit's status itself: only the check run ends here."""
         short = by_sha[:7]
         if by_sha == sha:
-            if check_run_id is not None or sha in self._started:
-                output = {
-                    "title": "Replaced by a newer run",
-                    "summary": "This commit is validated again; this run's result is stale.",
-                }
-                self._complete(sha, check_run_id, "cancelled", output)
-            return
-        self._status(sha, "error", f"superseded by {short}")
-        if check_run_id is None and sha not in self._started:
-            return
-        output = {
-            "title": f"Superseded by {short}",
-            "summary": f"A newer commit ({short}) is validated instead; this result is stale.",
-        }
-        self._complete(sha, check_run_id, "cancelled", output)
+            output = {
+                "title": "Replaced by a newer run",
+                "summary": "This commit is validated again; this run's result is stale.",
+            }
+        else:
+            self._status(sha, "error", f"superseded by {short}")
+            output = {
+                "title": f"Superseded by {short}",
+                "summary": f"A newer commit ({short}) is validated instead; this result is stale.",
+            }
+        if check_run_id is not None or sha in self._started:
+            self._complete(sha, check_run_id, "cancelled", output)
 
     # -- gate writes ---------------------------------------------------------------------------
 

@@ -6,7 +6,12 @@ The pipeline only talks to this interface, so the embedded `local` sandbox and a
 
 from __future__ import annotations
 
+import atexit
+import signal
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -122,9 +127,22 @@ class Sandbox(ABC):
             self._connection.close()
             self._connection = None
 
-    @abstractmethod
     def stop(self) -> None:
-        """Stop everything and delete every file the sandbox made. Safe to call twice."""
+        """Stop everything and delete every file the sandbox made. Safe to call twice.
+
+        The API stops first, then the shared connection closes, then `_teardown_steps` run in
+        their order. Every step runs even when an earlier one fails, and Ctrl-C and SIGTERM
+        wait until all have run."""
+        with signals_deferred(), ExitStack() as steps:
+            # ExitStack runs its callbacks last-in first-out.
+            for step in reversed((self.stop_api, self._close_connection, *self._teardown_steps())):
+                steps.callback(step)
+            atexit.unregister(self.stop)
+
+    @abstractmethod
+    def _teardown_steps(self) -> Sequence[Callable[[], None]]:
+        """What this kind of sandbox removes once the API is stopped, in order; each step is
+        safe to call twice."""
 
     def __enter__(self) -> Self:
         try:
@@ -136,3 +154,28 @@ class Sandbox(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done, then deliver them as usual.
+
+    Only the main thread ever receives KeyboardInterrupt, so elsewhere there is nothing to do.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is not None:  # None: installed outside Python, which we cannot restore
+            previous[signum] = handler
+            signal.signal(signum, lambda number, _frame: received.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(received):
+            signal.raise_signal(signum)

@@ -34,7 +34,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -63,6 +63,7 @@ from bot.sandbox.base import (
     LogSource,
     Sandbox,
     SandboxError,
+    signals_deferred,
 )
 from bot.sandbox.images import (
     LABEL_CONTEXT,
@@ -72,7 +73,6 @@ from bot.sandbox.images import (
     LABEL_ROLE,
     LABEL_RUN,
 )
-from bot.sandbox.local import _signals_deferred
 from bot.sandbox.postgres import SERVER_DEFAULTS, SUPERUSER, last_lines
 
 HOST = "127.0.0.1"
@@ -150,7 +150,7 @@ class ContainersSandbox(Sandbox):
             raise SandboxError("the sandbox is already started")
         # The reaper is an image to pull; this module removes what it creates itself.
         testcontainers_config.ryuk_disabled = True
-        with _signals_deferred():
+        with signals_deferred():
             atexit.register(self.stop)
             self._started = True
         try:
@@ -174,7 +174,7 @@ class ContainersSandbox(Sandbox):
             return
         network = Network(docker_network_kw={"labels": {**self.labels, LABEL_ROLE: "network"}})
         network.name = f"gatekeeper-{self.run_id}"
-        with _signals_deferred():
+        with signals_deferred():
             self._network = network.create()
 
     def _start_database(self) -> None:
@@ -186,7 +186,7 @@ class ContainersSandbox(Sandbox):
         except SandboxError as exc:
             raise DatabaseStartError(str(exc)) from None
         self._password = secrets.token_urlsafe(18)
-        with _signals_deferred():
+        with signals_deferred():
             self._volume = client.volumes.create(
                 name=f"gatekeeper-{self.run_id}-pgdata",
                 labels={**self.labels, LABEL_ROLE: "database"},
@@ -436,7 +436,7 @@ class ContainersSandbox(Sandbox):
                 time.sleep(_POLL)
 
     def stop_api(self) -> int | None:
-        with _signals_deferred():
+        with signals_deferred():
             container, self._api = self._api, None
             self.api_url = None
             if container is None:
@@ -462,19 +462,17 @@ class ContainersSandbox(Sandbox):
 
     # --- teardown ---------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        # Every step runs even when an earlier one fails; the sweep of the run's own label goes
-        # last and catches anything created but not yet recorded when an interrupt came.
-        with _signals_deferred(), ExitStack() as steps:
-            steps.callback(self._close_client)
-            steps.callback(self._remove_network)
-            steps.callback(self._remove_volume)
-            steps.callback(self._remove_labelled)
-            steps.callback(self._remove_database)
-            steps.callback(self._remove_services)
-            steps.callback(self._close_connection)
-            steps.callback(self.stop_api)
-            atexit.unregister(self.stop)
+    def _teardown_steps(self) -> tuple[Callable[[], None], ...]:
+        # The sweep of the run's own label comes after the recorded containers and catches
+        # anything created but not yet recorded when an interrupt came.
+        return (
+            self._remove_services,
+            self._remove_database,
+            self._remove_labelled,
+            self._remove_volume,
+            self._remove_network,
+            self._close_client,
+        )
 
     def _remove_services(self) -> None:
         while self._services:
@@ -541,7 +539,7 @@ class ContainersSandbox(Sandbox):
         """Create, start and record at once: an interrupt in between would lose track of it
         (stop() would still find it by its label). The API's log gets a header per start,
         as in the local sandbox, so a reader sees which start wrote what."""
-        with _signals_deferred():
+        with signals_deferred():
             at = time.time_ns()
             try:
                 container.start()

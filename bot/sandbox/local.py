@@ -27,10 +27,9 @@ import socket
 import stat
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
@@ -48,6 +47,7 @@ from bot.sandbox.base import (
     LogSource,
     Sandbox,
     SandboxError,
+    signals_deferred,
 )
 from bot.sandbox.postgres import HOST, SUPERUSER, last_lines
 
@@ -143,7 +143,7 @@ class LocalSandbox(Sandbox):
             raise
 
     def _start(self) -> None:
-        with _signals_deferred():
+        with signals_deferred():
             atexit.register(self.stop)
             self._tmpdir = Path(tempfile.mkdtemp(prefix=self._tmp_prefix()))
             self._record_owner()
@@ -188,7 +188,7 @@ class LocalSandbox(Sandbox):
         deadline: float,
     ) -> None:
         mark = self.log_mark("database")
-        with open(self._log_path("database"), "ab") as log, _signals_deferred():
+        with open(self._log_path("database"), "ab") as log, signals_deferred():
             process = self._postgres = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -264,7 +264,7 @@ class LocalSandbox(Sandbox):
         env[spec.port_env] = str(port)
         env[spec.database_url_env] = self.database_url
         try:
-            with open(self._log_path("api"), "ab") as log, _signals_deferred():
+            with open(self._log_path("api"), "ab") as log, signals_deferred():
                 process = self._api = subprocess.Popen(
                     ["/bin/sh", "-c", _API_WRAPPER, name, spec.command],
                     cwd=workdir,
@@ -299,7 +299,7 @@ class LocalSandbox(Sandbox):
         raise ApiStartError(message, tail, returncode)
 
     def stop_api(self) -> int | None:
-        with _signals_deferred():
+        with signals_deferred():
             if self._api is None:
                 return None
             returncode = _end_process(self._api, signal.SIGTERM, _API_STOP_TIMEOUT, group=True)
@@ -337,18 +337,12 @@ class LocalSandbox(Sandbox):
 
     # --- teardown -------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        # Every step runs even when an earlier one fails; the temp dir goes last, once no
-        # process can write into it any more.
-        with _signals_deferred(), ExitStack() as steps:
-            steps.callback(self._remove_tmpdir)
-            steps.callback(self._stop_postgres)
-            steps.callback(self._close_connection)
-            steps.callback(self.stop_api)
-            atexit.unregister(self.stop)
+    def _teardown_steps(self) -> tuple[Callable[[], None], ...]:
+        # The temp dir goes last, once no process can write into it any more.
+        return (self._stop_postgres, self._remove_tmpdir)
 
     def _stop_postgres(self) -> None:
-        with _signals_deferred():
+        with signals_deferred():
             if self._postgres is not None:
                 # SIGINT is PostgreSQL's fast shutdown: no waiting for clients to disconnect.
                 _end_process(self._postgres, signal.SIGINT, _DB_STOP_TIMEOUT, group=False)
@@ -394,7 +388,7 @@ def sweep(tmp_root: Path | None = None) -> list[Path]:
     for owner_file in root.glob(f"gatekeeper-*/{_OWNER_FILE}"):
         directory = owner_file.parent
         try:
-            with _signals_deferred():  # half swept, a directory may lose its owner file
+            with signals_deferred():  # half swept, a directory may lose its owner file
                 if _sweep_one(directory):
                     removed.append(directory)
         except FileNotFoundError:
@@ -549,28 +543,3 @@ def _end_process(process: subprocess.Popen[bytes], first: int, timeout: float, g
     with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     return process.wait()
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block is done, then deliver them as usual.
-
-    Only the main thread ever receives KeyboardInterrupt, so elsewhere there is nothing to do.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        handler = signal.getsignal(signum)
-        if handler is not None:  # None: installed outside Python, which we cannot restore
-            previous[signum] = handler
-            signal.signal(signum, lambda number, _frame: received.append(number))
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(received):
-            signal.raise_signal(signum)
