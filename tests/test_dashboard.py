@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import json
 import re
-import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -39,36 +38,13 @@ from bot.settings import Settings
 from bot.store import Store
 from bot.verdict import Verdict
 from tests.github.test_service import Running as ServiceServer
+from tests.helpers import ITEMS_CHECK as CHECK
+from tests.helpers import ITEMS_POLICY as POLICY
+from tests.helpers import git
 
 SECRET = "dashboard-secret"
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-
-POLICY = """\
-version: 1
-migrations: {mode: directory, directory: migrations}
-timeouts: {lock_timeout: 1s, statement_timeout: 20s}
-tables: {items: {rows: 1000}}
-suites: [../checks]
-"""
-CHECK = """\
-id: schema
-title: The items table answers
-steps:
-  - id: items
-    sql: {query: "SELECT count(*) AS n FROM items"}
-    expect: {rows: 1}
-"""
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")

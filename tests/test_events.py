@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,23 +39,25 @@ PR_BASE_SHA = "f95f852bd8fca8fcc58a9a2d6c842781e32a215e"
 MERGE_SHA = "c4295bd74fb0f4fda03689c3df3f2803b658fd85"
 
 
-def _pr_target(trigger: str) -> Target:
-    """Every pull_request fixture is Codertocat's pull request #2, changes -> master."""
-    return Target(
-        repository=REPO,
-        installation_id=1,
-        pr_number=2,
-        base_ref="master",
-        head_ref="changes",
-        base_sha=PR_BASE_SHA,
-        head_sha=PR_HEAD_SHA,
-        head_repository=REPO,
-        author="Codertocat",
-        author_association="OWNER",
-        clone_url=CLONE_URL,
-        trigger=trigger,
-        delivery_id="delivery-1",
-    )
+def _pr_target(trigger: str, **changes: Any) -> Target:
+    """Every pull_request fixture is Codertocat's pull request #2, changes -> master; `changes`
+    are the fields another event's payload tells otherwise."""
+    fields: dict[str, Any] = {
+        "repository": REPO,
+        "installation_id": 1,
+        "pr_number": 2,
+        "base_ref": "master",
+        "head_ref": "changes",
+        "base_sha": PR_BASE_SHA,
+        "head_sha": PR_HEAD_SHA,
+        "head_repository": REPO,
+        "author": "Codertocat",
+        "author_association": "OWNER",
+        "clone_url": CLONE_URL,
+        "trigger": trigger,
+        "delivery_id": "delivery-1",
+    }
+    return Target(**{**fields, **changes})
 
 
 # Every fixture file and what route() makes of it. A new file fails
@@ -66,20 +68,9 @@ EXPECTED: dict[str, Target | Ignored | NeedsPullRequest] = {
     ),
     "check_run.rerequested.json": Ignored(reason="no pull request for this check suite"),
     "check_suite.requested.json": Ignored(reason="no pull request for this check suite"),
-    "check_suite.rerequested.json": Target(
-        repository=REPO,
-        installation_id=957387,
-        pr_number=2,
-        base_ref="master",
-        head_ref="changes",
-        base_sha=PR_BASE_SHA,
-        head_sha=PR_HEAD_SHA,
-        head_repository=REPO,
-        author=None,
-        author_association=None,
-        clone_url=CLONE_URL,
-        trigger="check_suite.rerequested",
-        delivery_id="delivery-1",
+    # The same pull request; a check suite names neither its author nor the association.
+    "check_suite.rerequested.json": _pr_target(
+        "check_suite.rerequested", installation_id=957387, author=None, author_association=None
     ),
     "installation.created.json": Ignored(reason="installation events need no validation"),
     "installation.deleted.json": Ignored(reason="installation events need no validation"),
@@ -111,21 +102,16 @@ EXPECTED: dict[str, Target | Ignored | NeedsPullRequest] = {
     # Both delete the tag simple-tag.
     "push.json": Ignored(reason="'refs/tags/simple-tag' is not a branch"),
     "push.with-installation.json": Ignored(reason="'refs/tags/simple-tag' is not a branch"),
-    "push.with-new-branch.json": Target(
-        repository=REPO,
-        installation_id=1,
+    # A push names no pull request: no number, no base until the caller finds them.
+    "push.with-new-branch.json": _pr_target(
+        "push",
         pr_number=None,
         base_ref=None,
         head_ref="master",
         base_sha=None,
         head_sha="6113728f27ae82c7b1a177c8d03f9e96e0adf246",
-        head_repository=REPO,
-        author="Codertocat",
         author_association=None,
-        clone_url=CLONE_URL,
-        trigger="push",
         needs_pr_lookup=True,
-        delivery_id="delivery-1",
     ),
     "status.json": Ignored(reason="status events need no validation"),
     "workflow_dispatch.json": Ignored(reason="workflow_dispatch events need no validation"),
@@ -220,13 +206,27 @@ def test_ready_for_review_is_validated_even_if_the_payload_says_draft() -> None:
     )
 
 
-def test_edited_is_ignored_naming_the_action() -> None:
-    # Derived: upstream has no pull_request.edited; opened.json with the action changed.
-    payload = load("pull_request.opened.json")
-    payload["action"] = "edited"
-    assert route("pull_request", payload) == Ignored(
-        reason="pull_request action 'edited' needs no validation"
-    )
+@pytest.mark.parametrize(
+    ("event", "payload", "action"),
+    [
+        # Derived: upstream has no pull_request.edited; opened.json with the action changed.
+        pytest.param("pull_request", lambda: load("pull_request.opened.json"), "edited", id="pr"),
+        # Derived: check_suite.rerequested.json with action completed.
+        pytest.param(
+            "check_suite", lambda: load("check_suite.rerequested.json"), "completed", id="suite"
+        ),
+        # Derived: a command comment on a pull request (see _pr_comment), edited.
+        pytest.param(
+            "issue_comment", lambda: _pr_comment("/gatekeeper run"), "edited", id="comment"
+        ),
+    ],
+)
+def test_an_action_that_needs_no_validation_is_ignored_naming_it(
+    event: str, payload: Callable[[], dict[str, Any]], action: str
+) -> None:
+    changed = payload()
+    changed["action"] = action
+    assert route(event, changed) == Ignored(reason=f"{event} action '{action}' needs no validation")
 
 
 def test_fork_pull_request_is_routed_but_not_trusted() -> None:
@@ -300,15 +300,6 @@ def test_check_run_rerun_action_validates_the_suites_pull_request() -> None:
     assert not trusted(result)  # the suite does not name the author: the caller checks
 
 
-def test_check_suite_completed_is_ignored() -> None:
-    # Derived: check_suite.rerequested.json with action completed.
-    payload = load("check_suite.rerequested.json")
-    payload["action"] = "completed"
-    assert route("check_suite", payload) == Ignored(
-        reason="check_suite action 'completed' needs no validation"
-    )
-
-
 # --- issue_comment
 
 
@@ -353,14 +344,6 @@ def test_command_comment_on_a_pull_request_needs_the_pull_request(body: str, com
 def test_other_comments_on_a_pull_request_are_ignored(body: str) -> None:
     assert route("issue_comment", _pr_comment(body)) == Ignored(
         reason="comment is not /gatekeeper run or /gatekeeper ok-to-test"
-    )
-
-
-def test_edited_command_comment_is_ignored() -> None:
-    payload = _pr_comment("/gatekeeper run")
-    payload["action"] = "edited"
-    assert route("issue_comment", payload) == Ignored(
-        reason="issue_comment action 'edited' needs no validation"
     )
 
 

@@ -7,14 +7,11 @@ import hmac
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
-from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from bot.github.client import GitHubClient
 from bot.service import DEADLINE_SAMPLES, Service
 from bot.settings import Settings
 from bot.store import MIGRATIONS, Store
+from tests.helpers import free_port, gatekeeper_process, wait_serving
 
 
 def versions(store: Store) -> list[int]:
@@ -135,9 +133,7 @@ def test_serve_keeps_its_embedded_database_across_a_sigkill():
     leaves that server running; the next `serve` sweeps it away and finds its data intact."""
     root = Path(tempfile.mkdtemp(prefix="gatekeeper-state-test-"))
     root.chmod(0o711)  # the embedded server's account must reach its data dir
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env.update(
         GATEKEEPER_STATE_DIR=str(root / "state"),
@@ -154,22 +150,11 @@ def test_serve_keeps_its_embedded_database_across_a_sigkill():
     }
 
     def serve() -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
+        process = gatekeeper_process("serve", "--port", str(port), env=env, start_new_session=True)
+        wait_serving(
+            process, f"{url}/readyz", timeout=90, what="serve did not become ready", every=0.2
         )
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            with suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    return process
-            assert time.monotonic() < deadline, "serve did not become ready"
-            time.sleep(0.2)
+        return process
 
     first = serve()
     try:

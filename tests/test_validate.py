@@ -18,17 +18,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.helpers import ITEMS_CHECK as CHECK
+from tests.helpers import ITEMS_POLICY as POLICY
+from tests.helpers import git
+
 GATEKEEPER = [sys.executable, "-m", "bot"]
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
 
 
 def commit(repo: Path, files: dict[str, str], message: str) -> None:
@@ -38,24 +32,6 @@ def commit(repo: Path, files: dict[str, str], message: str) -> None:
         path.write_text(textwrap.dedent(text))
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", message)
-
-
-POLICY = """\
-version: 1
-migrations: {mode: directory, directory: migrations}
-timeouts: {lock_timeout: 1s, statement_timeout: 20s}
-tables: {items: {rows: 1000}}
-suites: [../checks]
-"""
-
-CHECK = """\
-id: schema
-title: The items table answers
-steps:
-  - id: items
-    sql: {query: "SELECT count(*) AS n FROM items"}
-    expect: {rows: 1}
-"""
 
 
 @pytest.fixture
@@ -310,20 +286,29 @@ def test_base_api_that_never_answers_is_an_error(repo):
     assert "no baseline" in verdict["summary"]
 
 
-def test_build_failure_is_a_reject_with_its_output(repo):
+@pytest.mark.parametrize(
+    "decision",
+    ["", "decision: {required: ['api/*']}\n"],
+    ids=["default policy", "only api checks required"],
+)
+def test_build_failure_is_a_reject_with_its_output(repo, decision):
+    # A policy that requires only some checks still cannot approve a change that does not
+    # build: the gate's own steps are required whatever `decision.required` lists.
     commit(
         repo,
         {
             ".github/gatekeeper.yml": POLICY
+            + decision
             + "build: {commands: ['test ! -e BROKEN || (echo broken build >&2; exit 3)']}\n",
         },
         "build step",
     )
     branch(repo, "builder/broken", {"BROKEN": "1\n"})
     proc, verdict = validate(repo, "builder/broken")
-    assert proc.returncode == 1
+    assert proc.returncode == 1, proc.stderr
+    assert verdict["decision"] == "reject"
     build = criterion(verdict, "build")
-    assert build["status"] == "failed" and "exited 3" in build["evidence"]
+    assert build["status"] == "failed" and build["required"] and "exited 3" in build["evidence"]
     assert "broken build" in build["evidence"]
 
 

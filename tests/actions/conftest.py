@@ -4,6 +4,6 @@ helpers that run `gatekeeper validate --github-event` the way a workflow step do
 
 from __future__ import annotations
 
-from tests.github.conftest import demo_git_repo, fake_github
+from tests.github.conftest import demo_git_repo, fake_github, repo, served
 
-__all__ = ["demo_git_repo", "fake_github"]
+__all__ = ["demo_git_repo", "fake_github", "repo", "served"]

@@ -26,24 +26,15 @@ from bot import actions, events
 from bot.demo import load_builder
 from bot.resources import data_path
 from bot.verdict import Decision, Finding, Risk, Verdict
-from tests.github.conftest import commit_all
-from tests.github.test_service import (  # the same repository and service the App tests use
-    POLICY,
-    REPO,
+from tests.github.conftest import POLICY, REPO, commit_all
+from tests.github.test_service import (  # the same service the App tests use
     Running,
-    git,
-    inventory_repo,
     make_service,
     payload,
     synchronize,
     wait_run,
 )
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    return inventory_repo(tmp_path)
-
+from tests.helpers import run_git as git
 
 DELIMITED = re.compile(r"^(?P<name>[a-z-]+)<<(?P<delim>ghadelimiter_[0-9a-f]{32})\n", re.M)
 
@@ -569,14 +560,6 @@ def test_the_plain_command_line_is_unchanged(tmp_path, repo):
 
 
 # -- the same case through the webhook and through Actions ----------------------------------
-
-
-@pytest.fixture
-def served(fake_github, repo):
-    fake_github.add_repo(REPO, repo)
-    fake_github.add_pull(REPO, 7, head="builder/add-name", user="builder-bot")
-    fake_github.set_permission(REPO, "builder-bot", "write")
-    return fake_github
 
 
 def test_webhook_and_actions_give_the_same_verdict(served, store, repo, tmp_path):

@@ -11,7 +11,6 @@ import importlib.util
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import psycopg
 import pytest
 
 from bot.scenario.runner import RunContext, load_suites, run_suite
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -123,7 +123,7 @@ def launch(tmp_path: Path) -> Iterator[Launch]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start(workdir: Path, database_url: str, **env: str) -> Api:
-        port = _free_port()
+        port = free_port()
         log = tmp_path / f"api-{len(started)}.log"
         command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
         with log.open("wb") as out:
@@ -154,12 +154,6 @@ def launch(tmp_path: Path) -> Iterator[Launch]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _stop(api: Api) -> None:
@@ -361,7 +355,7 @@ def test_refuses_to_start_without_a_tcp_database_url(
 def test_logs_the_migration_error_and_exits_when_the_database_is_unreachable(
     launch: Launch,
 ) -> None:
-    api = launch(EXAMPLES / "sessions-api", f"postgresql://postgres@127.0.0.1:{_free_port()}/app")
+    api = launch(EXAMPLES / "sessions-api", f"postgresql://postgres@127.0.0.1:{free_port()}/app")
     assert api.process.wait(timeout=10) == 1
     assert "migration failed: connection failed" in api.output()
 

@@ -6,12 +6,12 @@ import it as a top-level package named ``github`` and shadow PyGithub.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import ITEMS_CHECK, run_git
 
 from .fake import FakeGitHub
 from .openapi import SpecMissingError, github_spec
@@ -46,23 +46,12 @@ def fake_github(request: pytest.FixtureRequest) -> Iterator[FakeGitHub]:
         fake.assert_no_violations()
 
 
-def _git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    return subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-    ).stdout.strip()
-
-
 def commit_all(repo: Path, message: str, when: str = "2024-05-01T12:00:00+00:00") -> str:
     """Commit every change with a fixed identity and date (shas do not depend on the machine)."""
-    _git(repo, "add", "-A")
+    run_git(repo, "add", "-A")
     stamp = {"GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
-    _git(repo, "commit", "-q", "-m", message, env=stamp)
-    return _git(repo, "rev-parse", "HEAD")
+    run_git(repo, "commit", "-q", "-m", message, env=stamp)
+    return run_git(repo, "rev-parse", "HEAD")
 
 
 BUILDER_BRANCH = "builder/fix-orders"
@@ -74,10 +63,10 @@ def demo_git_repo(tmp_path: Path) -> Path:
     (two commits ahead) that edits the app, adds a migration and removes a file."""
     repo = tmp_path / "demo"
     repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "config", "user.name", "Demo Dev")
-    _git(repo, "config", "user.email", "dev@example.com")
-    _git(repo, "config", "commit.gpgsign", "false")
+    run_git(repo, "init", "-q", "-b", "main")
+    run_git(repo, "config", "user.name", "Demo Dev")
+    run_git(repo, "config", "user.email", "dev@example.com")
+    run_git(repo, "config", "commit.gpgsign", "false")
     (repo / "README.md").write_text("# demo\n\nA tiny service.\n")
     (repo / "app").mkdir()
     (repo / "app" / "main.py").write_text('def handler():\n    return "ok"\n')
@@ -85,7 +74,7 @@ def demo_git_repo(tmp_path: Path) -> Path:
     (repo / "db" / "001_init.sql").write_text("CREATE TABLE orders (id bigint PRIMARY KEY);\n")
     (repo / "NOTES.txt").write_text("obsolete\n")
     commit_all(repo, "Initial commit", "2024-05-01T12:00:00+00:00")
-    _git(repo, "checkout", "-q", "-b", BUILDER_BRANCH)
+    run_git(repo, "checkout", "-q", "-b", BUILDER_BRANCH)
     (repo / "app" / "main.py").write_text(
         'def handler():\n    return "ok"\n\n\ndef orders():\n    return []\n'
     )
@@ -95,5 +84,57 @@ def demo_git_repo(tmp_path: Path) -> Path:
     )
     (repo / "NOTES.txt").unlink()
     commit_all(repo, "Add orders.total", "2024-05-03T12:00:00+00:00")
-    _git(repo, "checkout", "-q", "main")
+    run_git(repo, "checkout", "-q", "main")
     return repo
+
+
+# The repository the App and Actions tests serve: `octo/inventory` in the fake GitHub.
+REPO = "octo/inventory"
+POLICY = """\
+version: 1
+branches: {builder: ["builder/*"], target: ["main"]}
+migrations: {mode: directory, directory: migrations}
+tables: {items: {rows: 1000}}
+suites: [../checks]
+"""
+
+
+def inventory_repo(tmp_path: Path) -> Path:
+    """`main` with a policy, a check suite and one migration; `builder/add-name` adds one."""
+    path = tmp_path / "inventory"
+    path.mkdir()
+    run_git(path, "init", "-q", "-b", "main")
+    run_git(path, "config", "user.name", "Dev")
+    run_git(path, "config", "user.email", "dev@example.com")
+    (path / ".github").mkdir()
+    (path / ".github" / "gatekeeper.yml").write_text(POLICY)
+    (path / "checks").mkdir()
+    (path / "checks" / "schema.yml").write_text(ITEMS_CHECK)
+    (path / "migrations").mkdir()
+    (path / "migrations" / "001_items.sql").write_text(
+        "CREATE TABLE items (id bigint PRIMARY KEY);\n"
+    )
+    commit_all(path, "base")
+    run_git(path, "checkout", "-qb", "builder/add-name")
+    (path / "migrations" / "002_name.sql").write_text(
+        "ALTER TABLE items ADD COLUMN IF NOT EXISTS name text;\n"
+    )
+    commit_all(path, "fix: add items.name")
+    run_git(path, "checkout", "-q", "main")
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """`inventory_repo` in the test's temporary directory."""
+    return inventory_repo(tmp_path)
+
+
+@pytest.fixture
+def served(fake_github: FakeGitHub, repo: Path) -> FakeGitHub:
+    """The fake GitHub serving `repo` as REPO, with pull request 7 from `builder/add-name` by
+    `builder-bot`, who may write."""
+    fake_github.add_repo(REPO, repo)
+    fake_github.add_pull(REPO, 7, head="builder/add-name", user="builder-bot")
+    fake_github.set_permission(REPO, "builder-bot", "write")
+    return fake_github

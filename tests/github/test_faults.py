@@ -12,9 +12,7 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,34 +27,21 @@ import pytest
 
 from bot.sandbox.local import LocalSandbox
 from bot.store import Store
+from tests.helpers import free_port, gatekeeper_process
+from tests.helpers import run_git as git
 
-from .conftest import commit_all
+from .conftest import REPO, commit_all
 from .test_service import (
     FAST,
-    REPO,
-    SECRET,
     Running,
+    app_environment,
     command,
-    git,
-    inventory_repo,
     make_service,
     serve_with_policy,
     synchronize,
+    synchronized_run,
     wait_run,
 )
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    return inventory_repo(tmp_path)
-
-
-@pytest.fixture
-def served(fake_github, repo):
-    fake_github.add_repo(REPO, repo)
-    fake_github.add_pull(REPO, 7, head="builder/add-name", user="builder-bot")
-    fake_github.set_permission(REPO, "builder-bot", "write")
-    return fake_github
 
 
 def finals(fake, sha: str) -> list[dict[str, Any]]:
@@ -78,28 +63,12 @@ def push(fake, repo: Path, n: int) -> str:
 def worker_process(fake, store: Store, tmp_path: Path, **settings: Any) -> subprocess.Popen[str]:
     """`gatekeeper worker` as a user starts it: configuration from the environment only. Its
     sandboxes live in their own temp dir, where the next one sweeps what a SIGKILL left."""
-    key = tmp_path / "app.pem"
-    key.write_text(fake.app_private_key)
-    host = fake.url.removeprefix("http://")
     env = {
-        **os.environ,
+        **app_environment(fake, store, tmp_path),
         **{f"GATEKEEPER_{k.upper()}": str(v) for k, v in {**FAST, **settings}.items()},
         "TMPDIR": str(sandboxes(tmp_path)),
-        "GATEKEEPER_WEBHOOK_SECRET": SECRET,
-        "GATEKEEPER_APP_ID": str(fake.app_id),
-        "GATEKEEPER_APP_PRIVATE_KEY_FILE": str(key),
-        "GATEKEEPER_GITHUB_API_URL": fake.url,
-        "GATEKEEPER_CLONE_URL": f"http://x-access-token:{{token}}@{host}/{{repository}}.git",
-        "DATABASE_URL": store.database_url,
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "bot", "worker"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    return gatekeeper_process("worker", env=env, start_new_session=True)
 
 
 def sandboxes(tmp_path: Path) -> Path:
@@ -199,9 +168,7 @@ def test_a_worker_drains_on_sigterm_and_requeues_what_overstays_the_grace(served
 def test_the_database_restarting_while_deliveries_arrive_loses_nothing(served, tmp_path):
     fake = served
     sha = fake.state.repos[REPO].pulls[7].head_sha
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     datadir = sandboxes(tmp_path) / "pg"
     database = LocalSandbox(database="gatekeeper", datadir=datadir, port=port)
     database.start()
@@ -317,8 +284,7 @@ def test_the_watchdog_ends_a_run_past_its_deadline_in_error_once(served, store, 
     sha = serve_with_policy(fake, repo, "timeouts: {deadline: 2}\n")
     fake.delay("checks/create", 6.0, times=1)  # the run overstays its 2 s
     with Running(make_service(fake, store)) as app:
-        answer = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
-        run = wait_run(store, answer.json()["run"], timeout=60)
+        run = synchronized_run(app, fake, store, timeout=60)
         time.sleep(8)  # the worker wakes from its slow call: it must not post a verdict
     assert run["state"] == "error"
     assert "no verdict within the policy's timeouts.deadline of 2 s" in run["detail"]

@@ -12,7 +12,7 @@ import copy
 import hashlib
 import hmac
 import json
-import subprocess
+import os
 import threading
 import time
 import uuid
@@ -33,66 +33,15 @@ from bot.service import Service
 from bot.settings import Settings
 from bot.store import Store
 from bot.webhook import create_app
+from tests.helpers import free_port, gatekeeper_process, wait_serving
+from tests.helpers import run_git as git
 
-from .conftest import commit_all
+from .conftest import POLICY, REPO, commit_all
 
-REPO = "octo/inventory"
 SECRET = "it's a secret to everybody"
 WEBHOOKS = (
     Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "github" / "webhooks"
 )
-
-POLICY = """\
-version: 1
-branches: {builder: ["builder/*"], target: ["main"]}
-migrations: {mode: directory, directory: migrations}
-tables: {items: {rows: 1000}}
-suites: [../checks]
-"""
-CHECK = """\
-id: schema
-title: The items table answers
-steps:
-  - id: items
-    sql: {query: "SELECT count(*) AS n FROM items"}
-    expect: {rows: 1}
-"""
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    return inventory_repo(tmp_path)
-
-
-def inventory_repo(tmp_path: Path) -> Path:
-    """`main` with a policy, a check suite and one migration; `builder/add-name` adds one."""
-    path = tmp_path / "inventory"
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    git(path, "config", "user.name", "Dev")
-    git(path, "config", "user.email", "dev@example.com")
-    (path / ".github").mkdir()
-    (path / ".github" / "gatekeeper.yml").write_text(POLICY)
-    (path / "checks").mkdir()
-    (path / "checks" / "schema.yml").write_text(CHECK)
-    (path / "migrations").mkdir()
-    (path / "migrations" / "001_items.sql").write_text(
-        "CREATE TABLE items (id bigint PRIMARY KEY);\n"
-    )
-    commit_all(path, "base")
-    git(path, "checkout", "-qb", "builder/add-name")
-    (path / "migrations" / "002_name.sql").write_text(
-        "ALTER TABLE items ADD COLUMN IF NOT EXISTS name text;\n"
-    )
-    commit_all(path, "fix: add items.name")
-    git(path, "checkout", "-q", "main")
-    return path
 
 
 class Running:
@@ -219,12 +168,10 @@ def wait_run(store: Store, run_id: int, timeout: float = 120) -> dict[str, Any]:
     raise AssertionError(f"run {run_id} still {store.run(run_id)['state']}")
 
 
-@pytest.fixture
-def served(fake_github, repo):
-    fake_github.add_repo(REPO, repo)
-    fake_github.add_pull(REPO, 7, head="builder/add-name", user="builder-bot")
-    fake_github.set_permission(REPO, "builder-bot", "write")
-    return fake_github
+def synchronized_run(app: Running, fake, store: Store, timeout: float = 120) -> dict[str, Any]:
+    """Pull request 7's real synchronize delivered to `app`; its run once `wait_run` ends."""
+    answer = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
+    return wait_run(store, answer.json()["run"], timeout=timeout)
 
 
 def test_synchronize_posts_pending_then_the_verdict_check_run_and_one_comment(served, store):
@@ -417,21 +364,14 @@ def test_the_policy_can_ask_for_a_review_and_risk_labels(fake_github, store, rep
     assert fake_github.labels(REPO, 7) == ["risk:low"]
 
 
-def test_gatekeeper_serve_as_a_user_runs_it(served, store, tmp_path):
-    """The command a user runs, as a process: configuration from the environment only."""
-    import os
-    import socket
-    import sys
-
-    fake = served
-    sha = fake.state.repos[REPO].pulls[7].head_sha
+def app_environment(fake, store: Store, tmp_path: Path) -> dict[str, str]:
+    """The environment a user gives `gatekeeper serve` or `worker` for the App on `fake`: the
+    webhook secret, the App's id and key file (written to `tmp_path`), GitHub's API and clone
+    URLs, and the service's database."""
     key = tmp_path / "app.pem"
     key.write_text(fake.app_private_key)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     host = fake.url.removeprefix("http://")
-    env = {
+    return {
         **os.environ,
         "GATEKEEPER_WEBHOOK_SECRET": SECRET,
         "GATEKEEPER_APP_ID": str(fake.app_id),
@@ -439,27 +379,22 @@ def test_gatekeeper_serve_as_a_user_runs_it(served, store, tmp_path):
         "GATEKEEPER_GITHUB_API_URL": fake.url,
         "GATEKEEPER_CLONE_URL": f"http://x-access-token:{{token}}@{host}/{{repository}}.git",
         "DATABASE_URL": store.database_url,
+    }
+
+
+def test_gatekeeper_serve_as_a_user_runs_it(served, store, tmp_path):
+    """The command a user runs, as a process: configuration from the environment only."""
+    fake = served
+    sha = fake.state.repos[REPO].pulls[7].head_sha
+    port = free_port()
+    env = {
+        **app_environment(fake, store, tmp_path),
         "GATEKEEPER_PUBLIC_URL": f"http://127.0.0.1:{port}",
     }
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "bot", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    serve = gatekeeper_process("serve", "--port", str(port), env=env)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert serve.poll() is None, serve.stdout.read()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "gatekeeper serve did not come up"
-            time.sleep(0.1)
+        wait_serving(serve, f"{url}/healthz", timeout=60, what="gatekeeper serve did not come up")
         body = json.dumps(synchronize(fake, 7, fake.installation_id)).encode()
         digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
         answer = httpx.post(
@@ -539,8 +474,7 @@ def test_dispatch_mode_sends_the_workflow_and_accepts_its_report(fake_github, st
     fake = fake_github
     sha = dispatch_repo(fake, repo, timeout=600)
     with Running(make_service(fake, store)) as app:
-        answer = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
-        run = wait_run(store, answer.json()["run"])
+        run = synchronized_run(app, fake, store)
         assert run["state"] == "dispatched"
         (dispatch,) = fake.state.repos[REPO].dispatches
         assert dispatch["workflow_id"] == "gatekeeper.yml" and dispatch["ref"] == "main"
@@ -561,8 +495,7 @@ def test_a_workflow_that_never_reports_back_ends_in_error(fake_github, store, re
     fake = fake_github
     sha = dispatch_repo(fake, repo, timeout=0.5)
     with Running(make_service(fake, store)) as app:
-        answer = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
-        run = wait_run(store, answer.json()["run"])
+        run = synchronized_run(app, fake, store)
         time.sleep(0.6)
         app.service.watch_dispatched()
     assert store.run(run["id"])["state"] == "error"
@@ -574,8 +507,7 @@ def test_a_workflow_that_ends_without_reporting_ends_in_error(fake_github, store
     fake = fake_github
     sha = dispatch_repo(fake, repo, timeout=600)
     with Running(make_service(fake, store)) as app:
-        answer = app.deliver("pull_request", synchronize(fake, 7, fake.installation_id))
-        run = wait_run(store, answer.json()["run"])
+        run = synchronized_run(app, fake, store)
         fake.set_workflow_run(run["workflow_run_id"], conclusion="failure")
         app.service.watch_dispatched()
     final = fake.statuses(REPO, sha)[-1]

@@ -37,6 +37,7 @@ from bot.sandbox.base import (
 )
 from bot.sandbox.containers import ContainersSandbox, creator_alive, remove_run, sweep
 from bot.sandbox.images import LABEL_CREATED, LABEL_HOST, LABEL_PID, LABEL_RUN
+from tests.helpers import interrupt_after, reaped
 
 POSTGRES_IMAGE = "gatekeeper/postgres:15"
 PYTHON_IMAGE = "gatekeeper/python:3.11"
@@ -593,16 +594,13 @@ def test_an_interrupted_run_leaves_nothing_behind(
         stdout=subprocess.PIPE,
         text=True,
     )
-    try:
+    with reaped(child):
         assert child.stdout is not None
         started = json.loads(child.stdout.readline())
         assert started["api"] and count_labelled(run_id) >= 2
         if interrupt is not None:
             child.send_signal(interrupt)
         child.wait(timeout=60)
-    finally:
-        child.kill()
-        child.wait()
     # the run_id fixture asserts that no container, network or volume of the run is left
 
 
@@ -614,13 +612,7 @@ def test_ctrl_c_while_starting_leaves_nothing_behind(app: Path, run_id: str, del
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        time.sleep(delay)
-        child.send_signal(signal.SIGINT)
-        child.wait(timeout=60)
-    finally:
-        child.kill()
-        child.wait()
+    interrupt_after(child, delay)
 
 
 # --- through the pipeline and the command line ------------------------------------------------

@@ -29,6 +29,7 @@ import pytest
 from bot.sandbox import local, postgres
 from bot.sandbox.base import ApiSpec, ApiStartError, DatabaseStartError
 from bot.sandbox.local import LocalSandbox
+from tests.helpers import interrupt_after, reaped
 
 PYTHON = shlex.quote(sys.executable)
 
@@ -357,15 +358,12 @@ def test_interrupted_parent_leaves_nothing_behind(
         stdout=subprocess.PIPE,
         text=True,
     )
-    try:
+    with reaped(child):
         assert child.stdout is not None
         started = json.loads(child.stdout.readline())
         if interrupt is not None:
             child.send_signal(interrupt)
         child.wait(timeout=60)
-    finally:
-        child.kill()
-        child.wait()
     assert_gone(started["postgres"])
     assert_gone(started["api"])
     assert not Path(started["tmpdir"]).exists()
@@ -376,13 +374,7 @@ def test_ctrl_c_while_starting_leaves_nothing_behind(server: Path, delay: float)
     mark = f"interrupted-{uuid.uuid4().hex}"
     command = f"exec {PYTHON} server.py"
     child = subprocess.Popen([sys.executable, "-c", STARTING_CHILD, mark, str(server), command])
-    try:
-        time.sleep(delay)
-        child.send_signal(signal.SIGINT)
-        child.wait(timeout=60)
-    finally:
-        child.kill()
-        child.wait()
+    interrupt_after(child, delay)
     deadline = time.monotonic() + 10
     while processes_marked(mark) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from bot.scenario import RunContext, StepResult, Suite, run_suite
 from bot.verdict import Status
 from bot.yamlfile import load_model
+from tests.helpers import free_port
 
 TOKEN = "Bearer test-token"
 
@@ -120,12 +121,6 @@ def api_url() -> Iterator[str]:
     sock.close()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # --------------------------------------------------------------------------- logs and context
 
 
@@ -159,7 +154,7 @@ def logs(tmp_path: Path) -> FileLogs:
 def ctx(api_url: str, logs: FileLogs) -> RunContext:
     return RunContext(
         api_url=api_url,
-        database_url=f"postgresql://postgres@127.0.0.1:{_free_port()}/none",
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none",
         logs=logs,
         auth_headers={"Authorization": TOKEN},
         step_timeout=5.0,
@@ -508,7 +503,7 @@ def test_request_timeout_fails(ctx: RunContext) -> None:
 
 
 def test_api_down_fails_without_raising(ctx: RunContext) -> None:
-    ctx.api_url = f"http://127.0.0.1:{_free_port()}"
+    ctx.api_url = f"http://127.0.0.1:{free_port()}"
     steps = run(
         CREATE
         + """

@@ -1,0 +1,107 @@
+"""Small helpers several test modules share: git in a scratch repository, the tiny inventory
+policy and check, waiting for a `gatekeeper serve` process, interrupting a child process.
+
+Import it as ``tests.helpers`` (tests/github has no ``__init__.py``; see its conftest).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+# The policy and check of the tiny repository with one `items` table several tests validate.
+ITEMS_POLICY = """\
+version: 1
+migrations: {mode: directory, directory: migrations}
+timeouts: {lock_timeout: 1s, statement_timeout: 20s}
+tables: {items: {rows: 1000}}
+suites: [../checks]
+"""
+ITEMS_CHECK = """\
+id: schema
+title: The items table answers
+steps:
+  - id: items
+    sql: {query: "SELECT count(*) AS n FROM items"}
+    expect: {rows: 1}
+"""
+
+
+def run_git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """`git ARGS` in `cwd`; its stripped output. Fails the test if git fails."""
+    return subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    ).stdout.strip()
+
+
+def git(repo: Path, *args: str) -> str:
+    """`run_git` with a throwaway identity, for repositories that configure none."""
+    return run_git(repo, "-c", "user.name=t", "-c", "user.email=t@t", *args)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (free when asked; races are unlikely)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_serving(
+    process: subprocess.Popen[str], url: str, *, timeout: float, what: str, every: float = 0.1
+) -> None:
+    """Polls `url` every `every` seconds until it answers 200. Fails with the process's output
+    if the process exits first, or with the message `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, process.stdout.read() if process.stdout else None
+        with suppress(httpx.TransportError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        assert time.monotonic() < deadline, what
+        time.sleep(every)
+
+
+def gatekeeper_process(*args: str, env: dict[str, str], **popen: Any) -> subprocess.Popen[str]:
+    """`gatekeeper ARGS` (this interpreter's `-m bot`) as a process, its output (stdout and
+    stderr together) on a text pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+
+
+@contextmanager
+def reaped(child: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """`child`, killed and waited for when the block ends, however it ends."""
+    try:
+        yield child
+    finally:
+        child.kill()
+        child.wait()
+
+
+def interrupt_after(child: subprocess.Popen, delay: float) -> None:
+    """Ctrl-C `child` after `delay` seconds and wait for it; killed if it outlives a minute."""
+    with reaped(child):
+        time.sleep(delay)
+        child.send_signal(signal.SIGINT)
+        child.wait(timeout=60)
