@@ -73,8 +73,9 @@ def run(out: Path, *, as_json: bool, console: Console, sandbox: str = "local") -
     return 0 if all(matches for *_, matches in rows) else 1
 
 
-def _validate_case(case, repo: Path, loaded, console: Console, sandbox: str) -> Verdict:
-    job = Job(
+def case_job(case, repo: Path, loaded) -> Job:
+    """The Job for one builder case of the demo repository."""
+    return Job(
         repository=str(repo),
         base_ref=case.base,
         head_ref=case.head,
@@ -83,6 +84,10 @@ def _validate_case(case, repo: Path, loaded, console: Console, sandbox: str) -> 
         trigger="demo",
         policy_source=loaded.source,
     )
+
+
+def _validate_case(case, repo: Path, loaded, console: Console, sandbox: str) -> Verdict:
+    job = case_job(case, repo, loaded)
     with console.status(f"{case.name}: starting") as status:
         return validate(
             job,

@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.demo import SECRET_ENV, load_builder
-from bot.gitrepo import resolve
-from bot.job import Job
+from bot.demo import SECRET_ENV, case_job, load_builder
 from bot.pipeline import validate
 from bot.policy import load_policy
 from bot.resources import data_path
@@ -43,16 +41,7 @@ def test_local_and_containers_sandboxes_decide_every_demo_case_alike(
     assert len(cases) >= 5
 
     def run(case, kind: str) -> Verdict:
-        job = Job(
-            repository=str(repo),
-            base_ref=case.base,
-            head_ref=case.head,
-            base_sha=resolve(repo, case.base),
-            head_sha=resolve(repo, case.head),
-            trigger="demo",
-            policy_source=loaded.source,
-        )
-        return validate(job, repo, loaded, factory(kind))
+        return validate(case_job(case, repo, loaded), repo, loaded, factory(kind))
 
     client = images.connect()
 
