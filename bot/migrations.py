@@ -5,7 +5,8 @@ change, apply it again — and this module knows how for each mode.
 
 from __future__ import annotations
 
-import os
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pglast
@@ -24,9 +25,19 @@ class MigrationFailed(Exception):
 
 class Migrator:
     def __init__(
-        self, policy: Policy, sandbox: Sandbox, spec: ApiSpec | None, conn: psycopg.Connection
+        self,
+        policy: Policy,
+        sandbox: Sandbox,
+        spec: ApiSpec | None,
+        conn: psycopg.Connection,
+        environ: Mapping[str, str],
+        deadline: float,
     ):
+        """`environ` is the run's environment (the build's too); `deadline` the run's end, on
+        `time.monotonic()`'s clock: a migration command gets what is left of it."""
         self.policy = policy
+        self.environ = environ
+        self.deadline = deadline
         self.mode = policy.migrations.mode
         self.sandbox = sandbox
         self.spec = spec
@@ -117,8 +128,8 @@ class Migrator:
     def _run_command(self, checkout: Path, label: str) -> None:
         command = self.policy.migrations.command or ""
         env_name = self.spec.database_url_env if self.spec else "DATABASE_URL"
-        env = {**os.environ, env_name: self.sandbox.database_url}
-        result = shell.run(command, checkout, env, self.policy.timeouts.run)
+        env = {**self.environ, env_name: self.sandbox.database_url}
+        result = shell.run(command, checkout, env, max(self.deadline - time.monotonic(), 0.0))
         if result.code != 0:
             ended = "timed out" if result.code is None else f"exited {result.code}"
             last = result.output.strip().splitlines()[-1:] or [""]

@@ -247,7 +247,7 @@ class _Run:
         try:
             self._prepare_database(sandbox, conn)
             spec = self._api_spec(env)
-            migrator = Migrator(policy, sandbox, spec, conn)
+            migrator = Migrator(policy, sandbox, spec, conn, self.environ, self.deadline)
 
             with self.stage("base schema"):
                 base_log_mark = sandbox.log_mark("database")
