@@ -71,7 +71,7 @@ from bot.store import ACTIVE
 from bot.verdict import Decision, Risk, Stage, Verdict
 from bot.webhook import create_app
 
-PAYLOAD = Path(__file__).resolve().parents[2] / "shared/fixtures/github/webhooks"
+PAYLOAD = Path(__file__).resolve().parents[1] / "tests/fixtures/github/webhooks"
 HOST = "127.0.0.1"
 STUB_SECONDS = 0.02
 SETTINGS = {"app_id": None, "sweep_interval": 1, "shutdown_grace": 5, "log_json": False}
@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.count, args.repos, args.prs, args.concurrency, args.workers) < 1:
         parser.error("counts must be at least 1")
     if not PAYLOAD.is_dir():
-        parser.error(f"payloads not found: {PAYLOAD} (shared/ sits beside the repository)")
+        parser.error(f"payloads not found: {PAYLOAD} (tests/fixtures/github/webhooks)")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind: stop all, clean up
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # progress shows in a log file too

@@ -17,7 +17,7 @@ Everything runs on 127.0.0.1 and is bounded in count and time:
   other request is logged and counts as a failure;
 - `python -m bot serve` as a subprocess, in personal-token mode.
 
-The payload is the real `pull_request.synchronize` example from the shared fixtures; its head
+The payload is the real `pull_request.synchronize` example from tests/fixtures; its head
 branch (`changes`) is not a builder branch under the default policy, so each run ends
 `ignored` after one policy read: the realistic cheap path. After `--warmup` unmeasured
 deliveries, `--count` deliveries (each a fresh X-GitHub-Delivery) go over one keep-alive
@@ -67,7 +67,7 @@ import httpx
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "github" / "webhooks"
+FIXTURES = ROOT / "tests" / "fixtures" / "github" / "webhooks"
 PAYLOAD = FIXTURES / "pull_request.synchronize.json"
 HOST = "127.0.0.1"
 TARGET_P99_MS = 20.0
@@ -573,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.duplicates > args.count:
         parser.error("--duplicates must not exceed --count")
     if not args.payload.is_file():
-        parser.error(f"payload not found: {args.payload} (shared/ sits beside the repository)")
+        parser.error(f"payload not found: {args.payload} (tests/fixtures/github/webhooks)")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind: stop children, clean up
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # progress shows up in a log file too

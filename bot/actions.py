@@ -13,9 +13,11 @@ Only what Actions adds is handled here:
   verdict.json in a directory for `actions/upload-artifact`, and the decision's exit code.
 
 Events that are not work end in `decision=skipped` and exit 0, because a required check that
-failed on every pull request the gate does not apply to would block all of them. The one
-exception fails closed (exit 2): an open, non-draft pull request from a builder branch into a
-target branch whose event did not run the gate (e.g. a workflow also triggered on `labeled`).
+failed on every pull request the gate does not apply to would block all of them. An event
+Gatekeeper does not know (`merge_group`, for one) is an error (exit 2): its green job could
+stand for a validation nobody ran. The other exception fails closed (exit 2) too: an open,
+non-draft pull request from a builder branch into a target branch whose event did not run the
+gate (e.g. a workflow also triggered on `labeled`).
 Its job check would otherwise turn green over the verdict of the same commit, and branch
 protection reads the latest check of a name.
 
@@ -477,6 +479,11 @@ def run_step(
         return _finish_error(options, env, stdout, f"{type(exc).__name__}: {exc}", None, None)
     if isinstance(target, events.Ignored):
         missed = _gate_should_have_run(options, payload, repo)
+        if not target.known:
+            missed = (
+                f"{target.reason}: Gatekeeper does not validate it, and a green job would "
+                "look like a validation; remove the event from the workflow's triggers"
+            )
         if missed:
             return _finish_error(options, env, stdout, missed, None, None)
         return _finish_skipped(options, env, target.reason)

@@ -105,6 +105,9 @@ class Ignored(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     reason: str
+    # False for an event Gatekeeper does not understand: where a green result could stand for
+    # a validation (an Actions job), it must end in an error instead.
+    known: bool = True
 
 
 class NeedsPullRequest(BaseModel):
@@ -541,7 +544,7 @@ def route(event: str, payload: object, delivery_id: str | None = None) -> Routed
         return Ignored(reason="ping")
     if event in _NOT_WORK_EVENTS:
         return Ignored(reason=f"{event} events need no validation")
-    return Ignored(reason=f"unknown event '{event}'")
+    return Ignored(reason=f"unknown event '{event}'", known=False)
 
 
 def target_from_pull_request(

@@ -19,6 +19,11 @@ from typing import Any
 
 import httpx
 
+# GitHub's real webhook payloads and its OpenAPI description, copied into the repository
+# (tests/fixtures/github/*/SOURCE.md says from where), so a clone with nothing beside it tests.
+GITHUB_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "github"
+WEBHOOKS = GITHUB_FIXTURES / "webhooks"
+
 # The policy and check of the tiny repository with one `items` table several tests validate.
 ITEMS_POLICY = """\
 version: 1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.gitrepo import GitError, Scratch, read_file, resolve
+from bot.gitrepo import GitError, Scratch, extract, read_file, resolve
 from tests.helpers import git
 
 
@@ -70,3 +70,24 @@ def test_read_file_at_a_commit(repo):
     sha = resolve(repo, "builder/ok")
     assert read_file(repo, sha, "b.txt") == "new\n"
     assert read_file(repo, sha, "missing.txt") is None
+
+
+def test_extract_writes_the_tree_and_skips_links_that_leave_it(repo, tmp_path):
+    """A base branch may hold links to absolute paths or outside the tree: they are not
+    written (so nothing follows them), and the rest of the tree is."""
+    (repo / "bin").mkdir()
+    (repo / "bin" / "run.sh").write_text("#!/bin/sh\n")
+    (repo / "bin" / "run.sh").chmod(0o755)
+    (repo / "docs-link").symlink_to("/etc")
+    (repo / "up").symlink_to("../..")
+    (repo / "inside").symlink_to("bin/run.sh")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "links")
+    dest = tmp_path / "tree"
+    dest.mkdir()
+    extract(repo, resolve(repo, "HEAD"), dest)
+    assert (dest / "a.txt").read_text() == "ours\n"
+    assert (dest / "bin" / "run.sh").stat().st_mode & 0o111
+    assert (dest / "inside").is_symlink() and (dest / "inside").read_text() == "#!/bin/sh\n"
+    assert not (dest / "docs-link").exists() and not (dest / "docs-link").is_symlink()
+    assert not (dest / "up").is_symlink()

@@ -1,6 +1,6 @@
 """The GitHub Actions edge: `gatekeeper validate --github-event` run as a workflow step runs it.
 
-Event files are the shared real payloads (../shared/fixtures/github/webhooks/), retargeted at a
+Event files are the real payloads (tests/fixtures/github/webhooks/), retargeted at a
 local repository; variants upstream has no example of (a merged pull request, a dispatch with
 gatekeeper's inputs) are derived from them here, and each test says so. The step is run as a
 process, with temp files for $GITHUB_OUTPUT and $GITHUB_STEP_SUMMARY whose exact formats are
@@ -511,6 +511,19 @@ def test_an_event_that_skips_the_gate_on_a_builder_pull_request_fails_closed(tmp
     draft["pull_request"]["draft"] = True
     step = run_step(tmp_path / "draft", workspace, "pull_request", draft)
     assert step.code == 0 and step.outputs["decision"] == "skipped"
+
+
+def test_an_event_the_gate_does_not_know_fails_instead_of_passing(tmp_path, repo):
+    """A workflow triggered on `merge_group`: a green job would pass a merge group nobody
+    validated, so the step ends in an error that says so (the real payload)."""
+    workspace = checkout(repo, tmp_path / "workspace")
+    step = run_step(
+        tmp_path / "step", workspace, "merge_group", payload("merge_group.checks_requested")
+    )
+    assert step.code == 2, step.proc.stderr
+    assert step.outputs["decision"] == "error"
+    assert "unknown event 'merge_group'" in step.outputs["reason"]
+    assert "remove the event from the workflow's triggers" in step.outputs["reason"]
 
 
 def test_a_shallow_checkout_is_an_error_that_says_fetch_depth_0(tmp_path, repo):

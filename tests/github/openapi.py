@@ -1,11 +1,11 @@
 """GitHub's own OpenAPI description, used to route, validate and shape the fake GitHub's traffic.
 
 The fake must refuse every request that the real api.github.com would refuse, so the rules are
-not written by hand: they come from the subset of GitHub's REST description kept in the shared
-fixtures (see SOURCE.md beside it). This module
+not written by hand: they come from the subset of GitHub's REST description kept in
+tests/fixtures/github/openapi/ (see SOURCE.md beside it). This module
 
-* finds the file relative to the repository (``shared/`` is a sibling of the repo root, both
-  here and in CI) and fails loudly when it is missing: a skipped contract test proves nothing;
+* finds the file in the repository and fails loudly when it is missing: a skipped contract
+  test proves nothing;
 * routes a request to its operation itself. GitHub's paths carry parameters that contain
   slashes (``contents/{path}``, ``git/ref/{ref}``, ``commits/{ref}/statuses`` with a branch
   such as ``builder/x``), which openapi-core's path templates (one segment per parameter)
@@ -31,7 +31,7 @@ from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
-SPEC_RELATIVE_PATH = Path("shared/fixtures/github/openapi/api.github.com.subset.json")
+SPEC_RELATIVE_PATH = Path("fixtures/github/openapi/api.github.com.subset.json")
 
 # Path parameters that GitHub lets span several segments. Everything else is one segment.
 MULTI_SEGMENT_PARAMETERS = frozenset({"path", "ref", "basehead"})
@@ -50,8 +50,9 @@ class SpecMissingError(RuntimeError):
 
 
 def spec_path() -> Path:
-    """Where the subset lives: ``<repo>/../shared/...`` (tests/github/openapi.py -> parents[2])."""
-    return Path(__file__).resolve().parents[2] / ".." / SPEC_RELATIVE_PATH
+    """Where the subset lives: tests/fixtures/github/openapi/ (tests/github/openapi.py ->
+    parents[1])."""
+    return Path(__file__).resolve().parents[1] / SPEC_RELATIVE_PATH
 
 
 def load_spec_document(path: Path | None = None) -> dict[str, Any]:
@@ -60,9 +61,8 @@ def load_spec_document(path: Path | None = None) -> dict[str, Any]:
     if not path.is_file():
         raise SpecMissingError(
             f"GitHub's OpenAPI description is missing: expected {path.resolve()} "
-            f"(the shared/ directory must sit beside the repository root, "
-            f"with {SPEC_RELATIVE_PATH} inside it). The fake GitHub validates every request "
-            "against it and cannot run without it."
+            "(copy it from shared/fixtures/github/openapi/). The fake GitHub validates every "
+            "request against it and cannot run without it."
         )
     return json.loads(path.read_text(encoding="utf-8"))
 

@@ -33,15 +33,12 @@ from bot.service import Service
 from bot.settings import Settings
 from bot.store import Store
 from bot.webhook import create_app
-from tests.helpers import free_port, gatekeeper_process, wait_serving
+from tests.helpers import WEBHOOKS, free_port, gatekeeper_process, wait_serving
 from tests.helpers import run_git as git
 
 from .conftest import POLICY, REPO, commit_all
 
 SECRET = "it's a secret to everybody"
-WEBHOOKS = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "github" / "webhooks"
-)
 
 
 class Running:
@@ -123,7 +120,7 @@ def make_service(fake, store: Store, **overrides: Any) -> Service:
 def payload(name: str) -> dict[str, Any]:
     path = WEBHOOKS / f"{name}.json"
     if not path.exists():
-        pytest.fail(f"missing webhook fixture {path}: shared/ must sit beside the repository")
+        pytest.fail(f"missing webhook fixture {path}")
     return json.loads(path.read_text())
 
 
