@@ -53,7 +53,7 @@ POLICY = ROOT / "policies" / "sessions-api.yml"
 SUITE_DIRS = (ROOT / "checks" / "lifecycle", ROOT / "checks" / "regression")
 BASE, HEAD = "main", "builder/P1-SCHEMA-002"
 TARGET = 1.3
-SECRET_ENV = "GATEKEEPER_JWT_SECRET"
+SECRET_ENV = "SESSIONS_JWT_SECRET"
 TMP_PREFIX = "gatekeeper-bench-"
 RUN_TIMEOUT = 300.0
 
@@ -478,6 +478,7 @@ def bench(runs: int, *, floor_template: bool) -> int:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     if len(env.get(SECRET_ENV, "")) < 32:
         env[SECRET_ENV] = secrets.token_urlsafe(32)
+    env["GATEKEEPER_PASS_ENV"] = SECRET_ENV  # the demo policy hands it to the API
 
     tmp = Path(tempfile.gettempdir())
     before = {p.name for p in tmp.iterdir()}

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import jwt
 
 from bot.policy.model import Auth
+from bot.sandbox.environment import PASS_ENV
 from bot.yamlfile import ConfigError
 
 
@@ -22,7 +23,11 @@ def auth_headers(
     secret = environ.get(auth.secret_env or "")
     if not secret:
         raise ConfigError(
-            source, [f"{source}: auth.secret_env names ${auth.secret_env}, which is not set"]
+            source,
+            [
+                f"{source}: auth.secret_env names ${auth.secret_env}, which is not passed: set "
+                f"it and name it in {PASS_ENV}"
+            ],
         )
     if auth.type == "bearer":
         return {auth.header: f"Bearer {secret}"}

@@ -12,12 +12,15 @@ import json
 import os
 import secrets
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bot import demo as demo_module
 from bot import history
@@ -30,6 +33,7 @@ from bot.report import write_outputs
 from bot.sandbox.base import EngineUnavailable
 from bot.sandbox.local import raise_keyboard_interrupt_on_sigterm
 from bot.sandbox.select import KINDS, check_engine, factory, kind_of
+from bot.scenario import load_suites
 from bot.verdict import EXIT_CODES, Decision, Verdict
 from bot.yamlfile import ConfigError
 
@@ -38,7 +42,13 @@ if TYPE_CHECKING:
     from bot.github.publish import Publisher
     from bot.store import Store
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+# pretty_exceptions off: an unexpected exception is main()'s to report, as exit 2.
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help=__doc__.split("\n")[0],
+    pretty_exceptions_enable=False,
+)
 policy_app = typer.Typer(no_args_is_help=True, help="Check policies and print their schema.")
 app.add_typer(policy_app, name="policy")
 # Logs and CI capture stderr without a terminal; rich would then assume 80 columns.
@@ -48,8 +58,13 @@ EXIT_ERROR = EXIT_CODES[Decision.error]
 
 
 def fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    _print_error(message)
     raise typer.Exit(EXIT_ERROR)
+
+
+def _print_error(message: str) -> None:
+    # escape: messages quote paths, SQL and logs, whose brackets are not rich markup.
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
 
 
 @app.command()
@@ -356,16 +371,18 @@ def _run_service(run: Callable[..., None], **options: Any) -> None:
 
 @policy_app.command("check")
 def policy_check(files: Annotated[list[Path], typer.Argument(help="Policy files.")]) -> None:
-    """Validate policy files; exit 2 with file:line:col messages when one is wrong."""
+    """Validate policy files and the suites they name; exit 2 with file:line:col messages
+    when one is wrong, so a broken suite is found here rather than by the first run."""
     problems = 0
     for path in files:
         try:
             loaded = load_policy(path)
-            loaded.suite_paths()
+            load_suites(loaded.suite_paths())
         except ConfigError as exc:
             problems += 1
             for line in exc.problems:
-                err.print(f"[red]{line}[/]", soft_wrap=True)
+                # markup=False: messages quote the file (`? [a, b]`), not rich markup.
+                err.print(line, style="red", markup=False, soft_wrap=True)
             continue
         err.print(f"[green]ok[/] {path}")
     if problems:
@@ -499,3 +516,16 @@ def main() -> None:
         if exit.code == EXIT_INTERRUPTED:
             err.print("[yellow]interrupted: the sandbox and scratch files were removed[/]")
         raise
+    except Exception as exc:
+        # A bug of ours: exit 1 (Python's default) would read as a reject.
+        message = f"internal error: {type(exc).__name__}: {exc} (traceback in {_crash_log()})"
+        _print_error(message)
+        sys.exit(EXIT_ERROR)
+
+
+def _crash_log() -> Path:
+    """Keep the traceback of an internal error where a bug report can quote it."""
+    handle, name = tempfile.mkstemp(prefix="gatekeeper-internal-error-", suffix=".log")
+    with os.fdopen(handle, "w") as log:
+        traceback.print_exc(file=log)
+    return Path(name)

@@ -27,10 +27,11 @@ from bot.pipeline import validate
 from bot.policy import load_policy
 from bot.report import write_outputs
 from bot.resources import data_path
+from bot.sandbox.environment import PASS_ENV
 from bot.sandbox.select import factory
 from bot.verdict import Verdict
 
-SECRET_ENV = "GATEKEEPER_JWT_SECRET"
+SECRET_ENV = "SESSIONS_JWT_SECRET"
 
 
 def load_builder() -> ModuleType:
@@ -47,11 +48,11 @@ def load_builder() -> ModuleType:
 def run(out: Path, *, as_json: bool, console: Console, sandbox: str = "local") -> int:
     """`sandbox`: local, or containers (the demo API built from its Dockerfile, PostgreSQL
     from an image); both must reach the same decisions."""
-    # The demo API and the gate must agree on a signing secret; any value will do.
+    # The demo API and the gate must agree on a signing secret; any value will do. The policy
+    # hands it to the API, so the operator (the demo, here) passes it.
     os.environ.setdefault(SECRET_ENV, secrets.token_urlsafe(32))
-    # The demo API runs on gatekeeper's own interpreter (FastAPI and uvicorn come with it),
-    # so its `python` must be this one even when the virtualenv is not activated.
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    passed = [n for n in os.environ.get(PASS_ENV, "").split(",") if n]
+    os.environ[PASS_ENV] = ",".join(dict.fromkeys([*passed, SECRET_ENV]))
     loaded = load_policy(data_path("policies") / "sessions-api.yml")
     rows = []
     started = time.monotonic()

@@ -165,6 +165,13 @@ class Scratch:
         commit = _git(self.clone, "commit-tree", lines[0], "-p", base, "-p", head, "-m", message)
         return Merge(True, commit.stdout.strip(), [])
 
+    def private_dirs(self) -> tuple[Path, Path]:
+        """A HOME and a TMPDIR for the change's processes, removed with the clone."""
+        home, tmp = self.root / "home", self.root / "tmp"
+        for path in (home, tmp):
+            path.mkdir(mode=0o700, exist_ok=True)
+        return home, tmp
+
     def checkout(self, sha: str, name: str) -> Path:
         path = self.root / name
         _git(self.clone, "worktree", "add", "--quiet", "--detach", str(path), sha)

@@ -47,6 +47,11 @@ class Migrator:
         self.edited: list[str] = []
         # Log positions at the latest API start, for checks that read 'since: api_start'.
         self.start_marks: dict[str, int] = {}
+        self._app_conn: psycopg.Connection | None = None
+
+    def close(self) -> None:
+        if self._app_conn is not None:
+            self._app_conn.close()
 
     # -- the three phases --------------------------------------------------------------------
 
@@ -116,10 +121,13 @@ class Migrator:
         }
 
     def _run_sql(self, name: str, sql: str) -> None:
-        """Statement by statement in autocommit, as psql -f does, so CONCURRENTLY works."""
+        """Statement by statement in autocommit, as psql -f does, so CONCURRENTLY works; as
+        the application's role, like every other way the change's SQL reaches the database."""
+        if self._app_conn is None or self._app_conn.closed:
+            self._app_conn = psycopg.connect(self.sandbox.app_database_url, autocommit=True)
         for statement in _statements(name, sql):
             try:
-                self.conn.execute(statement.text)
+                self._app_conn.execute(statement.text)
             except psycopg.Error as exc:
                 position = int(exc.diag.statement_position or 1)
                 line = statement.line + statement.text.count("\n", 0, position - 1)
@@ -128,8 +136,10 @@ class Migrator:
     def _run_command(self, checkout: Path, label: str) -> None:
         command = self.policy.migrations.command or ""
         env_name = self.spec.database_url_env if self.spec else "DATABASE_URL"
-        env = {**self.environ, env_name: self.sandbox.database_url}
-        result = shell.run(command, checkout, env, max(self.deadline - time.monotonic(), 0.0))
+        env = {**self.environ, env_name: self.sandbox.app_database_url}
+        prefix = self.spec.confine if self.spec else ()
+        remaining = max(self.deadline - time.monotonic(), 0.0)
+        result = shell.run(command, checkout, env, remaining, prefix)
         if result.code != 0:
             ended = "timed out" if result.code is None else f"exited {result.code}"
             last = result.output.strip().splitlines()[-1:] or [""]

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import psycopg
+from psycopg.sql import SQL, Identifier
 
-from bot import ddl, rollback, schema, shell, sqllog
+from bot import ddl, masking, rollback, schema, shell, sqllog
 from bot.auth import auth_headers
 from bot.decision import decide, is_required
 from bot.gitrepo import Scratch
@@ -30,8 +32,9 @@ from bot.locks import LockMonitor, ObservedLock, lock_strength
 from bot.migrations import MigrationFailed, Migrator
 from bot.policy import LoadedPolicy, api_env, duration_seconds
 from bot.risk import Observed, assess
-from bot.sandbox import ApiSpec, ApiStartError, Sandbox, SandboxError
+from bot.sandbox import ApiSpec, ApiStartError, Sandbox, SandboxError, confine, environment
 from bot.sandbox.base import BuildFailed
+from bot.sandbox.postgres import APP_ROLE
 from bot.scenario import RunContext, StepResult, SuiteResult, load_suites, run_suite
 from bot.verdict import Criterion, Decision, Finding, Stage, Status, Verdict
 from bot.yamlfile import ConfigError
@@ -77,9 +80,13 @@ def validate(
     environ: Mapping[str, str] | None = None,
 ) -> Verdict:
     """Validate `job` in `repo` under `loaded`. Raises only KeyboardInterrupt and the
-    `Cancelled` its own `progress` callback raised: every failure is a verdict."""
-    run = _Run(job, repo, loaded, sandbox_factory, progress, environ or os.environ)
-    return run.execute()
+    `Cancelled` its own `progress` callback raised: every failure is a verdict.
+
+    The verdict is masked: no secret of `environ` (see bot/masking.py) is in it, whatever the
+    change printed, so nothing derived from it (report, statuses, comments) can leak one."""
+    environ = os.environ if environ is None else environ
+    run = _Run(job, repo, loaded, sandbox_factory, progress, environ)
+    return masking.from_environment(environ).model(run.execute())
 
 
 class _Run:
@@ -107,6 +114,8 @@ class _Run:
         self.added_lines: dict[str, set[int]] = {}
         self.locks: list[ObservedLock] = []
         self.scratch: Scratch | None = None
+        self.child_env: dict[str, str] = {}  # what the change's commands get (environment.py)
+        self.confinement = confine.NOT_ISOLATED
         self.started = time.monotonic()
         self.deadline = self.started + self.policy.timeouts.run
 
@@ -151,15 +160,23 @@ class _Run:
         error: Infrastructure | None = None
         try:
             suites = load_suites(self.loaded.suite_paths())
-            headers = auth_headers(self.policy.auth, self.loaded.source, self.environ)
-            env = api_env(self.loaded, self.environ)
+            # The policy reads only what the operator passes (GATEKEEPER_PASS_ENV).
+            variables = environment.passed(self.environ)
+            headers = auth_headers(self.policy.auth, self.loaded.source, variables)
+            env = api_env(self.loaded, variables)
+            confine.sweep()
             with Scratch(self.repo) as scratch:
+                self.confinement = confine.prepare(scratch.root)
+                self.evidence["isolation"] = self.confinement.note
+                self.child_env = {**environment.base(*scratch.private_dirs()), **env}
                 self._in_scratch(scratch, suites, headers, env)
         except Aborted:
             pass
         except Cancelled:
             raise
         except ConfigError as exc:
+            error = Infrastructure(f"configuration: {exc}")
+        except environment.PassError as exc:
             error = Infrastructure(f"configuration: {exc}")
         except Infrastructure as exc:
             error = exc
@@ -206,6 +223,7 @@ class _Run:
             self.observed.lines_changed = sum((f.added or 0) + (f.deleted or 0) for f in changed)
             base_dir = scratch.checkout(job.base_sha, "base")
             head_dir = scratch.checkout(merge.sha, "merge")
+            self.confinement.give(base_dir, head_dir, *scratch.private_dirs())
 
         with self.stage("build"):
             builds = self._build(head_dir, "merge")
@@ -244,10 +262,18 @@ class _Run:
     def _in_sandbox(self, sandbox, base_dir, head_dir, suites, headers, env, changed) -> None:
         policy = self.policy
         conn = psycopg.connect(sandbox.database_url, autocommit=True)
+        migrator: Migrator | None = None
+        # Commands and API starts are bounded by what is left of timeouts.run; SQL the change
+        # runs itself may have turned statement_timeout off: its sessions end at the deadline.
+        cutoff = threading.Timer(
+            max(self.deadline - time.monotonic(), 0.0), _terminate_sessions, (sandbox,)
+        )
+        cutoff.daemon = True
+        cutoff.start()
         try:
             self._prepare_database(sandbox, conn)
             spec = self._api_spec(env)
-            migrator = Migrator(policy, sandbox, spec, conn, self.environ, self.deadline)
+            migrator = Migrator(policy, sandbox, spec, conn, self.child_env, self.deadline)
 
             with self.stage("base schema"):
                 base_log_mark = sandbox.log_mark("database")
@@ -300,7 +326,10 @@ class _Run:
             )
             self._lint(migrator, head_dir, changed, before, base_log, head_log)
         finally:
+            cutoff.cancel()
             conn.close()
+            if migrator is not None:
+                migrator.close()
             sandbox.stop_api()
             self.evidence["logs"] = {
                 "api": tail(sandbox.logs("api")),
@@ -310,12 +339,18 @@ class _Run:
     def _prepare_database(self, sandbox: Sandbox, conn: psycopg.Connection) -> None:
         timeouts = self.policy.timeouts
         name = self.policy.database.name
+        # On the change's role, before any of its connections opens: every session it starts
+        # (migration command, API, directory migrations) begins with them.
         for setting, value in (
             ("lock_timeout", timeouts.lock_timeout),
             ("statement_timeout", timeouts.statement_timeout),
         ):
             ms = int(duration_seconds(value) * 1000)
-            conn.execute(f'ALTER DATABASE "{name}" SET {setting} = {ms}')
+            conn.execute(
+                SQL("ALTER ROLE {} SET {} = {}").format(
+                    Identifier(APP_ROLE), Identifier(setting), ms
+                )
+            )
         # Every statement with its duration: sqllog finds the SQL the change introduced,
         # wherever the API keeps it, and how long each statement took.
         conn.execute(f'ALTER DATABASE "{name}" SET log_min_duration_statement = 0')
@@ -342,6 +377,8 @@ class _Run:
         return ApiSpec(
             command=api.command,
             env=env,
+            process_env=self.child_env,
+            confine=self.confinement.prefix,
             port_env=api.port_env,
             database_url_env=api.database_url_env,
             health_path=api.health_path,
@@ -661,7 +698,9 @@ class _Run:
         budget_end = time.monotonic() + self.policy.build.timeout
         for command in self.policy.build.commands:
             start = time.monotonic()
-            result = shell.run(command, workdir, self.environ, budget_end - start)
+            result = shell.run(
+                command, workdir, self.child_env, budget_end - start, self.confinement.prefix
+            )
             output = result.output
             if result.code is None:
                 output += f"\n(timed out: build.timeout is {self.policy.build.timeout:.0f} s)"
@@ -738,6 +777,15 @@ def _table_of(event: ddl.DdlEvent, existing: set[str]) -> str | None:
         ):
             return table
     return None
+
+
+def _terminate_sessions(sandbox: Sandbox) -> None:
+    """End every session of the change's role (on its own connection: the run's is busy)."""
+    with suppress(psycopg.Error), psycopg.connect(sandbox.database_url, autocommit=True) as c:
+        c.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+            (APP_ROLE,),
+        )
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

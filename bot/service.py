@@ -14,13 +14,16 @@ transaction); workers take the jobs (bot.queue) and do everything slow here. Rul
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import subprocess
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import psycopg_pool
@@ -333,8 +336,21 @@ class Service:
                 return validate(job, clone, loaded, factory(), progress=stop)
 
     def _clone(self, target: events.Target, dest: Path) -> None:
+        """Clone with the installation token in an HTTP header given to these two git calls
+        only (through the environment), never in the URL: the clone's .git/config, which the
+        change's code could read, holds no credential."""
         token = self.github.token_for(target.installation_id)
-        url = self.settings.clone_url.format(token=token, repository=target.repository)
+        url = _without_credentials(
+            self.settings.clone_url.format(token="", repository=target.repository)
+        )
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        env = {  # our own git: the operator's proxy and CA settings apply
+            **os.environ,
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+        }
         head_ref = (
             f"+refs/pull/{target.pr_number}/head:refs/gatekeeper/head"
             if target.pr_number is not None
@@ -344,7 +360,9 @@ class Service:
             ["clone", "--quiet", "--no-checkout", url, str(dest)],
             ["-C", str(dest), "fetch", "--quiet", "origin", head_ref],
         ):
-            proc = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+            proc = subprocess.run(
+                ["git", *args], capture_output=True, text=True, check=False, env=env
+            )
             if proc.returncode != 0:
                 # The URL carries the token: never let it into a message.
                 message = proc.stderr.replace(token, "***").strip()
@@ -542,3 +560,9 @@ def _sandbox_failed(verdict: Verdict) -> bool:
     return (
         bool(verdict.stages) and verdict.stages[-1].name == "sandbox" and not verdict.stages[-1].ok
     )
+
+
+def _without_credentials(url: str) -> str:
+    """`url` without its user:password@ part (GATEKEEPER_CLONE_URL may still carry one)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -10,7 +10,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +21,16 @@ class Result:
     output: str  # stdout and stderr, interleaved as written
 
 
-def run(command: str, cwd: Path, env: Mapping[str, str], timeout: float) -> Result:
+def run(
+    command: str,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout: float,
+    prefix: Sequence[str] = (),
+) -> Result:
+    """`prefix` confines the command (bot/sandbox/confine.py): killing the group kills it."""
     process = subprocess.Popen(
-        command,
-        shell=True,
+        [*prefix, "/bin/sh", "-c", command],
         cwd=cwd,
         env=dict(env),
         stdout=subprocess.PIPE,

@@ -225,17 +225,21 @@ def test_an_unreachable_database_raises_on_entry(database: str) -> None:
     assert not monitor.running
 
 
-def test_a_role_without_superuser_rights_can_monitor(database: str, pg_sandbox: Any) -> None:
-    role = f"lk_{uuid.uuid4().hex[:12]}"
-    pg_sandbox.psql(f"CREATE ROLE {role} LOGIN")
+def test_a_role_without_superuser_rights_can_monitor(pg_sandbox: Any) -> None:
+    """The sandbox's application role (no superuser) watches its own database's locks."""
+    url = pg_sandbox.app_database_url
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        assert row.fetchone() == (False,)
+        conn.execute("CREATE TABLE lk_t (id int PRIMARY KEY)")
     try:
-        url = urlsplit(database)
-        as_role = url._replace(netloc=f"{role}@{url.hostname}:{url.port}").geturl()
-        with LockMonitor(as_role) as monitor:
-            pid = _held(database, "ALTER TABLE t ADD COLUMN c int")
-        assert _find(monitor.observed(), relation="public.t", mode="AccessExclusiveLock", pid=pid)
+        with LockMonitor(url) as monitor:
+            pid = _held(url, "ALTER TABLE lk_t ADD COLUMN c int")
+        lock = {"relation": "public.lk_t", "mode": "AccessExclusiveLock", "pid": pid}
+        assert _find(monitor.observed(), **lock)
     finally:
-        pg_sandbox.psql(f"DROP ROLE {role}")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP TABLE lk_t")
 
 
 def test_the_polls_stay_out_of_the_statement_log(database: str, pg_sandbox: Any) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Literal, Self
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.sql import Composable
 
 LogSource = Literal["api", "database"]
 
@@ -69,7 +70,12 @@ class ApiSpec:
     """How to start the API under test. Values are already expanded by the policy layer."""
 
     command: str  # run by /bin/sh in `workdir`
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # the policy's api.env, expanded
+    # What a process on the host starts from (environment.base): never Gatekeeper's own
+    # environment. Containers take their PATH and the rest from the image instead.
+    process_env: dict[str, str] = field(default_factory=dict)
+    # The command line that confines a process on the host (confine.py); empty: none.
+    confine: tuple[str, ...] = ()
     port_env: str = "PORT"  # the sandbox sets this variable to the chosen port
     database_url_env: str = "DATABASE_URL"  # ...and this one to the sandbox's database URL
     health_path: str = "/healthz"
@@ -79,7 +85,10 @@ class ApiSpec:
 class Sandbox(ABC):
     """Context manager: `with LocalSandbox(...) as sb:` tears everything down on any exit."""
 
-    database_url: str  # superuser URL over TCP loopback, e.g. postgresql://postgres@127.0.0.1:5/app
+    database_url: str  # the gate's own (superuser) connection: never handed to the change
+    # The change's connection (its migrations, its API): a role that owns the application's
+    # database and nothing else, with a password, over TCP.
+    app_database_url: str = ""
     api_url: str | None = None
 
     @abstractmethod
@@ -104,7 +113,9 @@ class Sandbox(ABC):
 
     _connection: psycopg.Connection[dict[str, Any]] | None = None
 
-    def psql(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def psql(
+        self, sql: str | Composable, params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """Run one statement as superuser; rows as dicts (empty for statements without rows).
 
         One lazily opened connection, shared by every sandbox kind: only the URL differs."""

@@ -44,6 +44,7 @@ import docker.errors
 import httpx
 import psycopg
 from docker.models.containers import Container
+from psycopg.sql import SQL, Identifier
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
@@ -55,7 +56,7 @@ from bot.policy.model import (
     ContainerService,
     duration_seconds,
 )
-from bot.sandbox import images
+from bot.sandbox import environment, images
 from bot.sandbox.base import (
     ApiSpec,
     ApiStartError,
@@ -73,7 +74,7 @@ from bot.sandbox.images import (
     LABEL_ROLE,
     LABEL_RUN,
 )
-from bot.sandbox.postgres import SERVER_DEFAULTS, SUPERUSER, last_lines
+from bot.sandbox.postgres import APP_ROLE, SERVER_DEFAULTS, SUPERUSER, last_lines
 
 HOST = "127.0.0.1"
 DATABASE_ALIAS = "database"  # the database's host name on the run's network (ports mode)
@@ -104,13 +105,14 @@ class ContainersSandbox(Sandbox):
         source: str = "policy",
         nocache: bool = False,
     ):
-        """`environ` expands ${NAME} in build args and container env (default: os.environ);
+        """`environ` expands ${NAME} in build args and container env, from the variables it
+        passes (GATEKEEPER_PASS_ENV; default: os.environ's);
         `source` names the policy in the messages of that expansion; `nocache` builds every
         image from scratch, bypassing both caches (for measuring a cold start)."""
         self.settings = settings or Containers()
         self.database = database
         self.run_id = _safe(run_id) if run_id else uuid.uuid4().hex[:12]
-        self.environ = dict(os.environ if environ is None else environ)
+        self.environ = environment.passed(os.environ if environ is None else environ)
         self.source = source
         self.nocache = nocache
         self.database_url = ""
@@ -126,6 +128,7 @@ class ContainersSandbox(Sandbox):
         self._api_count = 0
         self._api_database_url = ""
         self._password = ""
+        self._app_password = ""
         self._logs: dict[LogSource, _Log] = {"api": _Log(), "database": _Log()}
         self._started = False
 
@@ -186,6 +189,7 @@ class ContainersSandbox(Sandbox):
         except SandboxError as exc:
             raise DatabaseStartError(str(exc)) from None
         self._password = secrets.token_urlsafe(18)
+        self._app_password = secrets.token_urlsafe(18)
         with signals_deferred():
             self._volume = client.volumes.create(
                 name=f"gatekeeper-{self.run_id}-pgdata",
@@ -195,11 +199,23 @@ class ContainersSandbox(Sandbox):
         if self.host_network:
             port = _on_free_port(lambda port: self._run_database(reference, port, deadline))
             self.database_url = self._url(HOST, port)
-            self._api_database_url = self.database_url
+            self.app_database_url = self._url(HOST, port, APP_ROLE)
+            self._api_database_url = self.app_database_url
         else:
             self._run_database(reference, _DB_PORT, deadline)
-            self.database_url = self._url(HOST, _published(self._database, _DB_PORT))
-            self._api_database_url = self._url(DATABASE_ALIAS, _DB_PORT)
+            published = _published(self._database, _DB_PORT)
+            self.database_url = self._url(HOST, published)
+            self.app_database_url = self._url(HOST, published, APP_ROLE)
+            self._api_database_url = self._url(DATABASE_ALIAS, _DB_PORT, APP_ROLE)
+        self._create_app_role()
+
+    def _create_app_role(self) -> None:
+        """The change connects as the database's owner, not as the superuser (see
+        postgres.APP_ROLE); the image's superuser password stays with the gate."""
+        role, database = Identifier(APP_ROLE), Identifier(self.database)
+        self.psql(SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, self._app_password))
+        self.psql(SQL("ALTER DATABASE {} OWNER TO {}").format(database, role))
+        self.psql(SQL("ALTER SCHEMA public OWNER TO {}").format(role))
 
     def _run_database(self, reference: str, port: int, deadline: float) -> int:
         settings = self.settings.database
@@ -267,10 +283,10 @@ class ContainersSandbox(Sandbox):
                 )
             time.sleep(_POLL)
 
-    def _url(self, host: str, port: int, database: str | None = None) -> str:
-        name = quote(database or self.database, safe="")
-        password = quote(self._password, safe="")
-        return f"postgresql://{SUPERUSER}:{password}@{host}:{port}/{name}"
+    def _url(self, host: str, port: int, role: str = SUPERUSER) -> str:
+        name = quote(self.database, safe="")
+        secret = self._password if role == SUPERUSER else self._app_password
+        return f"postgresql://{role}:{quote(secret, safe='')}@{host}:{port}/{name}"
 
     def _start_service(self, service: ContainerService) -> None:
         client = self._require_client()

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -39,7 +40,7 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from bot.policy.loader import LoadedPolicy
-from bot.sandbox import postgres
+from bot.sandbox import environment, postgres
 from bot.sandbox.base import (
     ApiSpec,
     ApiStartError,
@@ -49,7 +50,7 @@ from bot.sandbox.base import (
     SandboxError,
     signals_deferred,
 )
-from bot.sandbox.postgres import HOST, SUPERUSER, last_lines
+from bot.sandbox.postgres import APP_ROLE, HOST, SUPERUSER, last_lines
 
 _DB_START_TIMEOUT = 60.0
 _DB_STOP_TIMEOUT = 10.0
@@ -112,10 +113,14 @@ class LocalSandbox(Sandbox):
         if datadir is not None:
             self.settings = {**_DURABLE, **self.settings}
         self.database_url = ""
+        self.app_database_url = ""
+        self.app_password = ""
         self.api_url = None
         self._tmpdir: Path | None = None
         self._postgres: subprocess.Popen[bytes] | None = None
         self._api: subprocess.Popen[bytes] | None = None
+        self._socket_dir: Path | None = None
+        self._port: int | None = None
 
     @property
     def tmpdir(self) -> Path | None:
@@ -153,14 +158,21 @@ class LocalSandbox(Sandbox):
         if not (datadir / "PG_VERSION").exists():
             datadir.parent.mkdir(parents=True, exist_ok=True)
             postgres.new_cluster(installation, datadir)
-        socket_dir.mkdir()
+        # 0700: only PostgreSQL and the gate (its owner, or root) reach the socket.
+        socket_dir.mkdir(mode=0o700)
         installation.give(socket_dir)
+        self._socket_dir = socket_dir
+        if self.datadir is None:
+            self.app_password = secrets.token_urlsafe(24)
+        authentication = postgres.write_authentication(
+            self._tmpdir, self.database, app_role=self.datadir is None
+        )
+        settings = {**self.settings, **authentication}
         deadline = time.monotonic() + _DB_START_TIMEOUT
 
         def start_on(port: int) -> int:
-            command = postgres.server_command(
-                installation, datadir, socket_dir, port, self.settings
-            )
+            self._port = port
+            command = postgres.server_command(installation, datadir, socket_dir, port, settings)
             self._start_postgres(command, installation, port, datadir, deadline)
             return port
 
@@ -171,8 +183,9 @@ class LocalSandbox(Sandbox):
                 port = start_on(self.port)
             except _PortTaken as taken:
                 raise taken.error from None
-        self.database_url = self._url(port, self.database)
-        self._create_database(port)
+        self._port = port
+        self.database_url = self._url(self.database)
+        self._create_database()
 
     def _tmp_prefix(self) -> str:
         if self.run_id is None:
@@ -195,6 +208,7 @@ class LocalSandbox(Sandbox):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=environment.server(),
                 **installation.popen_kwargs(),
             )
             self._record_owner()
@@ -215,7 +229,7 @@ class LocalSandbox(Sandbox):
                 if _PORT_IN_USE.search(tail):
                     raise _PortTaken(error)
                 raise error
-            if _postmaster_ready(datadir) and self._accepts(port):
+            if _postmaster_ready(datadir) and self._accepts():
                 return
             if time.monotonic() > deadline:
                 raise DatabaseStartError(
@@ -225,31 +239,50 @@ class LocalSandbox(Sandbox):
                 )
             time.sleep(_DB_POLL)
 
-    def _accepts(self, port: int) -> bool:
+    def _accepts(self) -> bool:
         try:
-            psycopg.connect(self._url(port, "postgres"), connect_timeout=5).close()
+            psycopg.connect(self._url("postgres"), connect_timeout=5).close()
         except psycopg.OperationalError:
             return False
         return True
 
-    def _create_database(self, port: int) -> None:
-        if self.database == "postgres":
-            return
-        with psycopg.connect(self._url(port, "postgres"), autocommit=True) as connection:
+    def _create_database(self) -> None:
+        """The application's database, owned by the application's role (a throw-away
+        cluster) so that the change's migrations can do anything in it and nothing beyond."""
+        with psycopg.connect(self._url("postgres"), autocommit=True) as connection:
+            if self.datadir is None:
+                connection.execute(
+                    SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        Identifier(APP_ROLE), self.app_password
+                    )
+                )
+            if self.database == "postgres":
+                return
             # FILE_COPY skips WAL-logging every page of template1: half the time, and the
             # checkpoints it costs instead are free with fsync off. (PostgreSQL 15 and later.)
             strategy = " STRATEGY = FILE_COPY" if connection.info.server_version >= 150000 else ""
-            statement = SQL("CREATE DATABASE {}" + strategy)
+            owner = " OWNER {}" if self.datadir is None else ""
+            statement = SQL("CREATE DATABASE {}" + owner + strategy)
+            names = [Identifier(self.database)]
+            names += [Identifier(APP_ROLE)] if self.datadir is None else []
             try:
-                connection.execute(statement.format(Identifier(self.database)))
+                connection.execute(statement.format(*names))
             except psycopg.errors.DuplicateDatabase:
                 if self.datadir is None:
                     raise
                 # A kept cluster (`datadir`) started again: its database is there already.
+        if self.datadir is None:
+            self.app_database_url = (
+                f"postgresql://{APP_ROLE}:{quote(self.app_password, safe='')}@{HOST}:"
+                f"{self._port}/{quote(self.database, safe='')}"
+            )
 
-    @staticmethod
-    def _url(port: int, database: str) -> str:
-        return f"postgresql://{SUPERUSER}@{HOST}:{port}/{quote(database, safe='')}"
+    def _url(self, database: str) -> str:
+        """The gate's own connection: the superuser, through the 0700 socket directory and
+        peer authentication (pg_hba.conf has no other way in for it)."""
+        socket = quote(str(self._socket_dir), safe="")
+        name = quote(database, safe="")
+        return f"postgresql://{SUPERUSER}@/{name}?host={socket}&port={self._port}"
 
     # --- the API under test ---------------------------------------------------------------
 
@@ -260,13 +293,13 @@ class LocalSandbox(Sandbox):
 
     def _start_api(self, port: int, workdir: Path, spec: ApiSpec, name: str) -> str:
         mark = self.log_mark("api")
-        env = {**os.environ, **spec.env}
+        env = {**spec.process_env, **spec.env}
         env[spec.port_env] = str(port)
-        env[spec.database_url_env] = self.database_url
+        env[spec.database_url_env] = self.app_database_url
         try:
             with open(self._log_path("api"), "ab") as log, signals_deferred():
                 process = self._api = subprocess.Popen(
-                    ["/bin/sh", "-c", _API_WRAPPER, name, spec.command],
+                    [*spec.confine, "/bin/sh", "-c", _API_WRAPPER, name, spec.command],
                     cwd=workdir,
                     env=env,
                     stdin=subprocess.DEVNULL,

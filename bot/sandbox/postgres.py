@@ -35,11 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.sandbox import environment
 from bot.sandbox.base import DatabaseStartError
 
 SERVICE_ACCOUNT = "gatekeeper-pg"
 SUPERUSER = "postgres"
+# The role the change's code connects as: the application database's owner, not a superuser,
+# so COPY ... PROGRAM, pg_read_file, lo_import and other clusters' data are out of its reach.
+APP_ROLE = "sandbox"
 HOST = "127.0.0.1"
+_LOOPBACK = ("127.0.0.1/32", "::1/128")
 
 # fsync and friends are off because the cluster is thrown away: durability buys nothing here
 # and costs seconds per migration. The logging settings make the server log worth quoting in
@@ -139,6 +144,32 @@ def server_command(
     return command
 
 
+def write_authentication(directory: Path, database: str, *, app_role: bool) -> dict[str, str]:
+    """pg_hba.conf and pg_ident.conf for one cluster; returns the server settings naming them.
+
+    No `trust` line anywhere: the superuser comes in only through the unix socket (whose
+    directory is 0700) and only as the account the gate runs as (peer authentication); the
+    application role only over TCP loopback, with its password, to its own database. So code
+    under test on the same host — a build script with psql — reaches neither this cluster's
+    superuser nor any other cluster Gatekeeper runs (the service's own store included).
+    """
+    hba = [f"local all {SUPERUSER} peer map=gate"]
+    if app_role:
+        quoted = '"' + database.replace('"', '""') + '"'
+        hba += [f"host {quoted} {APP_ROLE} {net} scram-sha-256" for net in _LOOPBACK]
+    ident = [f"gate {pwd.getpwuid(os.geteuid()).pw_name} {SUPERUSER}"]
+    settings = {}
+    for setting, name, lines in (
+        ("hba_file", "pg_hba.conf", hba),
+        ("ident_file", "pg_ident.conf", ident),
+    ):
+        path = directory / name
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o644)  # read by the service account that runs PostgreSQL
+        settings[setting] = str(path)
+    return settings
+
+
 def _find_bindir(binaries: str) -> Path:
     if binaries == "embedded":
         bindir = _embedded_bindir()
@@ -193,31 +224,34 @@ def _version(bindir: Path) -> str:
 
 
 def _service_account() -> RunAs:
+    return system_account(SERVICE_ACCOUNT, DatabaseStartError)
+
+
+def system_account(name: str, error: type[Exception]) -> RunAs:
+    """The unprivileged system account `name`, created on first use (a concurrent run may
+    create it first); `error` is raised, with what to do, when it cannot be."""
     try:
-        entry = pwd.getpwnam(SERVICE_ACCOUNT)
+        entry = pwd.getpwnam(name)
     except KeyError:
-        _create_service_account()
-        entry = pwd.getpwnam(SERVICE_ACCOUNT)
+        command = ["useradd", "--system", "--user-group", "--no-create-home"]
+        command += ["--shell", "/usr/sbin/nologin", name]
+        try:
+            result = subprocess.run(
+                command, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT
+            )
+        except OSError as exc:
+            raise error(
+                f"the account {name} cannot be created ({exc}): create it, or run "
+                "gatekeeper as an unprivileged user"
+            ) from None
+        # 9: the name is taken, i.e. a concurrent run created it first.
+        if result.returncode not in (0, 9):
+            raise error(
+                f"useradd {name} failed with code {result.returncode}: create the account "
+                f"yourself, or run gatekeeper as an unprivileged user: {result.stderr.strip()}"
+            ) from None
+        entry = pwd.getpwnam(name)
     return RunAs(entry.pw_uid, entry.pw_gid)
-
-
-def _create_service_account() -> None:
-    command = ["useradd", "--system", "--user-group", "--no-create-home"]
-    command += ["--shell", "/usr/sbin/nologin", SERVICE_ACCOUNT]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT)
-    except OSError as error:
-        raise DatabaseStartError(
-            f"PostgreSQL refuses to run as root and the account {SERVICE_ACCOUNT} cannot be "
-            f"created ({error}): create it, or run gatekeeper as an unprivileged user"
-        ) from None
-    # 9: the name is taken, i.e. a concurrent run created it first.
-    if result.returncode not in (0, 9):
-        raise DatabaseStartError(
-            f"useradd {SERVICE_ACCOUNT} failed with code {result.returncode}: create the "
-            "account yourself, or run gatekeeper as an unprivileged user",
-            result.stderr,
-        )
 
 
 def _can_run(bindir: Path, run_as: RunAs) -> bool:
@@ -293,7 +327,7 @@ def _template(installation: Installation) -> Path:
         with _building(template) as staging:
             installation.give(staging)  # initdb runs as the service account
             command = [str(installation.bindir / "initdb"), "-D", str(staging), *_INITDB_OPTIONS]
-            env = {**os.environ, **_INITDB_ENV}
+            env = {**environment.server(), **_INITDB_ENV}
             _run(command, "initdb", env=env, **installation.popen_kwargs())
             _seal(staging)
     return template

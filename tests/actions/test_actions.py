@@ -667,9 +667,8 @@ def test_the_demo_cases_through_the_actions_path(tmp_path, case, code):
     event = pull_request_event(repo, head=wanted.head)
     workspace = checkout(repo, tmp_path / "workspace")
     env = {
-        "GATEKEEPER_JWT_SECRET": "actions-demo-secret",
-        # The demo API runs on this interpreter (FastAPI and uvicorn come with gatekeeper).
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "SESSIONS_JWT_SECRET": "actions-demo-secret",
+        "GATEKEEPER_PASS_ENV": "SESSIONS_JWT_SECRET",
     }
     policy = data_path("policies") / "sessions-api.yml"
     step = run_step(

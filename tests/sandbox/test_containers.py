@@ -641,7 +641,11 @@ def containers_policy(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_validate_with_the_policys_containers_sandbox(tmp_path: Path):
     repo = demo_repo(tmp_path)
-    env = {**os.environ, "GATEKEEPER_JWT_SECRET": "a-secret-for-this-test-only-0123456789abcdef"}
+    env = {
+        **os.environ,
+        "SESSIONS_JWT_SECRET": "a-secret-for-this-test-only-0123456789abcdef",
+        "GATEKEEPER_PASS_ENV": "SESSIONS_JWT_SECRET",
+    }
     proc = subprocess.run(
         [
             *(sys.executable, "-m", "bot", "validate", "--repo", str(repo), "--json"),
@@ -681,7 +685,8 @@ def test_a_change_whose_image_does_not_build_is_rejected_with_the_build_log(
         )
     )
     subprocess.run([*git, "commit", "-q", "-am", "break the image"], check=True)
-    monkeypatch.setenv("GATEKEEPER_JWT_SECRET", "a-secret-for-this-test-only-0123456789abcdef")
+    monkeypatch.setenv("SESSIONS_JWT_SECRET", "a-secret-for-this-test-only-0123456789abcdef")
+    monkeypatch.setenv("GATEKEEPER_PASS_ENV", "SESSIONS_JWT_SECRET")
     loaded = load_policy(containers_policy(tmp_path))
     job = Job(
         repository=str(repo),

@@ -147,14 +147,25 @@ def first_port_taken(monkeypatch: pytest.MonkeyPatch, occupied_port: int) -> int
 
 
 def test_database_is_served_over_tcp_and_everything_goes_at_stop() -> None:
+    """The change gets a TCP URL with a role that owns its database and has a password; the
+    superuser is reachable only by the gate, through the socket: no trust line, no TCP."""
     sandbox = LocalSandbox(database="shop")
     sandbox.start()
     try:
-        url = urlsplit(sandbox.database_url)
-        assert (url.hostname, url.username, url.path) == ("127.0.0.1", "postgres", "/shop")
-        with psycopg.connect(sandbox.database_url) as connection:
-            row = connection.execute("SELECT host(inet_server_addr()), current_database()")
-            assert row.fetchone() == ("127.0.0.1", "shop")
+        url = urlsplit(sandbox.app_database_url)
+        assert (url.hostname, url.username, url.path) == ("127.0.0.1", "sandbox", "/shop")
+        assert url.password and len(url.password) >= 24
+        with psycopg.connect(sandbox.app_database_url) as connection:
+            row = connection.execute(
+                "SELECT host(inet_server_addr()), current_database(), current_user, rolsuper, "
+                "pg_get_userbyid(datdba) FROM pg_roles, pg_database "
+                "WHERE rolname = current_user AND datname = current_database()"
+            )
+            assert row.fetchone() == ("127.0.0.1", "shop", "sandbox", False, "sandbox")
+        assert sandbox.psql("SELECT current_user AS u") == [{"u": "postgres"}]
+        for user in ("postgres", "sandbox:wrong-password"):
+            with pytest.raises(psycopg.OperationalError, match=r"password|pg_hba\.conf"):
+                psycopg.connect(f"postgresql://{user}@127.0.0.1:{url.port}/shop").close()
         assert sandbox.psql("CREATE TABLE item (id int)") == []
         assert sandbox.psql("INSERT INTO item VALUES (%(id)s) RETURNING id", {"id": 7}) == [
             {"id": 7}
@@ -244,7 +255,7 @@ def test_unusable_binaries_are_explained(binaries: str, says: str) -> None:
 
 def test_a_taken_port_is_retried_for_postgres(first_port_taken: int) -> None:
     with LocalSandbox() as sandbox:
-        assert port_of(sandbox.database_url) != first_port_taken
+        assert port_of(sandbox.app_database_url) != first_port_taken
         assert "Address already in use" in sandbox.logs("database")
         assert sandbox.psql("SELECT 1 AS one") == [{"one": 1}]
 
@@ -263,7 +274,7 @@ def test_api_that_becomes_healthy(sandbox: LocalSandbox, server: Path) -> None:
     assert pid is not None
     log = sandbox.logs("api", mark)
     assert header_pid(log) == pid
-    assert f"serving on {port_of(api_url)} {sandbox.database_url} hi" in log
+    assert f"serving on {port_of(api_url)} {sandbox.app_database_url} hi" in log
     assert len(processes_in_group(pid)) == 2
     assert sandbox.stop_api() is not None
     assert sandbox.api_url is None

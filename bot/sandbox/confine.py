@@ -1,0 +1,151 @@
+"""Where the change's processes run: an unprivileged account, in namespaces of their own.
+
+Build, migration and seed commands and the API under test are code nobody has reviewed. Run
+as the gate's own user they could read its state directory, the App's key file, and reach the
+superuser of every cluster it runs through the unix socket (peer authentication trusts the
+gate's uid). So, when Gatekeeper runs as root, each such process is started as
+
+    unshare --mount --pid --fork --kill-child --mount-proc  (a script)  setpriv …  command
+
+- **an unprivileged account** (`gatekeeper-run`, created on first use; no supplementary groups,
+  no new privileges: a setuid binary cannot raise it back);
+- **a pid namespace**: when its first process ends, the kernel kills every process in it, so
+  a double fork or a `setsid` daemon cannot outlive the command; killing `unshare` (a timeout,
+  Ctrl-C, a stopped API) kills the namespace;
+- **a mount namespace** in which the directories the account cannot enter (root's home, where
+  pyenv or a virtualenv may live) are replaced by an empty tmpfs holding only the paths the
+  change needs: the interpreter Gatekeeper runs on, so that a policy's `python -m …` works.
+
+Not root (a developer's machine), or without `unshare`/`setpriv`: the change runs as the
+gate's user, contained by process groups only, and the report says "not isolated".
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import sys
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.sandbox.base import SandboxError
+from bot.sandbox.postgres import RunAs, system_account
+
+RUN_ACCOUNT = "gatekeeper-run"
+# In every confined command line, so that the sweep recognises the ones a dead gate left.
+MARKER = "gatekeeper-confine"
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """How to start the change's processes; `prefix` is empty when they are not isolated."""
+
+    prefix: tuple[str, ...]
+    run_as: RunAs | None
+    note: str  # for the report: what isolates the change, or why nothing does
+
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        return [*self.prefix, *argv]
+
+    def give(self, *paths: Path) -> None:
+        """Hand directories the change writes (checkouts, HOME, TMPDIR) to its account."""
+        if self.run_as is None:
+            return
+        uid, gid = self.run_as.uid, self.run_as.gid
+        for root in paths:
+            os.lchown(root, uid, gid)
+            for directory, subdirectories, files in os.walk(root):
+                for name in (*subdirectories, *files):
+                    os.lchown(Path(directory) / name, uid, gid)
+
+
+NOT_ISOLATED = Confinement((), None, "not isolated: Gatekeeper does not run as root")
+
+
+def prepare(scratch: Path) -> Confinement:
+    """The confinement for one run whose private files live under `scratch` (removed with
+    it). `scratch` is opened to the account for traversal only (0711)."""
+    if os.geteuid() != 0:
+        return NOT_ISOLATED
+    missing = [tool for tool in ("unshare", "setpriv") if shutil.which(tool) is None]
+    if missing:
+        return Confinement(
+            (), None, f"not isolated: {' and '.join(missing)} not found (util-linux)"
+        )
+    run_as = system_account(RUN_ACCOUNT, SandboxError)
+    scratch.chmod(0o711)
+    keep = scratch / "mounts"
+    keep.mkdir(mode=0o700, exist_ok=True)
+    script = _script(keep, _needed(), run_as)
+    prefix = ("unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc")
+    note = (
+        f"isolated: account {RUN_ACCOUNT} (uid {run_as.uid}), own pid and mount namespaces; "
+        "network: not isolated"
+    )
+    return Confinement((*prefix, "/bin/sh", "-c", script, MARKER), run_as, note)
+
+
+def sweep() -> int:
+    """Kill the confined commands whose gate died (SIGKILL) before it could: their `unshare`
+    was handed to init. Killing it kills its namespace. Returns how many were found."""
+    found = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == 1 and cmdline[:1] == [b"unshare"] and MARKER.encode() in cmdline:
+            with suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+            found += 1
+    return found
+
+
+def _needed() -> list[Path]:
+    """What the change must reach besides its checkout: the interpreter and its libraries."""
+    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent}
+    return sorted({Path(os.path.realpath(p)) for p in paths} | paths)
+
+
+def _script(keep: Path, needed: list[Path], run_as: RunAs) -> str:
+    """Runs as root inside the new namespaces, then becomes the account and execs "$@"."""
+    lines = ["set -e"]
+    hidden: dict[Path, list[Path]] = {}
+    for path in needed:
+        closed = next((a for a in reversed(path.parents) if _closed(a)), None)
+        if closed is None and _closed(path):
+            closed = path
+        if closed is not None and closed != path:
+            hidden.setdefault(closed, []).append(path)
+    for number, (closed, paths) in enumerate(sorted(hidden.items())):
+        inner = [p for p in paths if not any(p != q and q in p.parents for q in paths)]
+        staged = [keep / f"{number}-{index}" for index in range(len(inner))]
+        for source, stage in zip(inner, staged, strict=True):
+            lines += [f"mkdir -p {_q(stage)}", f"mount --rbind {_q(source)} {_q(stage)}"]
+        lines.append(f"mount -t tmpfs -o mode=0755 gatekeeper {_q(closed)}")
+        for source, stage in zip(inner, staged, strict=True):
+            lines += [f"mkdir -p {_q(source)}", f"mount --rbind {_q(stage)} {_q(source)}"]
+    lines.append(
+        f"exec setpriv --reuid={run_as.uid} --regid={run_as.gid} --clear-groups "
+        '--no-new-privs -- "$@"'
+    )
+    return "\n".join(lines)
+
+
+def _closed(directory: Path) -> bool:
+    """Whether others cannot traverse `directory` (no o+x): the account would stop there."""
+    try:
+        return not directory.stat().st_mode & 0o001
+    except OSError:
+        return False
+
+
+def _q(path: Path) -> str:
+    return shlex.quote(str(path))

@@ -1,0 +1,168 @@
+"""Hostile branches through `gatekeeper validate`: the change's code must not walk out with
+the gate's secrets, read the host, steer the database as a superuser, or outlive the run.
+
+Each case plants canaries in Gatekeeper's own environment (a setting, a token, a secret the
+operator did not pass, one the operator passed on purpose), runs a branch that tries to leak
+them, and greps every output: stdout, stderr, report.md and verdict.json.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.helpers import ITEMS_CHECK, git
+
+GATEKEEPER = [sys.executable, "-m", "bot"]
+CANARIES = {
+    "GATEKEEPER_WEBHOOK_SECRET": "canary-webhook-7f3a9c21d4",
+    "GITHUB_TOKEN": "ghs_canarytoken0123456789abcdef",
+    "MY_DEPLOY_SECRET": "canary-deploy-5be0e1a7c9",
+    "PASSED_SECRET": "canary-passed-e83b19f4a2",  # passed to the API on purpose: masked
+}
+POLICY = """\
+version: 1
+migrations: {mode: directory, directory: migrations}
+timeouts: {lock_timeout: 1s, statement_timeout: 20s, run: 60}
+suites: [../checks]
+"""
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="the run account needs root")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    _commit(
+        repo,
+        {
+            ".github/gatekeeper.yml": POLICY,
+            "checks/schema.yml": ITEMS_CHECK,
+            "migrations/001_items.sql": "CREATE TABLE items (id bigint PRIMARY KEY);\n",
+        },
+        "base",
+    )
+    return repo
+
+
+def _commit(repo: Path, files: dict[str, str], message: str) -> None:
+    for name, text in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+
+
+def _hostile(repo: Path, name: str, files: dict[str, str], policy: str = "") -> None:
+    """A builder branch; `policy` extends the base's policy (on main: the gate reads it
+    from the base branch, never from the change)."""
+    if policy:
+        _commit(repo, {".github/gatekeeper.yml": POLICY + policy}, f"policy for {name}")
+    git(repo, "checkout", "-qb", name, "main")
+    _commit(repo, files, f"hostile: {name}")
+    git(repo, "checkout", "-q", "main")
+
+
+def _validate(repo: Path, head: str, out: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    env = {**os.environ, **CANARIES, "GATEKEEPER_PASS_ENV": "PASSED_SECRET"}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [*GATEKEEPER, "validate", "--repo", str(repo), "--head", head, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert time.monotonic() - started < 60 + 10, "the run outlived timeouts.run + 10 s"
+    verdict = json.loads((out / "verdict.json").read_text())
+    outputs = proc.stdout + proc.stderr + (out / "report.md").read_text() + json.dumps(verdict)
+    for name, value in CANARIES.items():
+        encoded = base64.b64encode(value.encode()).decode()
+        assert value not in outputs, f"{name} leaked"
+        assert encoded[:-4] not in outputs, f"{name} leaked base64-encoded"
+    return proc, verdict
+
+
+def _criterion(verdict: dict, cid: str) -> dict:
+    return next(c for c in verdict["criteria"] if c["id"] == cid)
+
+
+def test_a_build_that_prints_its_environment_leaks_nothing(repo, tmp_path):
+    policy = "api:\n  command: 'true'\n  env: {API_SECRET: '${PASSED_SECRET}'}\n"
+    policy += "build: {commands: ['env; echo $API_SECRET | base64; cat /proc/1/environ; exit 3']}"
+    _hostile(repo, "builder/env", {"README": "x\n"}, policy)
+    proc, verdict = _validate(repo, "builder/env", tmp_path / "out")
+    assert proc.returncode == 1, proc.stderr
+    build = _criterion(verdict, "build")
+    assert build["status"] == "failed" and "exited 3" in build["evidence"]
+    # The passed secret reached the build (the operator passed it), masked in every output.
+    assert "API_SECRET=***" in build["evidence"]
+    # The environment was constructed: no variable of Gatekeeper's own process is there.
+    assert "MY_DEPLOY_SECRET" not in build["evidence"]
+    assert "GITHUB_TOKEN" not in build["evidence"]
+
+
+def test_a_migration_cannot_run_programs_or_read_host_files(repo, tmp_path):
+    for name, sql in {
+        "program": "COPY (SELECT 1) TO PROGRAM 'env > /tmp/gatekeeper-leak';",
+        "file": "SELECT pg_read_file('/etc/passwd');",
+        "superuser": "ALTER ROLE CURRENT_USER SUPERUSER;",
+    }.items():
+        _hostile(repo, f"builder/{name}", {"migrations/002_leak.sql": sql + "\n"})
+        proc, verdict = _validate(repo, f"builder/{name}", tmp_path / name)
+        assert proc.returncode == 1, proc.stderr
+        apply = _criterion(verdict, "migrate.apply")
+        assert apply["status"] == "failed"
+        assert "permission denied" in apply["evidence"] or "must be" in apply["evidence"]
+        assert "root:x:0:0" not in json.dumps(verdict)
+    assert not Path("/tmp/gatekeeper-leak").exists()
+
+
+def test_a_migration_that_loops_ends_with_the_run(repo, tmp_path):
+    """statement_timeout turned off by the migration itself: the run's deadline ends it."""
+    _commit(repo, {".github/gatekeeper.yml": POLICY.replace("run: 60", "run: 8")}, "short run")
+    sql = "SET statement_timeout = 0;\nSELECT pg_sleep(600);\n"
+    _hostile(repo, "builder/loop", {"migrations/002_loop.sql": sql})
+    started = time.monotonic()
+    proc, verdict = _validate(repo, "builder/loop", tmp_path / "out")
+    assert time.monotonic() - started < 8 + 10
+    assert proc.returncode in (1, 2), proc.stderr
+    assert verdict["decision"] in ("reject", "error")
+
+
+@ROOT_ONLY
+def test_the_change_runs_unprivileged_and_nothing_it_starts_outlives_the_run(repo, tmp_path):
+    """A build that forks a daemon (setsid, double fork) and tries the gate's own files and
+    the superuser's socket: it runs as the run account, and its daemon dies with the run."""
+    marker = f"gk-daemon-{os.getpid()}"
+    script = f"""\
+        #!/bin/sh
+        id -u > "$HOME/uid"
+        (setsid sh -c 'exec -a {marker} sleep 300' &) &
+        cat /root/.bashrc /var/lib/gatekeeper/app.pem 2>&1 | head -3
+        for d in /tmp/gatekeeper-*/socket; do
+          psql -h "$d" -U postgres -c 'select 1' 2>&1 | head -1
+        done
+        echo "uid=$(id -u)"
+        exit 3
+        """
+    policy = "build: {commands: ['sh build.sh']}\n"
+    _hostile(repo, "builder/daemon", {"build.sh": script}, policy)
+    _proc, verdict = _validate(repo, "builder/daemon", tmp_path / "out")
+    evidence = _criterion(verdict, "build")["evidence"]
+    assert "uid=0" not in evidence and "uid=" in evidence
+    assert "isolated: account gatekeeper-run" in verdict["evidence"]["isolation"]
+    time.sleep(0.5)
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.cmdline())]
+    assert left == [], f"processes outlived the run: {left}"
