@@ -164,9 +164,7 @@ class LocalSandbox(Sandbox):
         self._socket_dir = socket_dir
         if self.datadir is None:
             self.app_password = secrets.token_urlsafe(24)
-        authentication = postgres.write_authentication(
-            self._tmpdir, self.database, app_role=self.datadir is None
-        )
+        authentication = postgres.write_authentication(self._tmpdir, app_role=self.datadir is None)
         settings = {**self.settings, **authentication}
         deadline = time.monotonic() + _DB_START_TIMEOUT
 

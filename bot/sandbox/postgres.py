@@ -144,19 +144,19 @@ def server_command(
     return command
 
 
-def write_authentication(directory: Path, database: str, *, app_role: bool) -> dict[str, str]:
+def write_authentication(directory: Path, *, app_role: bool) -> dict[str, str]:
     """pg_hba.conf and pg_ident.conf for one cluster; returns the server settings naming them.
 
     No `trust` line anywhere: the superuser comes in only through the unix socket (whose
     directory is 0700) and only as the account the gate runs as (peer authentication); the
-    application role only over TCP loopback, with its password, to its own database. So code
+    application role only over TCP loopback, with its password. So code
     under test on the same host — a build script with psql — reaches neither this cluster's
     superuser nor any other cluster Gatekeeper runs (the service's own store included).
     """
     hba = [f"local all {SUPERUSER} peer map=gate"]
     if app_role:
-        quoted = '"' + database.replace('"', '""') + '"'
-        hba += [f"host {quoted} {APP_ROLE} {net} scram-sha-256" for net in _LOOPBACK]
+        # Any database of this throw-away cluster: the role acts only where it has rights.
+        hba += [f"host all {APP_ROLE} {net} scram-sha-256" for net in _LOOPBACK]
     ident = [f"gate {pwd.getpwuid(os.geteuid()).pw_name} {SUPERUSER}"]
     settings = {}
     for setting, name, lines in (

@@ -28,6 +28,7 @@ import jwt
 import psycopg
 import pytest
 
+from bot.sandbox.postgres import APP_ROLE
 from bot.scenario.runner import RunContext, load_suites, run_suite
 from tests.helpers import free_port
 
@@ -110,10 +111,11 @@ def checkout(demo_repo: Path) -> Callable[[str], Path]:
 
 @pytest.fixture
 def database_url(pg_sandbox: Any) -> Iterator[str]:
-    """A fresh database per test, so every start-up migrates from nothing."""
+    """A fresh database per test, so every start-up migrates from nothing; the API connects
+    as the pipeline lets it, the sandbox's application role over TCP."""
     name = f"demo_{uuid.uuid4().hex[:12]}"
-    pg_sandbox.psql(f"CREATE DATABASE {name}")
-    yield urlsplit(pg_sandbox.database_url)._replace(path=f"/{name}").geturl()
+    pg_sandbox.psql(f"CREATE DATABASE {name} OWNER {APP_ROLE}")
+    yield urlsplit(pg_sandbox.app_database_url)._replace(path=f"/{name}").geturl()
     pg_sandbox.psql(f"DROP DATABASE {name} WITH (FORCE)")
 
 
