@@ -31,6 +31,6 @@ def test_an_internal_error_exits_2_with_one_line_and_the_traceback_kept():
     assert "Traceback" not in proc.stderr
     log = Path(proc.stderr.split("(traceback in ")[1].split(")")[0].replace("\n", ""))
     try:
-        assert 'in boom\nRuntimeError: the [red]gate[/] broke' in log.read_text()
+        assert "in boom\nRuntimeError: the [red]gate[/] broke" in log.read_text()
     finally:
         log.unlink()
