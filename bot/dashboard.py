@@ -13,15 +13,28 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markdown_it import MarkdownIt
 
 from bot import history, metrics
-from bot.history import DECISIONS, MAX_PER_PAGE, RISKS, STATES, RunFilter, RunState
+from bot.history import (
+    DECISIONS,
+    MAX_ID,
+    MAX_PAGE,
+    MAX_PER_PAGE,
+    MAX_PR,
+    RISKS,
+    STATES,
+    RunFilter,
+    RunState,
+)
 from bot.service import Service
 from bot.verdict import Decision
+
+# A run id beyond the column's bigint is no run: 422 like any other bad value, not a 500.
+RunId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 _env = Environment(
     loader=PackageLoader("bot", "templates"),
@@ -79,10 +92,10 @@ def router(service: Service) -> APIRouter:
     @api.get("/runs")
     def list_runs(
         request: Request,
-        page: Annotated[int, Query(ge=1)] = 1,
+        page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
         per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 20,
         repo: Annotated[str | None, Query(max_length=200)] = None,
-        pr: Annotated[int | None, Query(ge=1)] = None,
+        pr: Annotated[int | None, Query(ge=1, le=MAX_PR)] = None,
         decision: Decision | None = None,
         state: RunState | None = None,
     ) -> dict[str, Any]:
@@ -109,7 +122,7 @@ def router(service: Service) -> APIRouter:
         }
 
     @api.get("/runs/{run_id}", response_model=None)
-    def one_run(request: Request, run_id: int) -> dict[str, Any] | JSONResponse:
+    def one_run(request: Request, run_id: RunId) -> dict[str, Any] | JSONResponse:
         """The run's row and its verdict JSON; the report itself is at `report`."""
         row = history.get_run(store, run_id)
         if row is None:
@@ -157,8 +170,8 @@ def router(service: Service) -> APIRouter:
     def index(request: Request) -> HTMLResponse:
         params = request.query_params
         errors: list[str] = []
-        pr = _int(params.get("pr"), "pull request", 1, 2**31 - 1, errors)
-        page = _int(params.get("page"), "page", 1, 10**6, errors) or 1
+        pr = _int(params.get("pr"), "pull request", 1, MAX_PR, errors)
+        page = _int(params.get("page"), "page", 1, MAX_PAGE, errors) or 1
         per_page = _int(params.get("per_page"), "per page", 1, MAX_PER_PAGE, errors) or 25
         decision = _choice(params.get("decision"), "decision", DECISIONS, errors)
         state = _choice(params.get("state"), "state", STATES, errors)
@@ -189,7 +202,7 @@ def router(service: Service) -> APIRouter:
         )
 
     @api.get("/runs/{run_id}/page", response_class=HTMLResponse)
-    def run_page(run_id: int) -> HTMLResponse:
+    def run_page(run_id: RunId) -> HTMLResponse:
         row = history.get_run(store, run_id)
         if row is None:
             return _page("missing.html", status=404, nav="runs", run_id=run_id)

@@ -33,6 +33,11 @@ STATES: tuple[str, ...] = get_args(RunState)
 DECISIONS = tuple(decision.value for decision in Decision)
 RISKS = tuple(risk.value for risk in Risk)
 MAX_PER_PAGE = 100
+# Far past any history kept (a million pages of 100); keeps OFFSET inside PostgreSQL's bigint.
+MAX_PAGE = 10**6
+# The columns' own ranges: pr_number is an int, ids are bigints.
+MAX_PR = 2**31 - 1
+MAX_ID = 2**63 - 1
 
 # A run that ended in `error` before any verdict has no decision column, yet to a maintainer
 # it is the same outcome as a verdict of `error` (the gate could not decide), so both are
@@ -106,8 +111,8 @@ def list_runs(
 ) -> Page:
     """One page of runs, newest first. A page past the end is empty, not an error, so a
     link kept from a longer listing still answers."""
-    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
-        raise ValueError(f"page must be >= 1 and per_page within 1..{MAX_PER_PAGE}")
+    if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= MAX_PER_PAGE:
+        raise ValueError(f"page must be within 1..{MAX_PAGE} and per_page within 1..{MAX_PER_PAGE}")
     where, params = (filters or RunFilter()).where()
     with store.connect() as conn:
         total = conn.execute(f"SELECT count(*) AS n FROM gatekeeper.runs{where}", params).fetchone()

@@ -3,6 +3,24 @@
 GitHub gives a delivery 10 seconds and does not retry on its own, so the answer must come
 fast and only after the delivery is safely in the database: a crash after the answer loses
 nothing, and a redelivery of the same id is recognised and not run twice.
+
+Whatever arrives, the answer is a status that says what was wrong, never a 500: the endpoint
+is open to the internet, and GitHub shows a failed delivery's answer to the App's owner, who
+must be able to tell a bad payload (400, redelivering will not help) from the service being
+down (503, redelivery will). So the checks come in the order that costs the least:
+
+1. the signature header's form, before a byte of the body is read: an unsigned request is
+   refused without buffering what it sends (401);
+2. the declared and the received size against `max_body_bytes` (413);
+3. the signature itself, over the body (401);
+4. the event and delivery headers (400): both end up in the database and the event name in
+   a metric's label, so they are bounded;
+5. the body as JSON (400): numbers of more digits than any GitHub sends, nesting deeper than
+   its payloads go, text PostgreSQL cannot hold (NUL, lone surrogates) and integers beyond
+   64 bits are refused with the field's path;
+6. routing (bot.events, 400 naming a missing field), then the values the store's columns
+   hold (a pull request number is a 32-bit integer), then the database (503 when it is
+   down; 400 if it refuses a value after all).
 """
 
 from __future__ import annotations
@@ -11,22 +29,46 @@ import hashlib
 import hmac
 import json
 import logging
-from typing import Any
+import re
+from typing import Annotated, Any
 
 import psycopg
 import psycopg_pool
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from bot import dashboard, events, logs, metrics
+from bot.history import MAX_ID
 from bot.service import Service
 
 log = logging.getLogger("gatekeeper.webhook")
 
+# GitHub signs with HMAC SHA-256 in lower-case hex; the header is ASCII or it is not GitHub's.
+_SIGNATURE = re.compile(r"sha256=[0-9a-fA-F]{64}")
+# GitHub's event names are lower-case words joined by underscores.
+_EVENT = re.compile(r"[a-z0-9_]{1,64}")
+# GitHub's delivery ids are GUIDs (36 characters); redeliveries keep the id. Other senders
+# (tests, the bench) use shorter ones, so anything printable is taken, within a bound that
+# keeps the id well inside a B-tree index entry.
+MAX_DELIVERY_ID = 100
+_DELIVERY = re.compile(rf"[\x21-\x7e]{{1,{MAX_DELIVERY_ID}}}")
+
+# GitHub's integers (ids, numbers, sizes) are 64-bit; 20 characters hold any of them.
+_INT64 = (-(2**63), 2**63 - 1)
+_MAX_INT_DIGITS = 20
+# Pull request and issue numbers are 32-bit on GitHub (GraphQL's Int) and in runs.pr_number.
+_INT32 = (-(2**31), 2**31 - 1)
+# owner (39) / name (100): GitHub's longest full name is 140 characters.
+MAX_REPOSITORY = 256
+# GitHub's payloads nest a dozen levels; far below Python's recursion limit.
+MAX_DEPTH = 64
+
 
 def create_app(service: Service) -> FastAPI:
-    app = FastAPI(title="gatekeeper", docs_url=None, redoc_url=None)
+    # No /docs or /openapi.json: the API is documented in the README, and the schema would
+    # list every route to anyone who asks, signed in or not.
+    app = FastAPI(title="gatekeeper", docs_url=None, redoc_url=None, openapi_url=None)
     secret = service.settings.webhook_secret.get_secret_value().encode()
     limit = service.settings.max_body_bytes
 
@@ -35,7 +77,7 @@ def create_app(service: Service) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/runs/{run_id}/report", response_class=PlainTextResponse)
-    def report(run_id: int) -> PlainTextResponse:
+    def report(run_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> PlainTextResponse:
         try:
             run = service.store.run(run_id)
         except KeyError:
@@ -45,6 +87,10 @@ def create_app(service: Service) -> FastAPI:
 
     @app.post("/webhook")
     async def webhook(request: Request) -> JSONResponse:
+        signature = request.headers.get("x-hub-signature-256")
+        if signature is None or not _SIGNATURE.fullmatch(signature):
+            # Before reading the body: whoever cannot sign gets nothing buffered.
+            return _answer(401, "missing or invalid X-Hub-Signature-256")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return _answer(413, f"body larger than {limit} bytes")
@@ -53,30 +99,56 @@ def create_app(service: Service) -> FastAPI:
             body += chunk
             if len(body) > limit:
                 return _answer(413, f"body larger than {limit} bytes")
-        if not _signed(secret, bytes(body), request.headers.get("x-hub-signature-256")):
+        if not _signed(secret, bytes(body), signature):
             return _answer(401, "missing or invalid X-Hub-Signature-256")
         event = request.headers.get("x-github-event")
         delivery = request.headers.get("x-github-delivery")
         if not event or not delivery:
             return _answer(400, "X-GitHub-Event and X-GitHub-Delivery are required")
-        try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return _answer(400, f"body is not JSON: {exc}")
-        if not isinstance(payload, dict):
-            return _answer(400, "body is not a JSON object")
-        if event == "ping":
-            return _answer(200, "pong")
-        return await run_in_threadpool(_accept, service, event, delivery, payload)
+        if not _EVENT.fullmatch(event):
+            return _answer(
+                400,
+                "X-GitHub-Event must be a GitHub event name "
+                "(lower-case letters, digits and _, at most 64 characters)",
+            )
+        if not _DELIVERY.fullmatch(delivery):
+            return _answer(
+                400,
+                f"X-GitHub-Delivery must be at most {MAX_DELIVERY_ID} printable ASCII "
+                "characters (GitHub sends a 36-character GUID)",
+            )
+        # Parsing 25 MB takes a while: off the event loop, with the rest of the work.
+        return await run_in_threadpool(_accept, service, event, delivery, bytes(body))
 
     app.include_router(dashboard.router(service))
     return app
 
 
-def _accept(service: Service, event: str, delivery: str, payload: dict[str, Any]) -> JSONResponse:
+class PayloadRefused(ValueError):
+    """The body cannot be taken as it is; the message names the field and is the answer."""
+
+
+def _accept(service: Service, event: str, delivery: str, body: bytes) -> JSONResponse:
     with logs.bind(delivery_id=delivery):
         try:
+            payload = parse(body)
+        except PayloadRefused as exc:
+            metrics.delivery(event, "malformed")
+            return _answer(400, str(exc))
+        if event == "ping":
+            return _answer(200, "pong")
+        try:
             return _record(service, event, delivery, payload)
+        except PayloadRefused as exc:
+            metrics.delivery(event, "malformed")
+            return _answer(400, str(exc))
+        except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded) as exc:
+            # The delivery's own values, which the checks above should have caught: it will
+            # fail the same way every time, so redelivering must not be invited.
+            log.warning("delivery refused, the database cannot store it: %s", exc)
+            metrics.delivery(event, "malformed")
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return _answer(400, f"the database cannot store this delivery: {first}")
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             # Nothing was committed: GitHub marks the delivery failed, and the redelivery
             # sweep asks for it again once the database is back.
@@ -85,13 +157,134 @@ def _accept(service: Service, event: str, delivery: str, payload: dict[str, Any]
             return _answer(503, "the service's database is unavailable; redeliver later")
 
 
+def parse(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object whose every value PostgreSQL can store, or PayloadRefused
+    with the reason (and the field's path where there is one)."""
+    try:
+        payload = json.loads(body, parse_int=_parse_int, parse_constant=_no_constant)
+    except RecursionError:
+        raise PayloadRefused(
+            f"body is not JSON GitHub sends: nested deeper than {MAX_DEPTH} levels"
+        ) from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise PayloadRefused(f"body is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise PayloadRefused("body is not a JSON object")
+    problem = _unstorable(payload)
+    if problem is not None:
+        raise PayloadRefused(problem)
+    return payload
+
+
+class _Oversized:
+    """An integer literal of more digits than any 64-bit number: kept as its length, so the
+    check can name its field (parse_int cannot know where it is)."""
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+
+def _parse_int(text: str) -> int | _Oversized:
+    # int() of a 5,000-digit string raises (and costs quadratic time below the limit).
+    digits = len(text.lstrip("-"))
+    return _Oversized(digits) if digits > _MAX_INT_DIGITS else int(text)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _unstorable(payload: dict[str, Any]) -> str | None:
+    """The first value (in document order) PostgreSQL could not store or GitHub never sends,
+    as a message naming its path; None when there is none. Iterative: the depth is checked
+    here, not by the interpreter's stack."""
+    pending: list[tuple[Any, str, int]] = [(payload, "", 0)]
+    while pending:
+        value, path, depth = pending.pop()
+        where = path or "the body"
+        if depth > MAX_DEPTH:
+            return f"{where} is nested deeper than {MAX_DEPTH} levels"
+        if isinstance(value, dict):
+            children = []
+            for key, item in value.items():
+                problem = _text_problem(key)
+                if problem is not None:
+                    return f"a key of {where} {problem}"
+                children.append((item, f"{path}.{_step(key)}" if path else _step(key), depth + 1))
+            pending.extend(reversed(children))
+        elif isinstance(value, list):
+            pending.extend(
+                (item, f"{path}[{index}]", depth + 1)
+                for index, item in reversed(list(enumerate(value)))
+            )
+        elif isinstance(value, str):
+            problem = _text_problem(value)
+            if problem is not None:
+                return f"{where} {problem}"
+        elif isinstance(value, _Oversized):
+            return f"{where} is an integer of {value.digits} digits; GitHub's fit in 64 bits"
+        elif isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+            return f"{where} is out of range; GitHub's integers fit in 64 bits"
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "contains a lone UTF-16 surrogate (not UTF-8 text)"
+    return None
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+
+def _step(key: str) -> str:
+    """A key as a path step; odd or long ones quoted and cut, so a message stays short."""
+    return key if _PLAIN_KEY.fullmatch(key) else json.dumps(key[:40])
+
+
+def _find(payload: Any, wanted: object, default: str) -> str:
+    """The path of the first value equal to `wanted` (of its type), for naming a field the
+    router read without saying where from; `default` if none is found."""
+    pending: list[tuple[Any, str]] = [(payload, "")]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(
+                (item, f"{path}.{_step(key)}" if path else _step(key))
+                for key, item in reversed(list(value.items()))
+            )
+        elif isinstance(value, list):
+            pending.extend((item, f"{path}[{i}]") for i, item in reversed(list(enumerate(value))))
+        elif type(value) is type(wanted) and value == wanted:
+            return path
+    return default
+
+
+def _check_columns(
+    payload: dict[str, Any], routed: events.Target | events.NeedsPullRequest
+) -> None:
+    """The routed values against the columns that hold them (gatekeeper.runs)."""
+    number = routed.pr_number
+    if number is not None and not _INT32[0] <= number <= _INT32[1]:
+        where = _find(payload, number, "the pull request number")
+        raise PayloadRefused(f"{where} is out of range: pull request numbers are 32-bit integers")
+    if len(routed.repository) > MAX_REPOSITORY:
+        where = _find(payload, routed.repository, "the repository's name")
+        raise PayloadRefused(
+            f"{where} is longer than {MAX_REPOSITORY} characters: not a repository name"
+        )
+
+
 def _record(service: Service, event: str, delivery: str, payload: dict[str, Any]) -> JSONResponse:
     action = payload.get("action") if isinstance(payload.get("action"), str) else None
     try:
         routed = events.route(event, payload, delivery)
     except events.PayloadError as exc:
-        metrics.delivery(event, "malformed")
-        return _answer(400, f"malformed {event} payload: {exc}")
+        raise PayloadRefused(f"malformed {event} payload: {exc}") from None
     if isinstance(routed, events.Target) and routed.needs_pr_lookup:
         routed = events.Ignored(
             reason="a push to a pull request's branch is validated through its "
@@ -101,6 +294,7 @@ def _record(service: Service, event: str, delivery: str, payload: dict[str, Any]
         fresh = service.store.record_delivery(delivery, event, action, "ignored", routed.reason)
         metrics.delivery(event, "ignored" if fresh else "duplicate")
         return _answer(200, f"ignored: {routed.reason}" if fresh else "duplicate delivery")
+    _check_columns(payload, routed)
     if isinstance(routed, events.NeedsPullRequest):
         target = {
             "kind": "needs-pull-request",
@@ -123,11 +317,11 @@ def _record(service: Service, event: str, delivery: str, payload: dict[str, Any]
     return JSONResponse({"message": "accepted", "run": run_id}, status_code=202)
 
 
-def _signed(secret: bytes, body: bytes, header: str | None) -> bool:
-    if not header or not header.startswith("sha256="):
-        return False
-    expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, header.removeprefix("sha256="))
+def _signed(secret: bytes, body: bytes, header: str) -> bool:
+    """`header` has passed _SIGNATURE, so it is ASCII: compared as bytes, which
+    compare_digest takes whatever they hold (a str with non-ASCII raises TypeError)."""
+    expected = hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+    return hmac.compare_digest(expected, header.removeprefix("sha256=").lower().encode())
 
 
 def _answer(status: int, message: str) -> JSONResponse:

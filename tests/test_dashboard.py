@@ -210,6 +210,10 @@ def test_runs_api_filters(store, running, real_verdict):
         {"decision": "maybe"},
         {"state": "lost"},
         {"page": "two"},
+        # Past what the columns hold: refused like any bad value (these were 500s).
+        {"page": 10**30},
+        {"page": 10**6 + 1},
+        {"pr": 2**31},
     ],
 )
 def test_runs_api_rejects_bad_parameters(running, params):
@@ -230,6 +234,9 @@ def test_run_api_one_run_and_unknown_ones(store, running, real_verdict):
     assert missing.status_code == 404
     assert missing.json() == {"detail": "no run 999999"}
     assert running.get("/runs/nine").status_code == 422
+    assert running.get(f"/runs/{2**63}").status_code == 422  # beyond bigint: no such id
+    assert running.get(f"/runs/{2**64}/page").status_code == 422
+    assert running.get(f"/runs/{2**64}/report").status_code == 422
     assert running.get("/runs/999999/report").status_code == 404  # the existing endpoint
 
 

@@ -144,7 +144,16 @@ def test_empty_history_has_one_empty_page(store):
 
 
 @pytest.mark.parametrize(
-    ("page", "per_page"), [(0, 20), (1, 0), (1, history.MAX_PER_PAGE + 1), (-3, 5)]
+    ("page", "per_page"),
+    [
+        (0, 20),
+        (1, 0),
+        (1, history.MAX_PER_PAGE + 1),
+        (-3, 5),
+        # Its OFFSET would not fit PostgreSQL's bigint: refused here, not by the database.
+        (10**30, 20),
+        (history.MAX_PAGE + 1, 20),
+    ],
 )
 def test_bad_pages_are_refused(store, page, per_page):
     with pytest.raises(ValueError):
