@@ -31,7 +31,7 @@ from bot.pipeline import validate as run_validation
 from bot.policy import LoadedPolicy, Policy, load_policy
 from bot.report import write_outputs
 from bot.sandbox.base import EngineUnavailable
-from bot.sandbox.local import raise_keyboard_interrupt_on_sigterm
+from bot.sandbox.local import unwind_on_interrupts
 from bot.sandbox.select import KINDS, check_engine, factory, kind_of
 from bot.scenario import load_suites
 from bot.verdict import EXIT_CODES, Decision, Verdict
@@ -509,7 +509,7 @@ EXIT_INTERRUPTED = 130  # typer turns KeyboardInterrupt into this exit code
 def main() -> None:
     """Typer in standalone mode: usage errors print their message and exit 2; every command
     ends through typer.Exit with its code."""
-    raise_keyboard_interrupt_on_sigterm()
+    unwind_on_interrupts()
     try:
         app()
     except SystemExit as exit:

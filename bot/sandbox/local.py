@@ -8,7 +8,7 @@ a temp directory of some 40 MB, and CI machines run thousands of these. Hence:
 - starting a child and recording it, and the whole of `stop()`, run with Ctrl-C and SIGTERM
   deferred: cut in half, they would lose track of a process or a directory;
 - `stop()` is also registered with atexit, for callers that never reach their `finally`.
-SIGTERM ends Python without unwinding; a CLI calls `raise_keyboard_interrupt_on_sigterm()`
+SIGTERM ends Python without unwinding; a CLI calls `unwind_on_interrupts()`
 so that it unwinds like Ctrl-C. Only SIGKILL of this process (or a SIGHUP it does not catch)
 still leaves debris, and that is what `sweep` clears at the next start: each temp dir names,
 in `owner.json`, the process that owns it and the processes it started.
@@ -73,13 +73,17 @@ T = TypeVar("T")
 log = logging.getLogger("gatekeeper.sandbox.local")
 
 
-def raise_keyboard_interrupt_on_sigterm() -> None:
-    """Make SIGTERM (CI cancellation, `docker stop`, `kill`) unwind the stack like Ctrl-C.
+def unwind_on_interrupts() -> None:
+    """Make SIGINT and SIGTERM (Ctrl-C, CI cancellation, `docker stop`, `kill`) unwind the
+    stack as KeyboardInterrupt.
 
     Python's default for SIGTERM is to die on the spot: no `finally`, no `__exit__`, no atexit,
-    and the sandbox's children would outlive us. Call it once, from the main thread.
+    and the sandbox's children would outlive us. SIGINT too may arrive ignored (a shell starts
+    background jobs with SIGINT ignored, and Python then keeps it so), and an ignored Ctrl-C
+    would let a run go on that its caller meant to stop. Call it once, from the main thread.
     """
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
 
 
 def for_policy(loaded: LoadedPolicy) -> LocalSandbox:

@@ -544,11 +544,11 @@ from pathlib import Path
 from bot.policy.model import Containers
 from bot.sandbox.base import ApiSpec
 from bot.sandbox.containers import ContainersSandbox
-from bot.sandbox.local import raise_keyboard_interrupt_on_sigterm
+from bot.sandbox.local import unwind_on_interrupts
 
 mode, run_id, network, workdir = sys.argv[1:]
 if mode == "sigterm":
-    raise_keyboard_interrupt_on_sigterm()
+    unwind_on_interrupts()
 sandbox = ContainersSandbox(Containers(network=network), run_id=run_id)
 
 def start_and_report():

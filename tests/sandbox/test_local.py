@@ -55,11 +55,11 @@ CHILD = """
 import json, sys, time
 from pathlib import Path
 from bot.sandbox.base import ApiSpec
-from bot.sandbox.local import LocalSandbox, raise_keyboard_interrupt_on_sigterm
+from bot.sandbox.local import LocalSandbox, unwind_on_interrupts
 
 mode, workdir, command = sys.argv[1:]
 if mode == "sigterm":
-    raise_keyboard_interrupt_on_sigterm()
+    unwind_on_interrupts()
 
 def start_and_report(sandbox):
     sandbox.start()
