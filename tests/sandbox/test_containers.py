@@ -547,7 +547,7 @@ from bot.sandbox.containers import ContainersSandbox
 from bot.sandbox.local import unwind_on_interrupts
 
 mode, run_id, network, workdir = sys.argv[1:]
-if mode == "sigterm":
+if mode != "atexit":  # as the CLI does; SIGINT may come in ignored (a background job)
     unwind_on_interrupts()
 sandbox = ContainersSandbox(Containers(network=network), run_id=run_id)
 

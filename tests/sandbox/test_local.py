@@ -58,7 +58,7 @@ from bot.sandbox.base import ApiSpec
 from bot.sandbox.local import LocalSandbox, unwind_on_interrupts
 
 mode, workdir, command = sys.argv[1:]
-if mode == "sigterm":
+if mode != "atexit":  # as the CLI does; SIGINT may come in ignored (a background job)
     unwind_on_interrupts()
 
 def start_and_report(sandbox):
