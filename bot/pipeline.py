@@ -47,6 +47,7 @@ _MISSING_EXTENSION = re.compile(
     r'|could not open extension control file "[^"]*/([^/"]+)\.control"'
 )
 LOG_TAIL_LINES = 60
+_WATCH_INTERVAL = 0.5  # seconds between looks at the deadline and at `cancelled`
 
 
 class Infrastructure(Exception):
@@ -78,14 +79,20 @@ def validate(
     sandbox_factory: SandboxFactory,
     progress: Progress = lambda _msg: None,
     environ: Mapping[str, str] | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> Verdict:
     """Validate `job` in `repo` under `loaded`. Raises only KeyboardInterrupt and the
     `Cancelled` its own `progress` callback raised: every failure is a verdict.
 
     The verdict is masked: no secret of `environ` (see bot/masking.py) is in it, whatever the
-    change printed, so nothing derived from it (report, statuses, comments) can leak one."""
+    change printed, so nothing derived from it (report, statuses, comments) can leak one.
+
+    `cancelled` is polled while a stage runs: once it says so (a newer commit, the watchdog,
+    a worker shutting down), or once `timeouts.run` is over, the stage is pre-empted — the
+    change's processes killed, its database sessions ended — and the run raises `Cancelled`
+    or ends in `error`, however far the stage had got."""
     environ = os.environ if environ is None else environ
-    run = _Run(job, repo, loaded, sandbox_factory, progress, environ)
+    run = _Run(job, repo, loaded, sandbox_factory, progress, environ, cancelled)
     return masking.from_environment(environ).model(run.execute())
 
 
@@ -98,8 +105,12 @@ class _Run:
         sandbox_factory: SandboxFactory,
         progress: Progress,
         environ: Mapping[str, str],
+        cancelled: Callable[[], bool],
     ):
         self.job, self.repo, self.loaded = job, repo, loaded
+        self.cancelled = cancelled
+        self.sandbox: Sandbox | None = None
+        self.preempted: str | None = None  # "cancelled" or "deadline", once the watch acted
         self.policy = loaded.policy
         self.sandbox_factory = sandbox_factory
         self.progress = progress
@@ -165,8 +176,11 @@ class _Run:
             headers = auth_headers(self.policy.auth, self.loaded.source, variables)
             env = api_env(self.loaded, variables)
             confine.sweep()
-            with Scratch(self.repo) as scratch:
-                self.confinement = confine.prepare(scratch.root)
+            with (
+                Scratch(self.repo) as scratch,
+                confine.prepare(scratch.root) as self.confinement,
+                self._watch(),
+            ):
                 self.evidence["isolation"] = self.confinement.note
                 self.child_env = {**environment.base(*scratch.private_dirs()), **env}
                 self._in_scratch(scratch, suites, headers, env)
@@ -184,7 +198,41 @@ class _Run:
             error = Infrastructure(str(exc), exc.log_tail)
         except Exception as exc:  # a bug in the gate must never turn into an approve
             error = Infrastructure(f"internal error: {type(exc).__name__}: {exc}")
+        # Whatever the pre-empted stage made of its killed processes is not the change's doing.
+        if self.preempted == "cancelled":
+            raise Cancelled
+        if self.preempted == "deadline":
+            error = Infrastructure(
+                f"the run exceeded timeouts.run ({self.policy.timeouts.run:.0f} s): the "
+                "change's processes were stopped and its database sessions ended"
+            )
         return self._verdict(started_at, error)
+
+    @contextmanager
+    def _watch(self) -> Iterator[None]:
+        """A thread that pre-empts the running stage at the deadline or on `cancelled`."""
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(_WATCH_INTERVAL):
+                if time.monotonic() > self.deadline:
+                    self.preempted = "deadline"
+                elif _asks_to_stop(self.cancelled):
+                    self.preempted = "cancelled"
+                else:
+                    continue
+                self.confinement.kill_all()
+                if self.sandbox is not None:
+                    _terminate_sessions(self.sandbox)
+                return
+
+        watcher = threading.Thread(target=watch, name="gatekeeper-watch", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
 
     def _in_scratch(
         self, scratch: Scratch, suites: list, headers: dict[str, str], env: dict[str, str]
@@ -254,7 +302,7 @@ class _Run:
 
         with ExitStack() as stack:
             with self.stage("sandbox"):
-                sandbox = stack.enter_context(self.sandbox_factory(self.loaded))
+                sandbox = self.sandbox = stack.enter_context(self.sandbox_factory(self.loaded))
             self._in_sandbox(sandbox, base_dir, head_dir, suites, headers, env, changed)
 
     # -- inside the sandbox ------------------------------------------------------------------
@@ -263,13 +311,6 @@ class _Run:
         policy = self.policy
         conn = psycopg.connect(sandbox.database_url, autocommit=True)
         migrator: Migrator | None = None
-        # Commands and API starts are bounded by what is left of timeouts.run; SQL the change
-        # runs itself may have turned statement_timeout off: its sessions end at the deadline.
-        cutoff = threading.Timer(
-            max(self.deadline - time.monotonic(), 0.0), _terminate_sessions, (sandbox,)
-        )
-        cutoff.daemon = True
-        cutoff.start()
         try:
             self._prepare_database(sandbox, conn)
             spec = self._api_spec(env)
@@ -326,7 +367,6 @@ class _Run:
             )
             self._lint(migrator, head_dir, changed, before, base_log, head_log)
         finally:
-            cutoff.cancel()
             conn.close()
             if migrator is not None:
                 migrator.close()
@@ -777,6 +817,14 @@ def _table_of(event: ddl.DdlEvent, existing: set[str]) -> str | None:
         ):
             return table
     return None
+
+
+def _asks_to_stop(cancelled: Callable[[], bool]) -> bool:
+    """A caller that cannot tell (its database is down) has not asked: the stage goes on."""
+    try:
+        return cancelled()
+    except Exception:
+        return False
 
 
 def _terminate_sessions(sandbox: Sandbox) -> None:

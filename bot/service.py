@@ -95,7 +95,7 @@ class Service:
                 raise Cancelled
 
         try:
-            self._process(run, stop)
+            self._process(run, stop, context.should_abort)
         except Cancelled:
             if context.abort_reason() == AbortReason.SHUTDOWN:
                 self._requeue(run["id"], "re-queued: the worker shut down")
@@ -128,7 +128,9 @@ class Service:
 
     # -- one run -----------------------------------------------------------------------------
 
-    def _process(self, run: dict[str, Any], stop: Callable[[str], None]) -> None:
+    def _process(
+        self, run: dict[str, Any], stop: Callable[[str], None], aborted: Callable[[], bool]
+    ) -> None:
         target = self._target(run)
         if target is None:
             return
@@ -176,7 +178,7 @@ class Service:
             self.store.update(run["id"], check_run_id=check_run_id)
         else:  # started before a retry or a wait for a resource: carried on
             publisher.resume_check(check_run_id)
-        verdict = self._validate(target, stop)
+        verdict = self._validate(target, stop, aborted)
         if verdict.decision == Decision.error and _sandbox_failed(verdict):
             raise Transient(f"the sandbox did not start: {verdict.summary}")
         report = render_markdown(verdict)
@@ -318,7 +320,10 @@ class Service:
         # Parsed early for the branch check; suites are read from the clone later.
         return load_policy_text(text, f"{repo}@{base[:12]}:{REPO_POLICY_PATH}", Path("."))
 
-    def _validate(self, target: events.Target, stop: Callable[[str], None]) -> Verdict:
+    def _validate(
+        self, target: events.Target, stop: Callable[[str], None], aborted: Callable[[], bool]
+    ) -> Verdict:
+        """`stop` ends the run between stages; `aborted` pre-empts a stage that hangs."""
         with tempfile.TemporaryDirectory(prefix="gatekeeper-clone-") as tmp:
             clone = Path(tmp) / "repo"
             self._clone(target, clone)
@@ -333,7 +338,7 @@ class Service:
             job = events.to_job(target, base_sha)
             with policy_at(clone, base_sha, self.settings.default_policy) as loaded:
                 job = job.model_copy(update={"policy_source": loaded.source})
-                return validate(job, clone, loaded, factory(), progress=stop)
+                return validate(job, clone, loaded, factory(), progress=stop, cancelled=aborted)
 
     def _clone(self, target: events.Target, dest: Path) -> None:
         """Clone with the installation token in an HTTP header given to these two git calls

@@ -7,8 +7,10 @@ gate's uid). So, when Gatekeeper runs as root, each such process is started as
 
     unshare --mount --pid --fork --kill-child --mount-proc  (a script)  setpriv …  command
 
-- **an unprivileged account** (`gatekeeper-run`, created on first use; no supplementary groups,
-  no new privileges: a setuid binary cannot raise it back);
+- **an unprivileged account of the run's own** (`gatekeeper-run-<slot>`, created on first
+  use, one per concurrent run; no supplementary groups, no new privileges: a setuid binary
+  cannot raise it back), so at the end, at a timeout or a cancel, killing every process of
+  that uid ends whatever the change started, and runs cannot touch each other;
 - **a pid namespace**: when its first process ends, the kernel kills every process in it, so
   a double fork or a `setsid` daemon cannot outlive the command; killing `unshare` (a timeout,
   Ctrl-C, a stopped API) kills the namespace;
@@ -22,11 +24,15 @@ gate's user, contained by process groups only, and the report says "not isolated
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shlex
 import shutil
 import signal
+import stat
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -35,32 +41,54 @@ from pathlib import Path
 from bot.sandbox.base import SandboxError
 from bot.sandbox.postgres import RunAs, system_account
 
-RUN_ACCOUNT = "gatekeeper-run"
+RUN_ACCOUNT = "gatekeeper-run"  # one account per concurrent run: gatekeeper-run-<slot>
+_SLOTS = 64
+_KILL_ROUNDS = 50
 # In every confined command line, so that the sweep recognises the ones a dead gate left.
 MARKER = "gatekeeper-confine"
 
 
 @dataclass(frozen=True)
 class Confinement:
-    """How to start the change's processes; `prefix` is empty when they are not isolated."""
+    """How to start the change's processes; `prefix` is empty when they are not isolated.
+    A context manager: leaving it kills whatever the account still runs and frees its slot."""
 
     prefix: tuple[str, ...]
     run_as: RunAs | None
     note: str  # for the report: what isolates the change, or why nothing does
+    slot: int | None = None  # an fd holding the account's slot lock (flock) while the run lasts
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         return [*self.prefix, *argv]
 
     def give(self, *paths: Path) -> None:
-        """Hand directories the change writes (checkouts, HOME, TMPDIR) to its account."""
+        """Hand directories the change writes (checkouts, HOME, TMPDIR) to its account, and
+        close them to every other (a concurrent run's account included)."""
         if self.run_as is None:
             return
         uid, gid = self.run_as.uid, self.run_as.gid
         for root in paths:
             os.lchown(root, uid, gid)
+            root.chmod(0o700)
             for directory, subdirectories, files in os.walk(root):
                 for name in (*subdirectories, *files):
                     os.lchown(Path(directory) / name, uid, gid)
+
+    def kill_all(self) -> int:
+        """SIGKILL every process of the run's account, however it was started (double
+        forks, setsid, another namespace): the account is this run's alone. Returns how many
+        were found; loops until none is left (a process may fork while we look)."""
+        if self.run_as is None:
+            return 0
+        return kill_uid(self.run_as.uid)
+
+    def __enter__(self) -> Confinement:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill_all()
+        if self.slot is not None:
+            os.close(self.slot)  # releases the flock
 
 
 NOT_ISOLATED = Confinement((), None, "not isolated: Gatekeeper does not run as root")
@@ -68,7 +96,8 @@ NOT_ISOLATED = Confinement((), None, "not isolated: Gatekeeper does not run as r
 
 def prepare(scratch: Path) -> Confinement:
     """The confinement for one run whose private files live under `scratch` (removed with
-    it). `scratch` is opened to the account for traversal only (0711)."""
+    it). `scratch` is opened to the account for traversal only (0711). Use it as a context
+    manager."""
     if os.geteuid() != 0:
         return NOT_ISOLATED
     missing = [tool for tool in ("unshare", "setpriv") if shutil.which(tool) is None]
@@ -76,17 +105,72 @@ def prepare(scratch: Path) -> Confinement:
         return Confinement(
             (), None, f"not isolated: {' and '.join(missing)} not found (util-linux)"
         )
-    run_as = system_account(RUN_ACCOUNT, SandboxError)
-    scratch.chmod(0o711)
-    keep = scratch / "mounts"
-    keep.mkdir(mode=0o700, exist_ok=True)
-    script = _script(keep, _needed(), run_as)
+    number, slot = _claim_slot()
+    try:
+        account = f"{RUN_ACCOUNT}-{number}"
+        run_as = system_account(account, SandboxError)
+        kill_uid(run_as.uid)  # what a run that died in this slot left behind
+        scratch.chmod(0o711)
+        keep = scratch / "mounts"
+        keep.mkdir(mode=0o700, exist_ok=True)
+        script = _script(keep, _needed(), run_as)
+    except BaseException:
+        os.close(slot)
+        raise
     prefix = ("unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc")
     note = (
-        f"isolated: account {RUN_ACCOUNT} (uid {run_as.uid}), own pid and mount namespaces; "
-        "network: not isolated"
+        f"isolated: account {account} (uid {run_as.uid}, this run's alone), own pid and "
+        "mount namespaces; network: not isolated"
     )
-    return Confinement((*prefix, "/bin/sh", "-c", script, MARKER), run_as, note)
+    return Confinement((*prefix, "/bin/sh", "-c", script, MARKER), run_as, note, slot)
+
+
+def kill_uid(uid: int) -> int:
+    """SIGKILL every process whose real uid is `uid` until there is none; how many."""
+    killed = 0
+    for _ in range(_KILL_ROUNDS):
+        found = [pid for pid in _pids() if _real_uid(pid) == uid]
+        if not found:
+            break
+        for pid in found:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        killed += len(found)
+        time.sleep(0.01)
+    return killed
+
+
+def _claim_slot() -> tuple[int, int]:
+    """The lowest free slot: one account per concurrent run, so that runs cannot read or kill
+    each other's processes and files. The lock dies with its process: a SIGKILLed run's
+    slot is free again, and its leftovers are killed by the next run that takes it."""
+    directory = Path(tempfile.gettempdir()) / "gatekeeper-slots"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    info = directory.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o077:
+        raise SandboxError(f"{directory} must be a directory only root can use: remove it")
+    for number in range(_SLOTS):
+        handle = os.open(directory / f"{number}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            continue
+        return number, handle
+    raise SandboxError(f"all {_SLOTS} run accounts are in use: too many concurrent runs")
+
+
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _real_uid(pid: int) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    line = next((line for line in status.splitlines() if line.startswith("Uid:")), None)
+    return int(line.split()[1]) if line else None
 
 
 def sweep() -> int:

@@ -156,6 +156,9 @@ class LocalSandbox(Sandbox):
             atexit.register(self.stop)
             self._tmpdir = Path(tempfile.mkdtemp(prefix=self._tmp_prefix()))
             self._record_owner()
+        for source in ("api", "database"):  # the dir opens for traversal: the logs stay ours
+            self._log_path(source).touch(mode=0o600)
+            self._log_path(source).chmod(0o600)
         installation = postgres.prepare(self.binaries)
         self._tmpdir.chmod(0o711)  # the service account must reach its data and socket dirs
         datadir, socket_dir = self.datadir or self._tmpdir / "data", self._tmpdir / "socket"

@@ -20,6 +20,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from bot.gitrepo import resolve
+from bot.job import Job
+from bot.pipeline import Cancelled, validate
+from bot.policy.loader import policy_at
+from bot.sandbox.select import factory
 from tests.helpers import ITEMS_CHECK, git
 
 GATEKEEPER = [sys.executable, "-m", "bot"]
@@ -94,6 +99,13 @@ def _validate(repo: Path, head: str, out: Path) -> tuple[subprocess.CompletedPro
     return proc, verdict
 
 
+def _cmd(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.info["cmdline"] or [])
+    except (psutil.Error, KeyError):
+        return ""
+
+
 def _criterion(verdict: dict, cid: str) -> dict:
     return next(c for c in verdict["criteria"] if c["id"] == cid)
 
@@ -148,8 +160,11 @@ def test_the_change_runs_unprivileged_and_nothing_it_starts_outlives_the_run(rep
     marker = f"gk-daemon-{os.getpid()}"
     script = f"""\
         #!/bin/sh
-        id -u > "$HOME/uid"
-        (setsid sh -c 'exec -a {marker} sleep 300' &) &
+        cp /bin/sleep "$TMPDIR/{marker}"
+        (setsid "$TMPDIR/{marker}" 300 &) &
+        sleep 0.3
+        found=$(grep -l "[{marker[0]}]{marker[1:]}" /proc/[0-9]*/cmdline 2>/dev/null)
+        echo "daemons=$(echo "$found" | grep -c .)"
         cat /root/.bashrc /var/lib/gatekeeper/app.pem 2>&1 | head -3
         for d in /tmp/gatekeeper-*/socket; do
           psql -h "$d" -U postgres -c 'select 1' 2>&1 | head -1
@@ -162,7 +177,34 @@ def test_the_change_runs_unprivileged_and_nothing_it_starts_outlives_the_run(rep
     _proc, verdict = _validate(repo, "builder/daemon", tmp_path / "out")
     evidence = _criterion(verdict, "build")["evidence"]
     assert "uid=0" not in evidence and "uid=" in evidence
+    assert "daemons=0" not in evidence and "daemons=" in evidence  # it did start one
     assert "isolated: account gatekeeper-run" in verdict["evidence"]["isolation"]
     time.sleep(0.5)
-    left = [p.pid for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.cmdline())]
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if marker in _cmd(p)]
     assert left == [], f"processes outlived the run: {left}"
+
+
+def test_a_cancelled_run_stops_a_stage_that_hangs(repo, tmp_path):
+    """A newer commit or the watchdog cancels the run while a build hangs: the stage is
+    pre-empted within seconds, not when the build's own timeout ends, and nothing is left."""
+
+    marker = f"gk-hang-{os.getpid()}"
+    command = f'cp /bin/sleep "$TMPDIR/{marker}" && "$TMPDIR/{marker}" 300'
+    policy = f"build: {{commands: ['{command}'], timeout: 600}}\n"
+    _hostile(repo, "builder/hang", {"README": "x\n"}, policy)
+    base, head = resolve(repo, "main"), resolve(repo, "builder/hang")
+    job = Job(
+        repository="r", base_ref="main", head_ref="builder/hang", base_sha=base, head_sha=head
+    )
+    seen: list[int] = []
+
+    def cancelled() -> bool:
+        """Once the build's process runs: a cancel must find something to stop."""
+        seen.extend(p.pid for p in psutil.process_iter(["cmdline"]) if marker in _cmd(p))
+        return bool(seen)
+
+    with policy_at(repo, base) as loaded, pytest.raises(Cancelled):
+        started = time.monotonic()
+        validate(job, repo, loaded, factory(), cancelled=cancelled)
+    assert seen and time.monotonic() - started < 30
+    assert [p.pid for p in psutil.process_iter(["cmdline"]) if marker in _cmd(p)] == []
