@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json as _json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,6 +20,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
+
+from bot import masking
 
 HANDLER_NAME = "gatekeeper-stdout"
 
@@ -104,8 +107,21 @@ def configure(json: bool = True, level: int = logging.INFO) -> None:
         handler = logging.StreamHandler(sys.stdout)
         handler.set_name(HANDLER_NAME)
         root.addHandler(handler)
-    handler.setFormatter(JsonFormatter() if json else TextFormatter())
+    formatter = JsonFormatter() if json else TextFormatter()
+    handler.setFormatter(_Masked(formatter, masking.from_environment(os.environ)))
     root.setLevel(level)
+
+
+class _Masked(logging.Formatter):
+    """Whatever a line quotes (a reject's reason, a failed command's output, a library's
+    exception text), no secret of the service's environment is written (bot/masking.py)."""
+
+    def __init__(self, inner: logging.Formatter, masker: masking.Masker):
+        super().__init__()
+        self.inner, self.masker = inner, masker
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.masker.text(self.inner.format(record))
 
 
 def _jsonable(value: Any) -> Any:

@@ -170,3 +170,18 @@ def test_plain_mode_shows_the_bound_ids(root_restored, capsys):
     bound, unbound = capsys.readouterr().out.splitlines()
     assert bound.endswith(" DEBUG gatekeeper.test: validating [delivery_id=abc run_id=7]")
     assert unbound.endswith(" INFO gatekeeper.test: idle")
+
+
+def test_no_secret_of_the_environment_reaches_a_line(root_restored, capsys, monkeypatch):
+    secret = "whsec-canary-0123456789"
+    monkeypatch.setenv("GATEKEEPER_WEBHOOK_SECRET", secret)
+    logs.configure()
+    log = logging.getLogger("gatekeeper.test")
+    log.warning("run 3 failed: build printed %s", secret)
+    try:
+        raise RuntimeError(f"token={secret}")
+    except RuntimeError:
+        log.exception("boom")
+    out = capsys.readouterr().out
+    assert secret not in out
+    assert "build printed ***" in out and "token=***" in out
