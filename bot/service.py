@@ -30,8 +30,9 @@ import psycopg_pool
 from procrastinate import JobContext
 from procrastinate.exceptions import JobAborted
 from procrastinate.job_context import AbortReason
+from pydantic import SecretStr
 
-from bot import events, history, logs, metrics
+from bot import events, history, logs, masking, metrics
 from bot.github.client import GitHubClient
 from bot.github.http import GitHubError
 from bot.github.publish import Publisher
@@ -324,9 +325,10 @@ class Service:
         self, target: events.Target, stop: Callable[[str], None], aborted: Callable[[], bool]
     ) -> Verdict:
         """`stop` ends the run between stages; `aborted` pre-empts a stage that hangs."""
+        token = self.github.token_for(target.installation_id)
         with tempfile.TemporaryDirectory(prefix="gatekeeper-clone-") as tmp:
             clone = Path(tmp) / "repo"
-            self._clone(target, clone)
+            self._clone(target, clone, token)
             try:
                 # After a merge the base branch already holds the change: compare the merge
                 # commit with its first parent, the target as it was before.
@@ -338,13 +340,20 @@ class Service:
             job = events.to_job(target, base_sha)
             with policy_at(clone, base_sha, self.settings.default_policy) as loaded:
                 job = job.model_copy(update={"policy_source": loaded.source})
-                return validate(job, clone, loaded, factory(), progress=stop, cancelled=aborted)
+                verdict = validate(job, clone, loaded, factory(), progress=stop, cancelled=aborted)
+        # validate masked what the environment holds; settings may come from elsewhere.
+        return self._masker(token).model(verdict)
 
-    def _clone(self, target: events.Target, dest: Path) -> None:
+    def _masker(self, token: str) -> masking.Masker:
+        """Every secret the service holds: its SecretStr settings and the run's token."""
+        values = (getattr(self.settings, name) for name in type(self.settings).model_fields)
+        secrets = [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
+        return masking.Masker([*secrets, token])
+
+    def _clone(self, target: events.Target, dest: Path, token: str) -> None:
         """Clone with the installation token in an HTTP header given to these two git calls
         only (through the environment), never in the URL: the clone's .git/config, which the
         change's code could read, holds no credential."""
-        token = self.github.token_for(target.installation_id)
         url = _without_credentials(
             self.settings.clone_url.format(token="", repository=target.repository)
         )
