@@ -124,7 +124,7 @@ class Migrator:
         """Statement by statement in autocommit, as psql -f does, so CONCURRENTLY works; as
         the application's role, like every other way the change's SQL reaches the database."""
         if self._app_conn is None or self._app_conn.closed:
-            self._app_conn = psycopg.connect(self.sandbox.app_database_url, autocommit=True)
+            self._app_conn = psycopg.connect(self.sandbox.gate_app_url, autocommit=True)
         for statement in _statements(name, sql):
             try:
                 self._app_conn.execute(statement.text)

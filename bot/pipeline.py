@@ -302,7 +302,9 @@ class _Run:
 
         with ExitStack() as stack:
             with self.stage("sandbox"):
-                sandbox = self.sandbox = stack.enter_context(self.sandbox_factory(self.loaded))
+                sandbox = self.sandbox = self.sandbox_factory(self.loaded)
+                sandbox.netns = self.confinement.netns
+                stack.enter_context(sandbox)
             self._in_sandbox(sandbox, base_dir, head_dir, suites, headers, env, changed)
 
     # -- inside the sandbox ------------------------------------------------------------------
@@ -738,9 +740,9 @@ class _Run:
         budget_end = time.monotonic() + self.policy.build.timeout
         for command in self.policy.build.commands:
             start = time.monotonic()
-            result = shell.run(
-                command, workdir, self.child_env, budget_end - start, self.confinement.prefix
-            )
+            confined = self.confinement
+            prefix = confined.networked if self.policy.build.network else confined.prefix
+            result = shell.run(command, workdir, self.child_env, budget_end - start, prefix)
             output = result.output
             if result.code is None:
                 output += f"\n(timed out: build.timeout is {self.policy.build.timeout:.0f} s)"

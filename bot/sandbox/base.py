@@ -90,6 +90,15 @@ class Sandbox(ABC):
     # database and nothing else, with a password, over TCP.
     app_database_url: str = ""
     api_url: str | None = None
+    # Set before `start` to run the database and the API in this network namespace (netns.py;
+    # the local sandbox only): the change then reaches nothing but them.
+    netns: Path | None = None
+
+    @property
+    def gate_app_url(self) -> str:
+        """The application role's URL as the gate reaches it (to run directory migrations as
+        that role): the change's own may point inside a network namespace."""
+        return self.app_database_url
 
     @abstractmethod
     def start(self) -> None:

@@ -5,7 +5,8 @@ as the gate's own user they could read its state directory, the App's key file, 
 superuser of every cluster it runs through the unix socket (peer authentication trusts the
 gate's uid). So, when Gatekeeper runs as root, each such process is started as
 
-    unshare --mount --pid --fork --kill-child --mount-proc  (a script)  setpriv …  command
+    nsenter --net=…  unshare --mount --pid --fork --kill-child --mount-proc  (a script)
+        setpriv …  command
 
 - **an unprivileged account of the run's own** (`gatekeeper-run-<slot>`, created on first
   use, one per concurrent run; no supplementary groups, no new privileges: a setuid binary
@@ -14,6 +15,9 @@ gate's uid). So, when Gatekeeper runs as root, each such process is started as
 - **a pid namespace**: when its first process ends, the kernel kills every process in it, so
   a double fork or a `setsid` daemon cannot outlive the command; killing `unshare` (a timeout,
   Ctrl-C, a stopped API) kills the namespace;
+- **a network namespace** of the run's slot (netns.py) holding only a loopback, where the
+  sandbox's PostgreSQL and the API listen: no egress, no cloud metadata address; builds get
+  the host's network only when the policy says `build.network: true`;
 - **a mount namespace** in which the directories the account cannot enter (root's home, where
   pyenv or a virtualenv may live) are replaced by an empty tmpfs holding only the paths the
   change needs: the interpreter Gatekeeper runs on, so that a policy's `python -m …` works.
@@ -38,6 +42,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.sandbox import netns
 from bot.sandbox.base import SandboxError
 from bot.sandbox.postgres import RunAs, system_account
 
@@ -57,6 +62,9 @@ class Confinement:
     run_as: RunAs | None
     note: str  # for the report: what isolates the change, or why nothing does
     slot: int | None = None  # an fd holding the account's slot lock (flock) while the run lasts
+    # The run's network namespace (netns.py): `prefix` enters it; `networked` does not.
+    netns: Path | None = None
+    networked: tuple[str, ...] = ()
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         return [*self.prefix, *argv]
@@ -114,15 +122,19 @@ def prepare(scratch: Path) -> Confinement:
         keep = scratch / "mounts"
         keep.mkdir(mode=0o700, exist_ok=True)
         script = _script(keep, _needed(), run_as)
+        namespace = netns.ensure(f"gatekeeper-{number}") if netns.available() else None
     except BaseException:
         os.close(slot)
         raise
-    prefix = ("unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc")
-    note = (
-        f"isolated: account {account} (uid {run_as.uid}, this run's alone), own pid and "
-        "mount namespaces; network: not isolated"
-    )
-    return Confinement((*prefix, "/bin/sh", "-c", script, MARKER), run_as, note, slot)
+    unshare = ("unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc")
+    networked = (*unshare, "/bin/sh", "-c", script, MARKER)
+    note = f"isolated: account {account} (uid {run_as.uid}, this run's alone), own pid and "
+    if namespace is None:
+        note += "mount namespaces; network: not isolated (iproute2's `ip` not found)"
+        return Confinement(networked, run_as, note, slot, None, networked)
+    note += "mount and network namespaces (loopback only: no egress)"
+    prefix = ("nsenter", f"--net={namespace}", *networked)
+    return Confinement(prefix, run_as, note, slot, namespace, networked)
 
 
 def kill_uid(uid: int) -> int:

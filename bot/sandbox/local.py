@@ -40,7 +40,7 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from bot.policy.loader import LoadedPolicy
-from bot.sandbox import environment, postgres
+from bot.sandbox import environment, netns, postgres
 from bot.sandbox.base import (
     ApiSpec,
     ApiStartError,
@@ -125,6 +125,7 @@ class LocalSandbox(Sandbox):
         self._api: subprocess.Popen[bytes] | None = None
         self._socket_dir: Path | None = None
         self._port: int | None = None
+        self._relay: netns.Relay | None = None
 
     @property
     def tmpdir(self) -> Path | None:
@@ -206,6 +207,16 @@ class LocalSandbox(Sandbox):
         deadline: float,
     ) -> None:
         mark = self.log_mark("database")
+        kwargs = installation.popen_kwargs()
+        if self.netns is not None and installation.run_as is not None:
+            # Entering a namespace needs root: nsenter (which execs, keeping the pid) first,
+            # then the service account. PostgreSQL then listens on the namespace's loopback.
+            run_as = installation.run_as
+            command = [
+                *("nsenter", f"--net={self.netns}", "setpriv", f"--reuid={run_as.uid}"),
+                *(f"--regid={run_as.gid}", "--clear-groups", "--", *command),
+            ]
+            kwargs = {}
         with open(self._log_path("database"), "ab") as log, signals_deferred():
             process = self._postgres = subprocess.Popen(
                 command,
@@ -214,7 +225,7 @@ class LocalSandbox(Sandbox):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=environment.server(),
-                **installation.popen_kwargs(),
+                **kwargs,
             )
             self._record_owner()
         try:
@@ -282,6 +293,15 @@ class LocalSandbox(Sandbox):
                 f"{self._port}/{quote(self.database, safe='')}"
             )
 
+    @property
+    def gate_app_url(self) -> str:
+        """The application role through the socket: its TCP port may be in a namespace."""
+        if not self.app_password:
+            return ""
+        socket, name = quote(str(self._socket_dir), safe=""), quote(self.database, safe="")
+        secret = quote(self.app_password, safe="")
+        return f"postgresql://{APP_ROLE}:{secret}@/{name}?host={socket}&port={self._port}"
+
     def _url(self, database: str) -> str:
         """The gate's own connection: the superuser, through the 0700 socket directory and
         peer authentication (pg_hba.conf has no other way in for it)."""
@@ -316,10 +336,14 @@ class LocalSandbox(Sandbox):
             message = f"API '{name}' could not be started in {workdir}: {error}"
             raise ApiStartError(message) from None
         self._record_owner()
-        url = f"http://{HOST}:{port}{spec.health_path}"
+        reachable = port
+        if self.netns is not None:  # the API listens inside the namespace: relay to it
+            self._relay = netns.Relay(self.netns, port)
+            reachable = self._relay.port
+        url = f"http://{HOST}:{reachable}{spec.health_path}"
         last_answer = _wait_for_health(process, url, spec.start_timeout)
         if last_answer is None:
-            self.api_url = f"http://{HOST}:{port}"
+            self.api_url = f"http://{HOST}:{reachable}"
             return self.api_url
         exited = process.returncode is not None
         returncode = self.stop_api()
@@ -343,6 +367,9 @@ class LocalSandbox(Sandbox):
             returncode = _end_process(self._api, signal.SIGTERM, _API_STOP_TIMEOUT, group=True)
             self._api = None
             self.api_url = None
+            if self._relay is not None:
+                self._relay.close()
+                self._relay = None
             self._record_owner()
         return returncode
 

@@ -156,6 +156,8 @@ def write_authentication(directory: Path, *, app_role: bool) -> dict[str, str]:
     hba = [f"local all {SUPERUSER} peer map=gate"]
     if app_role:
         # Any database of this throw-away cluster: the role acts only where it has rights.
+        # The socket line serves the gate (the TCP port may be in a network namespace).
+        hba.append(f"local all {APP_ROLE} scram-sha-256")
         hba += [f"host all {APP_ROLE} {net} scram-sha-256" for net in _LOOPBACK]
     ident = [f"gate {pwd.getpwuid(os.geteuid()).pw_name} {SUPERUSER}"]
     settings = {}

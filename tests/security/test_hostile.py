@@ -90,6 +90,7 @@ def _validate(repo: Path, head: str, out: Path) -> tuple[subprocess.CompletedPro
         env=env,
     )
     assert time.monotonic() - started < 60 + 10, "the run outlived timeouts.run + 10 s"
+    assert (out / "verdict.json").exists(), proc.stderr
     verdict = json.loads((out / "verdict.json").read_text())
     outputs = proc.stdout + proc.stderr + (out / "report.md").read_text() + json.dumps(verdict)
     for name, value in CANARIES.items():
@@ -208,3 +209,30 @@ def test_a_cancelled_run_stops_a_stage_that_hangs(repo, tmp_path):
         validate(job, repo, loaded, factory(), cancelled=cancelled)
     assert seen and time.monotonic() - started < 30
     assert [p.pid for p in psutil.process_iter(["cmdline"]) if marker in _cmd(p)] == []
+
+
+# Connects only inside the namespace, where no packet can leave: this machine's tests send
+# nothing to any address but loopback.
+PROBE = """\
+import socket, sys
+print("interfaces=" + ",".join(name for _, name in socket.if_nameindex()))
+if sys.argv[1:] == ["connect"]:
+    print("metadata=", socket.socket().connect_ex(("169.254.169.254", 80)))
+"""
+
+
+@ROOT_ONLY
+def test_the_change_reaches_no_address_but_its_sandbox(repo, tmp_path):
+    """Loopback only, unless the policy gives the build the network: the metadata address is
+    unreachable at once (no packet leaves: there is no route)."""
+    build = "build: {%scommands: ['python3 probe.py %s; exit 3']}\n"
+    _hostile(repo, "builder/net", {"probe.py": PROBE}, build % ("", "connect"))
+    _proc, verdict = _validate(repo, "builder/net", tmp_path / "out")
+    evidence = _criterion(verdict, "build")["evidence"]
+    assert "interfaces=lo\n" in evidence
+    assert "metadata= 101" in evidence  # ENETUNREACH
+    assert "network namespaces (loopback only" in verdict["evidence"]["isolation"]
+    # The policy's switch for builds that install dependencies: the host's interfaces.
+    _commit(repo, {".github/gatekeeper.yml": POLICY + build % ("network: true, ", "")}, "net")
+    _proc, verdict = _validate(repo, "builder/net", tmp_path / "open")
+    assert "interfaces=lo\n" not in _criterion(verdict, "build")["evidence"]
