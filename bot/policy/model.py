@@ -47,6 +47,11 @@ class Build(Strict):
         default_factory=list, description="Shell commands run in the merge result, in order."
     )
     timeout: float = Field(600, gt=0, description="Seconds for all build commands together.")
+    network: bool = Field(
+        False,
+        description="Give the build commands the host's network (to install dependencies); "
+        "otherwise they run, like everything of the change, with loopback only.",
+    )
 
 
 class Api(Strict):
@@ -54,7 +59,8 @@ class Api(Strict):
     workdir: str = Field(".", description="Directory of the repository to run it in.")
     env: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra environment; ${NAME} expands from the environment gatekeeper runs in.",
+        description="Extra environment; ${NAME} expands from the variables named in "
+        "GATEKEEPER_PASS_ENV.",
     )
     port_env: str = Field("PORT", description="Variable through which the API gets its port.")
     database_url_env: str = Field("DATABASE_URL", description="Variable for the database URL.")
