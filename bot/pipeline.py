@@ -303,7 +303,13 @@ class _Run:
         with ExitStack() as stack:
             with self.stage("sandbox"):
                 sandbox = self.sandbox = self.sandbox_factory(self.loaded)
-                sandbox.netns = self.confinement.netns
+                if sandbox.supports_netns:
+                    sandbox.netns = self.confinement.netns
+                else:
+                    self.evidence["isolation"] += (
+                        "; the API runs in a container and the migration command on the "
+                        "host's network: network not isolated"
+                    )
                 stack.enter_context(sandbox)
             self._in_sandbox(sandbox, base_dir, head_dir, suites, headers, env, changed)
 
@@ -315,7 +321,7 @@ class _Run:
         migrator: Migrator | None = None
         try:
             self._prepare_database(sandbox, conn)
-            spec = self._api_spec(env)
+            spec = self._api_spec(env, sandbox)
             migrator = Migrator(policy, sandbox, spec, conn, self.child_env, self.deadline)
 
             with self.stage("base schema"):
@@ -412,7 +418,10 @@ class _Run:
                 getattr(exc, "log_tail", ""),
             ) from None
 
-    def _api_spec(self, env: dict[str, str]) -> ApiSpec | None:
+    def _api_spec(self, env: dict[str, str], sandbox: Sandbox) -> ApiSpec | None:
+        """How the change's API and migration commands start. Only a sandbox that runs its
+        database in the run's network namespace lets them in there; the containers sandbox's
+        database is a container on the host's network, so they keep the host's network."""
         api = self.policy.api
         if api is None:
             return None
@@ -420,7 +429,7 @@ class _Run:
             command=api.command,
             env=env,
             process_env=self.child_env,
-            confine=self.confinement.prefix,
+            confine=self.confinement.prefix if sandbox.netns else self.confinement.networked,
             port_env=api.port_env,
             database_url_env=api.database_url_env,
             health_path=api.health_path,

@@ -3,15 +3,34 @@
 PyYAML forgets where values came from and pydantic reports paths, not lines. This module
 keeps the node marks from PyYAML's composer so every error names file, line and column,
 the offending key, and the closest valid key when a key looks like a typo.
+
+It is also the one door policies and suites come in by, and a repository's policy is read
+from a branch someone else wrote. So it refuses, as a ConfigError naming file and line,
+whatever would hang, exhaust or crash a reader instead of merely failing validation:
+
+- a file that is not a regular file (a FIFO, /dev/zero: reading either never ends) or is
+  larger than MAX_BYTES, checked before a byte is read;
+- bytes that are not UTF-8;
+- aliases that expand the document past MAX_VALUES values ("billion laughs": PyYAML
+  shares an anchored node, but every reader after it, pydantic included, walks each use),
+  aliases inside the value they name (a cycle), and nesting deeper than MAX_DEPTH;
+  counted on the event stream, before any node is built;
+- keys that are not plain values (`? [a, b]`), tags outside YAML's safe schema
+  (`!!python/object`), scalars the safe schema cannot build (`2024-13-45`, a 5000-digit
+  integer) and numbers that are not finite (`.inf`, `.nan`).
 """
 
 from __future__ import annotations
 
 import difflib
+import math
+import os
+import stat
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -21,7 +40,18 @@ M = TypeVar("M", bound=BaseModel)
 # libyaml's loader keeps the same marks and is about eight times faster than the pure one.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+# The shipped policies and suites are under 4 KiB; these leave two orders of magnitude of
+# room and still bound what one file can cost: under a second on one core.
+MAX_BYTES = 256 * 1024
+MAX_VALUES = 100_000  # scalars and collections, every alias counted as what it stands for
+MAX_DEPTH = 100  # below Python's recursion limit for every reader that recurses
+
+# The tags of YAML's safe schema (what SafeConstructor builds) and the merge key `<<`.
+_MERGE = "tag:yaml.org,2002:merge"
+_TAGS = frozenset(tag for tag in _LOADER.yaml_constructors if tag is not None) | {_MERGE}
+
 Loc = tuple[str | int, ...]
+Marks = dict[Loc, tuple[int, int]]
 
 
 class ConfigError(Exception):
@@ -33,67 +63,304 @@ class ConfigError(Exception):
         super().__init__("\n".join(problems))
 
 
+@dataclass(frozen=True)
+class Located(Generic[M]):
+    """A model and where each of its values was written.
+
+    For checks a model cannot make on its own (a suite's variables are defined by the steps
+    before, or by the suites before it), so their errors still point at a line.
+    """
+
+    value: M
+    path: str
+    marks: Marks
+
+    def position(self, loc: Loc, key: bool = False) -> str:
+        """'file:line:col' of the value at `loc` (of its key with `key`), else of its parent."""
+        line, col = _position(self.marks, loc, key)
+        return f"{self.path}:{line}:{col}"
+
+
 def load_model(path: str | Path, model: type[M], text: str | None = None) -> M:
     """Parse `path` (or `text`, reported as coming from `path`) into `model`."""
+    return load_located(path, model, text).value
+
+
+def load_located(path: str | Path, model: type[M], text: str | None = None) -> Located[M]:
+    """Like `load_model`, keeping the position of every value for later errors."""
     name = str(path)
-    if text is None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(name, [f"{name}: cannot read: {exc.strerror or exc}"]) from None
+    text = read_text(path) if text is None else _checked_text(name, text)
     data, marks = _compose(name, text)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(name, [f"{name}:1:1: expected a mapping at the top level"])
     try:
-        return model.model_validate(data)
+        return Located(model.model_validate(data), name, marks)
     except ValidationError as exc:
         problems = [_describe(name, model, err, marks, data) for err in exc.errors()]
         raise ConfigError(name, problems) from None
 
 
-def _compose(name: str, text: str) -> tuple[Any, dict[Loc, tuple[int, int]]]:
+def read_text(path: str | Path) -> str:
+    """The text of a regular file of at most MAX_BYTES of UTF-8, else a ConfigError.
+
+    The file's kind and size are checked before reading: /dev/zero never ends and a FIFO
+    blocks until someone writes to it, so "read it and see" is not an option.
+    """
+    name = str(path)
     try:
-        node = yaml.compose(text, Loader=_LOADER)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(name, [f"{where}: invalid YAML: {problem}"]) from None
-    if node is None:
-        return None, {}
-    marks: dict[Loc, tuple[int, int]] = {}
-    problems: list[str] = []
-    _walk(name, node, (), marks, problems)
-    if problems:
-        raise ConfigError(name, problems)
+        before = os.stat(path)
+        _check_kind(name, before)
+        # O_NONBLOCK: if a FIFO replaced the file since the stat, open must not wait.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as handle:
+            _check_kind(name, os.fstat(handle.fileno()))
+            data = handle.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(name, [f"{name}: cannot read: {exc.strerror or exc}"]) from None
+    except ValueError as exc:  # a NUL byte in the path
+        raise ConfigError(name, [f"{name}: cannot read: {exc}"]) from None
+    if len(data) > MAX_BYTES:
+        raise ConfigError(name, [_too_large(name)])
     try:
-        data = yaml.load(text, Loader=_LOADER)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = len(data[start : exc.start].decode("utf-8", "replace")) + 1
+        problem = f"not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        raise ConfigError(name, [f"{name}:{line}:{col}: {problem}"]) from None
+
+
+def _check_kind(name: str, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(name, [f"{name}: {_kind(info.st_mode)}, not a regular file"])
+    if info.st_size > MAX_BYTES:
+        raise ConfigError(name, [_too_large(name)])
+
+
+def _kind(mode: int) -> str:
+    kinds = [
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
+    return next((what for test, what in kinds if test(mode)), "a special file")
+
+
+def _too_large(name: str) -> str:
+    return f"{name}: larger than {MAX_BYTES // 1024} KiB, the limit for a policy or suite file"
+
+
+def _checked_text(name: str, text: str) -> str:
+    """Text read elsewhere (from git) meets the same limits as a file."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # lone surrogates, e.g. from errors="surrogateescape"
+        line = text.count("\n", 0, exc.start) + 1
+        col = exc.start - (text.rfind("\n", 0, exc.start) + 1) + 1
+        raise ConfigError(name, [f"{name}:{line}:{col}: not UTF-8"]) from None
+    if size > MAX_BYTES:
+        raise ConfigError(name, [_too_large(name)])
+    return text
+
+
+def _compose(name: str, text: str) -> tuple[Any, Marks]:
+    _check_events(name, text)
+    loader = _LOADER(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        problems: list[str] = []
+        _check_node(name, loader, node, set(), problems)
+        if problems:
+            raise ConfigError(name, problems)
+        marks: Marks = {}
+        _walk(node, (), marks)
+        data = loader.construct_document(node)
+    except ConfigError:
+        raise
     except yaml.YAMLError as exc:
-        raise ConfigError(name, [f"{name}: invalid YAML: {exc}"]) from None
+        raise ConfigError(name, [_yaml_problem(name, text, exc)]) from None
+    except Exception as exc:  # as in _check_scalar; collections are built here
+        raise ConfigError(name, [f"{name}: cannot read: {_one_line(exc)}"]) from None
+    finally:
+        loader.dispose()
     return data, marks
 
 
-def _walk(name: str, node: yaml.Node, loc: Loc, marks: dict, problems: list[str]) -> None:
+def _check_events(name: str, text: str) -> None:
+    """Refuse alias bombs, cycles and deep nesting from the event stream, before composing.
+
+    Every value counts once and every alias as the number of values its anchor stands
+    for, so the count is what a reader walking the loaded data would visit. Counting,
+    rather than refusing aliases, keeps `<<: *defaults` usable; the limit is absolute
+    because no policy or suite needs a hundred thousand values.
+    """
+    loader = _LOADER(text)
+    sizes: dict[str, int] = {}  # anchor -> values it stands for
+    frames: list[list[Any]] = []  # open collections: [values so far, anchor]
+    total = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.CollectionStartEvent):
+                if len(frames) >= MAX_DEPTH:
+                    raise _at(name, event, f"nested more than {MAX_DEPTH} levels deep")
+                frames.append([1, event.anchor])
+                count = 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                size, anchor = frames.pop()
+                if anchor is not None:
+                    sizes[anchor] = size
+                if frames:
+                    frames[-1][0] += size
+                continue
+            elif isinstance(event, yaml.AliasEvent):
+                if any(anchor == event.anchor for _, anchor in frames):
+                    problem = f"alias *{event.anchor} is inside the value it names (a cycle)"
+                    raise _at(name, event, problem)
+                count = sizes.get(event.anchor, 1)  # undefined: the composer reports it
+                if total + count > MAX_VALUES:
+                    problem = (
+                        f"alias *{event.anchor} stands for {count:,} values and takes the "
+                        f"file past {MAX_VALUES:,} values with aliases expanded"
+                    )
+                    raise _at(name, event, problem)
+            elif isinstance(event, yaml.ScalarEvent):
+                count = 1
+                if event.anchor is not None:
+                    sizes[event.anchor] = 1
+            else:
+                continue
+            total += count
+            if total > MAX_VALUES:
+                raise _at(name, event, f"more than {MAX_VALUES:,} values in one file")
+            # A collection adds itself to its parent when it ends, whole.
+            if frames and not isinstance(event, yaml.CollectionStartEvent):
+                frames[-1][0] += count
+    except yaml.YAMLError as exc:
+        raise ConfigError(name, [_yaml_problem(name, text, exc)]) from None
+    finally:
+        loader.dispose()
+
+
+def _at(name: str, event: yaml.Event, problem: str) -> ConfigError:
+    mark = event.start_mark
+    return ConfigError(name, [f"{name}:{mark.line + 1}:{mark.column + 1}: {problem}"])
+
+
+def _yaml_problem(name: str, text: str, exc: yaml.YAMLError) -> str:
+    """One line naming where: PyYAML's own message spans several and quotes the input."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    if context and getattr(exc, "problem", None):
+        problem = f"{context}: {problem}"
+    if mark is not None:
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}"
+    elif isinstance(exc, yaml.reader.ReaderError):
+        # The reader reports an offset into the text, not a line.
+        start = text.rfind("\n", 0, exc.position) + 1
+        line = text.count("\n", 0, start) + 1
+        where = f"{name}:{line}:{exc.position - start + 1}"
+        char = exc.character
+        problem = f"{exc.reason} ({f'U+{char:04X}' if isinstance(char, int) else repr(char)})"
+    else:
+        where = name
+    return f"{where}: invalid YAML: {_one_line(problem)}"
+
+
+def _one_line(text: object) -> str:
+    """Messages are one line each: a CLI prints one per problem, a report one per row."""
+    return " ".join(str(text).split())
+
+
+def _check_node(
+    name: str, loader: Any, node: yaml.Node, seen: set[int], problems: list[str]
+) -> None:
+    """Check every distinct node once (aliases share nodes), in the order they were written."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    where = f"{name}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+    if node.tag not in _TAGS:
+        problems.append(
+            f"{where}: unsupported tag {_short_tag(node.tag)}: only plain YAML values are "
+            "read (text, numbers, booleans, null, lists, mappings); quote it to mean text"
+        )
+        return
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag != _MERGE:
+            _check_scalar(where, loader, node, problems)
+    elif isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                kind = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
+                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                problems.append(
+                    f"{name}:{line}:{col}: a key must be a plain value such as a name, not a {kind}"
+                )
+                continue
+            if key_node.value in keys:
+                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                problems.append(f"{name}:{line}:{col}: duplicate key '{key_node.value}'")
+            keys.add(key_node.value)
+            _check_node(name, loader, key_node, seen, problems)
+            _check_node(name, loader, value_node, seen, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_node(name, loader, item, seen, problems)
+
+
+def _check_scalar(where: str, loader: Any, node: yaml.ScalarNode, problems: list[str]) -> None:
+    # Built here, one scalar at a time, so a failure has a position; the loader keeps what
+    # it built for construct_document.
+    try:
+        value = loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        problems.append(f"{where}: {_one_line(getattr(exc, 'problem', None) or exc)}")
+        return
+    # PyYAML's constructors raise whatever parsing the text hits: ValueError for 2024-13-45
+    # or a 5000-digit integer, AttributeError for `!!timestamp x`. The text is the only input.
+    except Exception as exc:
+        shown = node.value if len(node.value) <= 40 else node.value[:39] + "…"
+        problems.append(
+            f"{where}: cannot read {shown!r} as {_short_tag(node.tag)}: {_one_line(exc)}"
+        )
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(f"{where}: {node.value!r} is not a finite number")
+
+
+def _short_tag(tag: str) -> str:
+    prefix = "tag:yaml.org,2002:"
+    return "!!" + tag[len(prefix) :] if tag.startswith(prefix) else tag
+
+
+def _walk(node: yaml.Node, loc: Loc, marks: Marks) -> None:
+    """Record where each value was written, by its path in the data.
+
+    Runs after _check_events, so the data it walks (aliases expanded) is bounded.
+    """
     marks[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
         for key_node, value_node in node.value:
             key = key_node.value
-            if key in seen:
-                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
-                problems.append(f"{name}:{line}:{col}: duplicate key '{key}'")
-            seen.add(key)
             # Remember the key's own position: errors about a key point at the key.
             marks[(*loc, key, "__key__")] = (
                 key_node.start_mark.line + 1,
                 key_node.start_mark.column + 1,
             )
-            _walk(name, value_node, (*loc, key), marks, problems)
+            _walk(value_node, (*loc, key), marks)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(name, item, (*loc, index), marks, problems)
+            _walk(item, (*loc, index), marks)
 
 
 def _position(marks: dict[Loc, tuple[int, int]], loc: Loc, key: bool) -> tuple[int, int]:

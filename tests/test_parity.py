@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from bot.pipeline import validate
 from bot.policy import load_policy
 from bot.resources import data_path
 from bot.sandbox import images
+from bot.sandbox.environment import PASS_ENV
 from bot.sandbox.select import factory
 from bot.verdict import Verdict
 
@@ -31,10 +31,9 @@ ENGINE_PROBLEM = images.engine_problem(images.LOCAL_IMAGES)
 def test_local_and_containers_sandboxes_decide_every_demo_case_alike(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    # What `gatekeeper demo` sets up: a signing secret both sides share, and this interpreter
-    # as the local sandbox's `python`.
+    # What `gatekeeper demo` sets up: a signing secret both sides share, passed to the API.
     monkeypatch.setenv(SECRET_ENV, secrets.token_urlsafe(32))
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv(PASS_ENV, SECRET_ENV)
     loaded = load_policy(data_path("policies") / "sessions-api.yml")
     repo = tmp_path / "sessions-api"
     cases = load_builder().build(repo)

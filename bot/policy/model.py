@@ -7,10 +7,18 @@ JSON Schema editors use, so the docs and the validation never disagree.
 from __future__ import annotations
 
 import difflib
+import math
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from bot.verdict import Decision, Risk
 
@@ -20,16 +28,35 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)?\s*$")
 def duration_seconds(value: str | float | int) -> float:
     """'5s', '250ms', '2min', 10 -> seconds. Policies mix PostgreSQL-style and plain numbers."""
     if isinstance(value, int | float):
-        return float(value)
-    match = _DURATION.match(value)
-    if not match:
-        raise ValueError(f"'{value}' is not a duration (use e.g. 500ms, 5s, 2min)")
-    number, unit = float(match.group(1)), match.group(2) or "s"
-    return number * {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600}[unit]
+        seconds = float(value) if abs(value) < 1e300 else math.inf
+    else:
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"'{value}' is not a duration (use e.g. 500ms, 5s, 2min)")
+        number, unit = float(match.group(1)), match.group(2) or "s"
+        seconds = number * {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600}[unit]
+    if not math.isfinite(seconds):  # 400 digits read as a float are infinite
+        raise ValueError(f"'{value}' is not a finite duration")
+    return seconds
+
+
+def _relative_path(entry: str) -> str:
+    # Here for the line number; LoadedPolicy.suite_paths checks where an entry leads on disk
+    # (`..`, links), which a model cannot see.
+    if not entry.strip() or "\0" in entry:
+        raise ValueError(f"{entry!r} is not a path")
+    if entry.startswith("/"):
+        raise ValueError(f"'{entry}' is absolute; name suites relative to the policy file")
+    return entry
+
+
+SuiteEntry = Annotated[str, AfterValidator(_relative_path)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan: `step: 1e999` is a string YAML leaves alone and float() reads as inf;
+    # an infinite timeout or budget is a mistake, never a setting.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Branches(Strict):
@@ -354,7 +381,7 @@ class Policy(Strict):
     database: Database = Field(default_factory=Database)
     migrations: Migrations = Field(default_factory=Migrations)
     auth: Auth = Field(default_factory=Auth)
-    suites: list[str] = Field(
+    suites: list[SuiteEntry] = Field(
         default_factory=list,
         description="Check suite files or directories, relative to the policy file.",
     )

@@ -93,6 +93,7 @@ class Sandbox(ABC):
     # Set before `start` to run the database and the API in this network namespace (netns.py;
     # the local sandbox only): the change then reaches nothing but them.
     netns: Path | None = None
+    supports_netns = False  # whether this kind honours `netns`
 
     @property
     def gate_app_url(self) -> str:

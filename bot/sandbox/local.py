@@ -95,6 +95,8 @@ def for_policy(loaded: LoadedPolicy) -> LocalSandbox:
 class LocalSandbox(Sandbox):
     """PostgreSQL from the embedded wheel (or the system's), and the API, on 127.0.0.1."""
 
+    supports_netns = True
+
     def __init__(
         self,
         *,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from jsonpath_ng import JSONPath
@@ -26,6 +27,9 @@ from pydantic import (
 
 # `${name}` in a step's strings is replaced by a run variable or a value an earlier step captured.
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+# The run variables every suite may use without capturing them (bot/pipeline.py sets them).
+RUN_VARIABLES = frozenset({"run_id"})
 
 
 @functools.cache
@@ -46,7 +50,8 @@ def _check_jsonpath(path: str) -> str:
 def _check_regex(pattern: str) -> str:
     try:
         re.compile(VARIABLE.sub("x", pattern))
-    except re.error as exc:
+    # OverflowError: a{99999999999}; RecursionError: thousands of nested groups.
+    except (re.error, OverflowError, RecursionError) as exc:
         raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
     return pattern
 
@@ -63,7 +68,8 @@ VariableName = Annotated[str, AfterValidator(_check_variable_name)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan: a budget of `1e999` (a string to YAML, inf to float()) checks nothing.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class JsonExpect(Strict):
@@ -226,3 +232,52 @@ class Suite(Strict):
                 raise ValueError(f"duplicate step id '{step.id}' (steps.{first} and steps.{index})")
             seen[step.id] = index
         return steps
+
+
+Loc = tuple[str | int, ...]
+
+
+def variable_uses(step: HttpStep | SqlStep | LogsStep) -> Iterator[tuple[str, Loc]]:
+    """Each `${name}` the runner expands in `step`, with where it is written in the step.
+
+    The places are the runner's (bot/scenario/runner.py, `_Expander`): the request path,
+    header values and body; the expected JSON values and patterns; SQL parameters and
+    expected values; log patterns. Locations use the YAML keys (`json`, not `json_body`).
+    """
+    if isinstance(step, HttpStep):
+        yield from _uses(step.http.path, ("http", "path"))
+        for name, value in step.http.headers.items():
+            yield from _uses(value, ("http", "headers", name))
+        yield from _uses(step.http.json_body, ("http", "json"))
+        for path, expected in step.expect.json_paths.items():
+            where = ("expect", "json", path)
+            if isinstance(expected, JsonExpect):
+                for check in ("equals", "contains", "matches"):
+                    if check in expected.model_fields_set:
+                        yield from _uses(getattr(expected, check), (*where, check))
+            else:
+                yield from _uses(expected, where)
+        yield from _uses(step.expect.body_matches, ("expect", "body_matches"))
+    elif isinstance(step, SqlStep):
+        for name, value in step.sql.params.items():
+            yield from _uses(value, ("sql", "params", name))
+        for column, value in step.expect.values.items():
+            yield from _uses(value, ("expect", "values", column))
+        yield from _uses(step.expect.error_matches, ("expect", "error_matches"))
+    else:
+        for key in ("must_not_match", "must_match"):
+            for index, pattern in enumerate(getattr(step.logs, key)):
+                yield from _uses(pattern, ("logs", key, index))
+
+
+def _uses(value: Any, loc: Loc) -> Iterator[tuple[str, Loc]]:
+    # As the runner expands: strings anywhere in lists and mapping values, never keys.
+    if isinstance(value, str):
+        for match in VARIABLE.finditer(value):
+            yield match.group(1), loc
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _uses(item, (*loc, index))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _uses(item, (*loc, key))

@@ -12,7 +12,7 @@ import decimal
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +20,13 @@ from typing import Any, Literal, Protocol
 
 import httpx
 import psycopg
-import yaml
 from jsonpath_ng import JSONPath
 from jsonpath_ng.jsonpath import Child, Fields, Index, Root, This
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from bot.scenario.model import (
+    RUN_VARIABLES,
     VARIABLE,
     HttpStep,
     JsonExpect,
@@ -34,9 +34,10 @@ from bot.scenario.model import (
     SqlStep,
     Suite,
     compile_jsonpath,
+    variable_uses,
 )
 from bot.verdict import Criterion, Status
-from bot.yamlfile import ConfigError, load_model
+from bot.yamlfile import ConfigError, Located, load_located
 
 EXCERPT_CHARS = 2000
 MAX_ROWS = 20
@@ -90,29 +91,40 @@ class SuiteResult(BaseModel):
 # --------------------------------------------------------------------------- loading
 
 
-def load_suites(paths: Sequence[Path]) -> list[Suite]:
-    """Load every suite, reporting the problems of all files at once so one run fixes them all."""
+def load_suites(paths: Sequence[Path], variables: Iterable[str] = RUN_VARIABLES) -> list[Suite]:
+    """Load every suite, reporting the problems of all files at once so one run fixes them all.
+
+    A `${name}` that neither a run variable (`variables`) nor an earlier step defines is a
+    mistake in the suite, so it is a ConfigError here, with its line: at run time it could
+    only skip the step, and a skipped required step would reject the change for it. Suites
+    run in the order given and share captures, so a suite may use an earlier one's.
+    """
     problems: list[str] = []
     files = _suite_files([Path(p) for p in paths], problems)
-    suites: list[Suite] = []
-    origin: dict[str, Path] = {}
+    loaded: list[Located[Suite]] = []
+    origin: dict[str, Located[Suite]] = {}
+    # Suites after one that did not load may use its captures, which are unknown.
+    known = None
     for file in files:
         try:
-            suite = load_model(file, Suite)
+            located = load_located(file, Suite)
         except ConfigError as exc:
             problems.extend(exc.problems)
+            known = len(loaded) if known is None else known
             continue
-        if suite.id in origin:
+        suite_id = located.value.id
+        if suite_id in origin:
             problems.append(
-                f"{_id_position(file)}: duplicate suite id '{suite.id}', "
-                f"also in {_id_position(origin[suite.id])}"
+                f"{located.position(('id',), key=True)}: duplicate suite id '{suite_id}', "
+                f"also in {origin[suite_id].position(('id',), key=True)}"
             )
             continue
-        origin[suite.id] = file
-        suites.append(suite)
+        origin[suite_id] = located
+        loaded.append(located)
+    problems.extend(_undefined_variables(loaded[:known], frozenset(variables)))
     if problems:
         raise ConfigError(", ".join(str(p) for p in paths), problems)
-    return suites
+    return [located.value for located in loaded]
 
 
 def _suite_files(paths: list[Path], problems: list[str]) -> list[Path]:
@@ -120,9 +132,13 @@ def _suite_files(paths: list[Path], problems: list[str]) -> list[Path]:
     for path in paths:
         if path.is_dir():
             found = [*path.glob("*.yml"), *path.glob("*.yaml")]
-            files.extend(sorted((f for f in found if f.is_file()), key=lambda f: f.name))
-        elif path.is_file():
-            files.append(path)
+            suites = sorted((f for f in found if f.is_file()), key=lambda f: f.name)
+            if not suites:
+                # Named but empty: the checks it was meant to hold would silently not run.
+                problems.append(f"{path}: no suite files (*.yml, *.yaml) in this directory")
+            files.extend(suites)
+        elif path.exists():
+            files.append(path)  # a FIFO or a device is refused by the loader, unread
         else:
             problems.append(f"{path}: no such file or directory")
     unique: dict[Path, Path] = {}
@@ -131,14 +147,44 @@ def _suite_files(paths: list[Path], problems: list[str]) -> list[Path]:
     return list(unique.values())
 
 
-def _id_position(file: Path) -> str:
-    """'file:line:col' of the top-level `id:` key, so a duplicate can be found in one look."""
-    with suppress(Exception):
-        node = yaml.compose(file.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-        for key, _ in node.value:
-            if key.value == "id":
-                return f"{file}:{key.start_mark.line + 1}:{key.start_mark.column + 1}"
-    return str(file)
+def _undefined_variables(loaded: list[Located[Suite]], known: frozenset[str]) -> list[str]:
+    """Each `${name}` used before anything defines it, once per step, at its first use."""
+    problems: list[str] = []
+    defined = set(known)
+    for position, located in enumerate(loaded):
+        steps = located.value.steps
+        for index, step in enumerate(steps):
+            reported: set[str] = set()
+            for name, loc in variable_uses(step):
+                if name in defined or name in reported:
+                    continue
+                reported.add(name)
+                why = _why_undefined(name, steps[index:], loaded[position + 1 :], known)
+                where = located.position(("steps", index, *loc))
+                problems.append(f"{where}: ${{{name}}} is undefined: {why}")
+            if not isinstance(step, LogsStep):
+                defined.update(step.capture)
+    return problems
+
+
+def _why_undefined(
+    name: str, rest: list[AnyStep], later: list[Located[Suite]], known: frozenset[str]
+) -> str:
+    step = next((s for s in rest if not isinstance(s, LogsStep) and name in s.capture), None)
+    if step is not None:
+        return f"step '{step.id}' captures it, but only after this use"
+    suite = next(
+        (
+            located.value
+            for located in later
+            if any(not isinstance(s, LogsStep) and name in s.capture for s in located.value.steps)
+        ),
+        None,
+    )
+    if suite is not None:
+        return f"suite '{suite.id}' captures it, but runs after this one"
+    run = ", ".join(sorted(known)) or "none"
+    return f"no run variable (there are: {run}) and no earlier step captures it"
 
 
 # --------------------------------------------------------------------------- running
