@@ -1,5 +1,11 @@
 """Run history over HTTP: the JSON API, the server-rendered dashboard, readiness and metrics.
 
+The dashboard and the run API need a viewer (bot.login): a person signed in with GitHub sees
+the runs of the repositories they can read, the static token sees all. A run another person
+may not read answers 404 like one that does not exist, so its id gives nothing away.
+`/readyz` and `/metrics` stay open for probes and scrapers: their labels carry no repository
+names (events, outcomes, decisions, risks, stages, queue states, GitHub's rate resources).
+
 Everything is rendered on the server from Jinja2 templates (bot/templates) with no script
 and no front-end build: the pages must load behind any proxy, print, and stay readable in
 a terminal browser. Every value from a run (branch names, log tails, the report) is
@@ -11,10 +17,10 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markdown_it import MarkdownIt
 
@@ -30,6 +36,7 @@ from bot.history import (
     RunFilter,
     RunState,
 )
+from bot.login import Access, Viewer
 from bot.service import Service
 from bot.verdict import Decision
 
@@ -67,13 +74,24 @@ def render_report(text: str, shift: int = 2) -> str:
     return html
 
 
-def router(service: Service) -> APIRouter:
+def router(service: Service, access: Access) -> APIRouter:
     """The dashboard's routes over the service's store. Read-only: the service alone
     changes runs, so a page can never race a worker."""
     store = service.store
     settings = service.settings
     api = APIRouter()
-    web = _github_web_url(settings.github_api_url)
+    web = settings.web_url
+    # The access checks run before the parameters are validated: the anonymous learn
+    # nothing about the API, not even which values it takes. (Defaults, not Annotated
+    # aliases: with postponed annotations FastAPI resolves names in the module only.)
+    api_viewer = Depends(access.api)
+    page_viewer = Depends(access.page)
+    report_viewer = Depends(access.report)
+
+    def readable(viewer: Viewer, run_id: int) -> dict[str, Any] | None:
+        """The run, if it exists and `viewer` may read its repository."""
+        row = history.get_run(store, run_id)
+        return row if row is not None and viewer.can_read(row["repository"]) else None
 
     def base_url(request: Request) -> str:
         # Behind a proxy the request's own URL is the internal one: prefer the configured.
@@ -92,6 +110,7 @@ def router(service: Service) -> APIRouter:
     @api.get("/runs")
     def list_runs(
         request: Request,
+        viewer: Viewer = api_viewer,
         page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
         per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 20,
         repo: Annotated[str | None, Query(max_length=200)] = None,
@@ -100,7 +119,9 @@ def router(service: Service) -> APIRouter:
         state: RunState | None = None,
     ) -> dict[str, Any]:
         """Runs, newest first; `decision=error` includes runs that failed before a verdict."""
-        filters = RunFilter(repo=repo or None, pr=pr, decision=decision, state=state)
+        filters = RunFilter(
+            repo=repo or None, pr=pr, decision=decision, state=state, repos=viewer.repositories
+        )
         result = history.list_runs(store, filters, page=page, per_page=per_page)
         query = {k: v for k, v in request.query_params.items() if k != "page"}
 
@@ -122,20 +143,34 @@ def router(service: Service) -> APIRouter:
         }
 
     @api.get("/runs/{run_id}", response_model=None)
-    def one_run(request: Request, run_id: RunId) -> dict[str, Any] | JSONResponse:
+    def one_run(
+        request: Request, run_id: RunId, viewer: Viewer = api_viewer
+    ) -> dict[str, Any] | JSONResponse:
         """The run's row and its verdict JSON; the report itself is at `report`."""
-        row = history.get_run(store, run_id)
+        row = readable(viewer, run_id)
         if row is None:
             return JSONResponse({"detail": f"no run {run_id}"}, status_code=404)
         row.pop("report", None)
         return {**history.jsonable(row), **links(request, run_id)}
 
+    @api.get("/runs/{run_id}/report", response_class=PlainTextResponse)
+    def report(run_id: RunId, viewer: Viewer = report_viewer) -> PlainTextResponse:
+        """The Markdown report, which statuses and PR comments link to."""
+        row = readable(viewer, run_id)
+        if row is None:
+            return PlainTextResponse("no such run\n", status_code=404)
+        text = row["report"] or f"run {run_id} is {row['state']}: no report yet\n"
+        return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
+
     @api.get("/stats.json")
     def stats_json(
+        viewer: Viewer = api_viewer,
         repo: Annotated[str | None, Query(max_length=200)] = None,
         days: Annotated[int | None, Query(ge=1, le=3650)] = None,
     ) -> dict[str, Any]:
-        figures = history.stats(store, repo=repo or None, since=_since(days))
+        figures = history.stats(
+            store, repo=repo or None, since=_since(days), repos=viewer.repositories
+        )
         return {
             "runs": figures.runs,
             "by_state": figures.by_state,
@@ -167,7 +202,7 @@ def router(service: Service) -> APIRouter:
     # -- pages -------------------------------------------------------------------------------
 
     @api.get("/", response_class=HTMLResponse)
-    def index(request: Request) -> HTMLResponse:
+    def index(request: Request, viewer: Viewer = page_viewer) -> HTMLResponse:
         params = request.query_params
         errors: list[str] = []
         pr = _int(params.get("pr"), "pull request", 1, MAX_PR, errors)
@@ -176,7 +211,9 @@ def router(service: Service) -> APIRouter:
         decision = _choice(params.get("decision"), "decision", DECISIONS, errors)
         state = _choice(params.get("state"), "state", STATES, errors)
         repo = (params.get("repo") or "").strip()[:200] or None
-        filters = RunFilter(repo=repo, pr=pr, decision=decision, state=state)
+        filters = RunFilter(
+            repo=repo, pr=pr, decision=decision, state=state, repos=viewer.repositories
+        )
         result = history.list_runs(store, filters, page=page, per_page=per_page)
         chosen = {"repo": repo, "pr": pr, "decision": decision, "state": state}
         kept = {k: v for k, v in {**chosen, "per_page": per_page}.items() if v}
@@ -190,6 +227,7 @@ def router(service: Service) -> APIRouter:
 
         return _page(
             "index.html",
+            viewer,
             nav="runs",
             result=result,
             filters=chosen,
@@ -202,16 +240,17 @@ def router(service: Service) -> APIRouter:
         )
 
     @api.get("/runs/{run_id}/page", response_class=HTMLResponse)
-    def run_page(run_id: RunId) -> HTMLResponse:
-        row = history.get_run(store, run_id)
+    def run_page(run_id: RunId, viewer: Viewer = page_viewer) -> HTMLResponse:
+        row = readable(viewer, run_id)
         if row is None:
-            return _page("missing.html", status=404, nav="runs", run_id=run_id)
+            return _page("missing.html", viewer, status=404, nav="runs", run_id=run_id)
         verdict = row["verdict"] or {}
         evidence = verdict.get("evidence") or {}
         target = row["target"] or {}
         pr_number = row["pr_number"]
         return _page(
             "run.html",
+            viewer,
             nav="runs",
             run=row,
             verdict=verdict,
@@ -227,14 +266,15 @@ def router(service: Service) -> APIRouter:
         )
 
     @api.get("/stats", response_class=HTMLResponse)
-    def stats_page(request: Request) -> HTMLResponse:
+    def stats_page(request: Request, viewer: Viewer = page_viewer) -> HTMLResponse:
         params = request.query_params
         errors: list[str] = []
         days = _int(params.get("days"), "days", 1, 3650, errors)
         repo = (params.get("repo") or "").strip()[:200] or None
-        figures = history.stats(store, repo=repo, since=_since(days))
+        figures = history.stats(store, repo=repo, since=_since(days), repos=viewer.repositories)
         return _page(
             "stats.html",
+            viewer,
             nav="stats",
             s=figures,
             repo=repo,
@@ -248,8 +288,9 @@ def router(service: Service) -> APIRouter:
     return api
 
 
-def _page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+def _page(template: str, viewer: Viewer, status: int = 200, **context: Any) -> HTMLResponse:
     """The page; 422 when it reports `errors` in what the form asked for."""
+    context.update(user=viewer.login, readable=viewer.repositories)
     html = _env.get_template(template).render(**context)
     return HTMLResponse(html, status_code=422 if context.get("errors") else status)
 
@@ -274,15 +315,6 @@ def _timeline(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
         start += seconds
     return rows
-
-
-def _github_web_url(api_url: str) -> str:
-    """https://api.github.com -> https://github.com; https://HOST/api/v3 -> https://HOST."""
-    parts = urlsplit(api_url.rstrip("/"))
-    if parts.netloc == "api.github.com":
-        return "https://github.com"
-    path = parts.path.removesuffix("/api/v3")
-    return f"{parts.scheme}://{parts.netloc}{path}"
 
 
 def _since(days: int | None) -> datetime | None:

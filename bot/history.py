@@ -64,6 +64,9 @@ class RunFilter:
     decision: str | None = None
     state: str | None = None
     since: datetime | None = None  # created at or after
+    # Only these repositories (lower-case owner/name): what a signed-in person may read.
+    # None means every repository; an empty set, none.
+    repos: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         # The edges validate first (422, click choices); this guards direct callers.
@@ -91,6 +94,9 @@ class RunFilter:
         if self.since is not None:
             clauses.append("created_at >= %s")
             params.append(self.since)
+        if self.repos is not None:
+            clauses.append("lower(repository) = ANY(%s)")
+            params.append(sorted(name.lower() for name in self.repos))
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -163,10 +169,16 @@ class Stats:
         return self.failed / self.concluded if self.concluded else None
 
 
-def stats(store: Store, repo: str | None = None, since: datetime | None = None) -> Stats:
+def stats(
+    store: Store,
+    repo: str | None = None,
+    since: datetime | None = None,
+    repos: frozenset[str] | None = None,
+) -> Stats:
     """Figures an operator watches: how long runs wait and take, how often the gate itself
-    fails, what it decides at each risk, and why runs ended without a verdict."""
-    where, params = RunFilter(repo=repo, since=since).where()
+    fails, what it decides at each risk, and why runs ended without a verdict. `repos`
+    narrows them to what a signed-in person may read."""
+    where, params = RunFilter(repo=repo, since=since, repos=repos).where()
     also = " AND " if where else " WHERE "
     wait = "EXTRACT(EPOCH FROM started_at - created_at)"
     took = "EXTRACT(EPOCH FROM finished_at - started_at)"

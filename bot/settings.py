@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +29,11 @@ class Settings(BaseSettings):
     )
     github_token: SecretStr | None = Field(None, description="Personal token, for local use.")
     github_api_url: str = "https://api.github.com"
+    github_web_url: str | None = Field(
+        None,
+        description="GitHub's web host, for sign-in and links; derived from github_api_url "
+        "(api.github.com -> github.com, https://HOST/api/v3 -> https://HOST) if unset.",
+    )
     clone_url: str = Field(
         "https://x-access-token:{token}@github.com/{repository}.git",
         description="Where to clone from; {token} and {repository} are filled in.",
@@ -96,3 +102,49 @@ class Settings(BaseSettings):
     retention_days: int = Field(
         90, ge=1, description="Finished runs and deliveries older than this are purged hourly."
     )
+    # -- who may read the run history (bot.login)
+    oauth_client_id: str | None = Field(
+        None, description="The App's client id: people sign in with GitHub through it."
+    )
+    oauth_client_secret: SecretStr | None = Field(
+        None, description="The App's client secret, for the sign-in's code exchange."
+    )
+    dashboard_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="A bearer token for API clients (`Authorization: Bearer ...`); sees every "
+        "run. At least 16 characters.",
+    )
+    session_secret: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Seals the session cookies; without it a random one is kept in "
+        "state_dir/session-secret. Set it when several `serve` processes share the sessions.",
+    )
+    session_hours: float = Field(
+        8, gt=0, description="Hours a sign-in lasts (at most as long as GitHub's token)."
+    )
+    session_refresh: float = Field(
+        300,
+        gt=0,
+        description="Seconds a signed-in person's list of readable repositories is kept "
+        "before GitHub is asked again.",
+    )
+
+    @model_validator(mode="after")
+    def _oauth_pair(self) -> Settings:
+        if (self.oauth_client_id is None) != (self.oauth_client_secret is None):
+            raise ValueError(
+                "set both GATEKEEPER_OAUTH_CLIENT_ID and GATEKEEPER_OAUTH_CLIENT_SECRET, or neither"
+            )
+        return self
+
+    @property
+    def web_url(self) -> str:
+        """GitHub's web host: https://github.com, or an Enterprise server's."""
+        if self.github_web_url:
+            return self.github_web_url.rstrip("/")
+        parts = urlsplit(self.github_api_url.rstrip("/"))
+        if parts.netloc == "api.github.com":
+            return "https://github.com"
+        return f"{parts.scheme}://{parts.netloc}{parts.path.removesuffix('/api/v3')}"

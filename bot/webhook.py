@@ -30,16 +30,15 @@ import hmac
 import json
 import logging
 import re
-from typing import Annotated, Any
+from typing import Any
 
 import psycopg
 import psycopg_pool
-from fastapi import FastAPI, Path, Request
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 
-from bot import dashboard, events, logs, metrics
-from bot.history import MAX_ID
+from bot import dashboard, events, login, logs, metrics
 from bot.service import Service
 
 log = logging.getLogger("gatekeeper.webhook")
@@ -76,15 +75,6 @@ def create_app(service: Service) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/runs/{run_id}/report", response_class=PlainTextResponse)
-    def report(run_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> PlainTextResponse:
-        try:
-            run = service.store.run(run_id)
-        except KeyError:
-            return PlainTextResponse("no such run\n", status_code=404)
-        text = run["report"] or f"run {run_id} is {run['state']}: no report yet\n"
-        return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
-
     @app.post("/webhook")
     async def webhook(request: Request) -> JSONResponse:
         signature = request.headers.get("x-hub-signature-256")
@@ -120,7 +110,11 @@ def create_app(service: Service) -> FastAPI:
         # Parsing 25 MB takes a while: off the event loop, with the rest of the work.
         return await run_in_threadpool(_accept, service, event, delivery, bytes(body))
 
-    app.include_router(dashboard.router(service))
+    # The dashboard and the run API behind the sign-in (bot.login); its pages are open.
+    access = login.Access(service.settings)
+    app.add_exception_handler(login.Refused, login.answer_refused)
+    app.include_router(login.router(access))
+    app.include_router(dashboard.router(service, access))
     return app
 
 

@@ -1,10 +1,14 @@
 """The run history over real HTTP: the JSON API, the dashboard's pages, /readyz, /metrics,
-and one real browser (Debian's Chromium driven by Playwright) clicking through the pages.
+and one real browser (Debian's Chromium driven by Playwright) signing in with GitHub and
+clicking through the pages.
 
 The app is the service's own (`create_app`), served by uvicorn on loopback, over a real
 PostgreSQL store. Its GitHub client points at a closed port and is never called: nothing
 here processes a run, the runs are written to the store as the service writes them. One of
-them carries a verdict the real pipeline produced on a tiny repository.
+them carries a verdict the real pipeline produced on a tiny repository. The history needs a
+viewer: these tests read it with the static token (GATEKEEPER_DASHBOARD_TOKEN), and the
+browser signs in through the fake GitHub's OAuth (tests/github/test_login.py tests the
+sign-in itself).
 """
 
 from __future__ import annotations
@@ -37,12 +41,16 @@ from bot.service import Service
 from bot.settings import Settings
 from bot.store import Store
 from bot.verdict import Verdict
+from tests.github.fake import FakeGitHub
+from tests.github.openapi import github_spec
 from tests.github.test_service import Running as ServiceServer
 from tests.helpers import ITEMS_CHECK as CHECK
 from tests.helpers import ITEMS_POLICY as POLICY
 from tests.helpers import git
 
 SECRET = "dashboard-secret"
+TOKEN = "dashboard-api-token-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
@@ -123,17 +131,22 @@ def add_run(
 
 
 class Running(ServiceServer):
-    """The service's app on a loopback port, with a GitHub client that is never called."""
+    """The service's app on a loopback port, with a GitHub client that is never called;
+    `get` reads it with the static token."""
 
     def __init__(self, store: Store, **settings: Any):
-        config = Settings(webhook_secret=SECRET, database_url=store.database_url, **settings)
+        config = Settings(
+            webhook_secret=SECRET,
+            database_url=store.database_url,
+            **{"dashboard_token": TOKEN, **settings},
+        )
         # Port 9 (discard) is closed: a call to GitHub would fail loudly, and none is made.
         github = GitHubClient("http://127.0.0.1:9", TokenCredentials("unused"))
         super().__init__(Service(config, store, github), worker=False)
 
     def get(self, path: str, **params: Any) -> httpx.Response:
         # httpx drops a URL's own query string when given params, even empty ones.
-        return httpx.get(f"{self.url}{path}", params=params or None, timeout=10)
+        return httpx.get(f"{self.url}{path}", params=params or None, headers=AUTH, timeout=10)
 
 
 @pytest.fixture
@@ -171,14 +184,14 @@ def test_runs_api_lists_newest_first_with_links_and_pages(store, running, real_v
     assert item["seconds"] == pytest.approx(real_verdict.seconds, abs=0.01)
     assert item["link"] == f"{running.url}/runs/{ids[2]}/page"
     assert body["prev"] is None
-    second = httpx.get(body["next"], timeout=10).json()
+    second = httpx.get(body["next"], headers=AUTH, timeout=10).json()
     assert [i["id"] for i in second["items"]] == [ids[0]]
     assert second["next"] is None and "per_page=2" in second["prev"]
     past = running.get("/runs", page=9, per_page=2).json()
     assert past["items"] == [] and past["total"] == 3 and "page=2" in past["prev"]
     # Each link answers.
-    assert httpx.get(item["link"], timeout=10).status_code == 200
-    assert "APPROVE" in httpx.get(item["report"], timeout=10).text
+    assert httpx.get(item["link"], headers=AUTH, timeout=10).status_code == 200
+    assert "APPROVE" in httpx.get(item["report"], headers=AUTH, timeout=10).text
 
 
 def test_runs_api_filters(store, running, real_verdict):
@@ -450,27 +463,61 @@ def test_render_report_escapes_html_and_keeps_its_own_details():
 # -- a real browser ------------------------------------------------------------------------
 
 
+@pytest.fixture
+def github(tmp_path: Path) -> Iterator[FakeGitHub]:
+    """The fake GitHub (tests/github/fake.py) where alice, signed in, may read octo/inventory
+    and not octo/billing; at the end, every request it got must be one GitHub accepts."""
+    served = tmp_path / "served"
+    served.mkdir()
+    git(served, "init", "-q", "-b", "main")
+    git(served, "commit", "-q", "--allow-empty", "-m", "base")
+    with FakeGitHub(spec=github_spec()) as fake:
+        fake.add_repo("octo/inventory", served)
+        fake.add_repo("octo/billing", served)
+        fake.set_permission("octo/inventory", "alice", "write")
+        fake.sign_in_as("alice")
+        yield fake
+        fake.assert_no_violations()
+
+
 @pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium; "
     ".ci/run installs it when run as root)",
 )
-def test_dashboard_in_a_real_browser(store, running, real_verdict):
+def test_dashboard_in_a_real_browser(store, github, real_verdict):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
     add_run(store, pr=11, state="error", detail="git clone failed: 502 Bad Gateway")
     add_run(store, pr=10, state="ignored", detail="feature/x is not a builder branch")
     run_id = add_run(store, verdict=real_verdict)
     add_run(store, pr=13, state="queued")
+    hidden = add_run(store, repo="octo/billing", pr=5, state="error", detail="billing: no access")
     ARTIFACTS.mkdir(exist_ok=True)
     problems: list[str] = []
+    oauth = {
+        "github_api_url": github.url,
+        "oauth_client_id": github.oauth_client_id,
+        "oauth_client_secret": github.oauth_client_secret,
+        "session_secret": "browser-test-session-secret",
+    }
 
-    with sync_api.sync_playwright() as playwright:
+    with Running(store, **oauth) as app, sync_api.sync_playwright() as playwright:
+        github.set_oauth_callback(f"{app.url}/login/callback")
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
             headless=True,
             args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-dev-shm-usage"],
         )
         try:
+            # Someone who is not signed in sees the sign-in page, whatever they open.
+            anonymous = browser.new_context().new_page()
+            anonymous.goto(f"{app.url}/runs/{run_id}/page")
+            assert anonymous.url == f"{app.url}/login?next=%2Fruns%2F{run_id}%2Fpage"
+            assert anonymous.title() == "Sign in · Gatekeeper"
+            assert anonymous.get_by_role("link", name="Sign in with GitHub").is_visible()
+            assert "octo/inventory" not in anonymous.content()
+            anonymous.screenshot(path=str(ARTIFACTS / "dashboard-login.png"), full_page=True)
+
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on(
                 "console",
@@ -487,8 +534,18 @@ def test_dashboard_in_a_real_browser(store, running, real_verdict):
                 lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None,
             )
 
-            page.goto(f"{running.url}/")
+            # Signing in: to the fake GitHub's authorization and back, where it started.
+            page.goto(f"{app.url}/")
+            page.get_by_role("link", name="Sign in with GitHub").click()
+            page.wait_for_url(f"{app.url}/")
             assert page.title() == "Runs · Gatekeeper"
+            assert "Signed in as alice" in page.locator("header").inner_text()
+            # alice cannot read octo/billing: its run is not listed, nor its detail shown.
+            assert page.locator(f'a[href="/runs/{hidden}/page"]').count() == 0
+            assert "octo/billing" not in page.content()
+            assert "billing: no access" not in page.content()
+            assert page.locator("tbody tr").count() == 4
+            assert page.request.get(f"{app.url}/runs/{hidden}").status == 404
             row = page.locator("tbody tr", has=page.locator(f'a[href="/runs/{run_id}/page"]'))
             assert row.locator(".badge.d-approve").inner_text() == "approve"
             assert row.locator(".badge.r-low").inner_text() == "low"
@@ -510,6 +567,7 @@ def test_dashboard_in_a_real_browser(store, running, real_verdict):
             page.get_by_role("link", name="Statistics").click()
             page.wait_for_url("**/stats")
             assert page.get_by_role("heading", name="Decisions by risk").is_visible()
+            assert "billing: no access" not in page.content()
             page.screenshot(path=str(ARTIFACTS / "dashboard-stats.png"), full_page=True)
 
             page.get_by_role("link", name="Runs", exact=True).click()
@@ -517,6 +575,11 @@ def test_dashboard_in_a_real_browser(store, running, real_verdict):
             page.get_by_role("button", name="Filter").click()
             page.wait_for_url("**/?*decision=error*")
             assert page.locator("tbody tr").count() == 1
+
+            page.get_by_role("button", name="Sign out").click()
+            page.wait_for_url(f"{app.url}/login")
+            page.goto(f"{app.url}/stats")
+            assert page.url == f"{app.url}/login?next=%2Fstats"
         finally:
             browser.close()
 

@@ -29,6 +29,7 @@ import base64
 import binascii
 import contextlib
 import json
+import secrets
 import socket
 import subprocess
 import tempfile
@@ -39,6 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import jwt
 import uvicorn
@@ -68,10 +70,12 @@ from .fake_state import (
     Installation,
     Issue,
     LocalGit,
+    OAuthCode,
     Pull,
     RecordedRequest,
     Repo,
     Token,
+    UserToken,
     Violation,
     WorkflowRun,
 )
@@ -109,8 +113,9 @@ class Delay:
 class FakeGitHub:
     """GitHub's REST API (the operations of the shared OpenAPI subset) and git smart HTTP.
 
-    Attributes tests use: ``url`` (base URL for PyGithub/httpx; also the git remote host),
-    ``app_id`` and ``app_private_key`` (PEM) to sign App JWTs, ``installation_id``,
+    Attributes tests use: ``url`` (base URL for PyGithub/httpx; also the git remote host,
+    and github.com's sign-in pages), ``app_id`` and ``app_private_key`` (PEM) to sign App JWTs,
+    ``oauth_client_id`` / ``oauth_client_secret`` for the App's OAuth, ``installation_id``,
     ``requests`` / ``violations`` / ``response_violations`` (records), ``state`` (everything).
     """
 
@@ -138,6 +143,7 @@ class FakeGitHub:
             name=app_slug.capitalize(),
             owner=owner,
             client_id=f"Iv23fake{app_id}",
+            client_secret=secrets.token_hex(20),
             public_key_pem=private_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             ),
@@ -230,6 +236,15 @@ class FakeGitHub:
     def redelivery_attempts(self) -> list[int]:
         """Delivery ids passed to ``POST /app/hook/deliveries/{id}/attempts``, in order."""
         return self.state.redelivery_attempts
+
+    @property
+    def oauth_client_id(self) -> str:
+        """The App's client id, for its OAuth web flow (``GATEKEEPER_OAUTH_CLIENT_ID``)."""
+        return self.settings.client_id
+
+    @property
+    def oauth_client_secret(self) -> str:
+        return self.settings.client_secret
 
     def calls(self, operation_id: str) -> list[RecordedRequest]:
         """Recorded requests of one operation (``.body``, ``.path``, ``.path_params``...)."""
@@ -396,6 +411,28 @@ class FakeGitHub:
             raise ValueError(f"unknown role {role!r}")
         with self.state.lock:
             self._repo(repo).permissions[username.lower()] = role
+
+    # -- signing in with GitHub (the App's OAuth web flow) ------------------------------------
+
+    def sign_in_as(self, login: str | None, *, approve: bool = True) -> None:
+        """Who is signed in to the fake's github.com: ``/login/oauth/authorize`` sends them
+        back to the App with a code for ``login`` (``approve=False``: they click Cancel, and
+        GitHub sends ``error=access_denied``). None: nobody, the page answers 401."""
+        self.settings.oauth_user = login
+        self.settings.oauth_approves = approve
+
+    def set_oauth_callback(self, url: str | None) -> None:
+        """The App's registered callback URL: a ``redirect_uri`` outside it is refused, as
+        GitHub does (None: any is taken)."""
+        self.settings.callback_url = url
+
+    def revoke_user_tokens(self, login: str | None = None) -> None:
+        """Revoke the user-to-server tokens of ``login`` (None: everyone's); GitHub then
+        answers 401 to them, as after the user revokes the App's authorization."""
+        with self.state.lock:
+            for value, token in list(self.state.user_tokens.items()):
+                if login is None or token.login.lower() == login.lower():
+                    del self.state.user_tokens[value]
 
     def add_delivery(
         self,
@@ -600,6 +637,15 @@ class FakeGitHub:
         async def git_smart_http(request: Request, owner: str, name: str, rest: str) -> Response:
             return await self._git(request, owner, name, rest)
 
+        @app.get("/login/oauth/authorize")
+        async def oauth_authorize(request: Request) -> Response:
+            return await run_in_threadpool(self._oauth_authorize, request)
+
+        @app.post("/login/oauth/access_token")
+        async def oauth_access_token(request: Request) -> Response:
+            body = await request.body()
+            return await run_in_threadpool(self._oauth_access_token, request, body)
+
         @app.get("/_codeload/{owner}/{name}/legacy.tar.gz/{sha}")
         async def codeload(owner: str, name: str, sha: str) -> Response:
             return await run_in_threadpool(self._tarball, f"{owner}/{name}", sha)
@@ -637,6 +683,11 @@ class FakeGitHub:
         op = match.operation_id
         record.operation_id = op
         record.path_params = match.params
+        if op not in HANDLERS:
+            # In the description, but nobody taught the fake to answer it yet.
+            reason = f"{op} is in the spec subset but the fake GitHub has no handler for it"
+            self._violation(record, [reason])
+            return self._finish(record, ApiError(501, reason), Principal("anonymous"))
         spec_request = SpecRequest.build(
             match,
             path=raw_path,
@@ -799,7 +850,8 @@ class FakeGitHub:
     # -- authentication ----------------------------------------------------------------------
 
     def _authenticate(self, authorization: str, kind: str) -> Principal | ApiError:
-        """GitHub's rules: App endpoints take an RS256 JWT, the rest an installation token."""
+        """GitHub's rules: App endpoints take an RS256 JWT, the user's own (``/user...``) a
+        user-to-server token, the rest an installation token."""
         scheme, _, credential = authorization.strip().partition(" ")
         credential = credential.strip()
         if not authorization:
@@ -813,6 +865,17 @@ class FakeGitHub:
         if scheme.lower() not in {"token", "bearer"} or not credential:
             return ApiError(401, "Bad credentials")
         with self.state.lock:
+            user_token = self.state.user_tokens.get(credential)
+            if user_token is not None and not user_token.expired():
+                if kind == "installation":
+                    # The fake's repositories endpoints are the App's; a user token acting
+                    # for the user there is not modelled.
+                    return ApiError(403, "Resource not accessible by integration")
+                return Principal("user", user=user_token.login)
+            if kind == "user":
+                if credential in self.state.tokens:
+                    return ApiError(403, "Resource not accessible by integration")
+                return ApiError(401, "Bad credentials")
             token = self.state.tokens.get(credential)
             if token is None or token.expired():
                 if kind == "optional" and token is None and credential.count(".") == 2:
@@ -849,6 +912,125 @@ class FakeGitHub:
         if exp > iat + JWT_MAX_LIFETIME_SECONDS:
             return ApiError(401, "'Expiration time' claim ('exp') is too far in the future")
         return Principal("app")
+
+    # -- the App's OAuth web flow (github.com, not the REST API) -----------------------------
+
+    def _oauth_record(self, request: Request, operation: str, body: bytes) -> RecordedRequest:
+        record = RecordedRequest(
+            method=request.method,
+            path=request.url.path,
+            query=dict(request.query_params),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=None,
+            raw_body=body,
+            operation_id=operation,
+        )
+        with self.state.lock:
+            self.state.requests.append(record)
+        return record
+
+    def _oauth_page(self, record: RecordedRequest, status: int, text: str) -> Response:
+        record.status = status
+        return Response(text, status_code=status, media_type="text/html; charset=utf-8")
+
+    def _oauth_authorize(self, request: Request) -> Response:
+        """GitHub's authorization page. The signed-in test user (``sign_in_as``) has already
+        authorized the App, so, as on GitHub, the page redirects straight back with a code."""
+        record = self._oauth_record(request, "oauth:authorize", b"")
+        query = request.query_params
+        client_id = query.get("client_id", "")
+        redirect_uri = query.get("redirect_uri")
+        settings = self.settings
+        if client_id != settings.client_id:
+            self._violation(record, [f"unknown client_id {client_id!r}"])
+            return self._oauth_page(record, 404, "<h1>404: no application</h1>")
+        if redirect_uri is not None and not _within_callback(redirect_uri, settings.callback_url):
+            self._violation(
+                record,
+                [f"redirect_uri {redirect_uri!r} is outside the callback {settings.callback_url}"],
+            )
+            return self._oauth_page(
+                record,
+                400,
+                "<h1>The redirect_uri is not associated with this application.</h1>",
+            )
+        if not query.get("state"):
+            # GitHub accepts it, but a client that sends no state has no CSRF check.
+            self._violation(record, ["no state parameter: the sign-in has no CSRF protection"])
+        target = redirect_uri or settings.callback_url
+        if target is None:
+            return self._oauth_page(record, 400, "<h1>No callback URL is registered.</h1>")
+        if settings.oauth_user is None:
+            return self._oauth_page(record, 401, "<h1>Sign in to GitHub to continue</h1>")
+        back: dict[str, str] = {}
+        if settings.oauth_approves:
+            code = secrets.token_hex(10)
+            with self.state.lock:
+                self.state.oauth_codes[code] = OAuthCode(
+                    code, settings.oauth_user, redirect_uri, time.time() + 600
+                )
+            back["code"] = code
+        else:
+            back["error"] = "access_denied"
+            back["error_description"] = "The user has denied your application access."
+        if "state" in query:
+            back["state"] = query["state"]
+        separator = "&" if "?" in target else "?"
+        record.status = 302
+        return Response(status_code=302, headers={"Location": target + separator + urlencode(back)})
+
+    def _oauth_access_token(self, request: Request, body: bytes) -> Response:
+        """The code for a user-to-server token. GitHub answers 200 even to a refusal, with an
+        ``error``; JSON when asked for it, else form encoding."""
+        record = self._oauth_record(request, "oauth:access-token", body)
+        params = dict(request.query_params)
+        kind = request.headers.get("content-type", "")
+        if body and "json" in kind:
+            parsed, _ = _parse_json(body)
+            params.update(parsed if isinstance(parsed, dict) else {})
+        elif body:
+            params.update(dict(parse_qsl(body.decode("utf-8", "replace"))))
+        settings = self.settings
+        now = time.time()
+        answer: dict[str, Any]
+        with self.state.lock:
+            pending = self.state.oauth_codes.pop(str(params.get("code", "")), None)
+            if (
+                params.get("client_id") != settings.client_id
+                or params.get("client_secret") != settings.client_secret
+            ):
+                answer = _oauth_error(
+                    "incorrect_client_credentials",
+                    "The client_id and/or client_secret passed are incorrect.",
+                )
+            elif pending is None or pending.expires_at <= now:
+                answer = _oauth_error(
+                    "bad_verification_code", "The code passed is incorrect or expired."
+                )
+            elif params.get("redirect_uri") not in (None, pending.redirect_uri):
+                answer = _oauth_error(
+                    "redirect_uri_mismatch",
+                    "The redirect_uri MUST match the registered callback URL for this application.",
+                )
+            else:
+                value = "ghu_" + secrets.token_hex(18)
+                lifetime = settings.user_token_lifetime
+                self.state.user_tokens[value] = UserToken(value, pending.login, now + lifetime)
+                answer = {
+                    "access_token": value,
+                    "expires_in": int(lifetime),
+                    "refresh_token": "ghr_" + secrets.token_hex(30),
+                    "refresh_token_expires_in": 15897600,
+                    "scope": "",
+                    "token_type": "bearer",
+                }
+        record.status = 200
+        if "application/json" in request.headers.get("accept", ""):
+            return Response(json.dumps(answer), media_type="application/json; charset=utf-8")
+        return Response(
+            urlencode({k: str(v) for k, v in answer.items()}),
+            media_type="application/x-www-form-urlencoded; charset=utf-8",
+        )
 
     # -- git over HTTP and tarballs ----------------------------------------------------------
 
@@ -937,6 +1119,26 @@ def _parse_json(raw: bytes) -> tuple[Any, str | None]:
         return json.loads(raw), None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         return None, f"body is not valid JSON: {error}"
+
+
+def _within_callback(redirect_uri: str, callback: str | None) -> bool:
+    """GitHub's rule: the same scheme, host and port as the registered callback URL, and
+    its path or a subdirectory of it."""
+    if callback is None:
+        return True
+    given, registered = urlsplit(redirect_uri), urlsplit(callback)
+    return (given.scheme, given.netloc) == (registered.scheme, registered.netloc) and (
+        given.path + "/"
+    ).startswith(registered.path.rstrip("/") + "/")
+
+
+def _oauth_error(error: str, description: str) -> dict[str, str]:
+    return {
+        "error": error,
+        "error_description": description,
+        "error_uri": "https://docs.github.com/apps/managing-oauth-apps/"
+        "troubleshooting-oauth-app-access-token-request-errors",
+    }
 
 
 def _request_id() -> str:

@@ -73,19 +73,30 @@ class AppSettings:
     public_key_pem: bytes
     token_lifetime: float = 3600.0
     redelivery_status_code: int = 200
+    # The App's OAuth (sign in with GitHub): its client secret, the callback URL registered
+    # for it (None: any), who is signed in to the fake's github.com and whether they approve.
+    client_secret: str = ""
+    callback_url: str | None = None
+    oauth_user: str | None = None
+    oauth_approves: bool = True
+    user_token_lifetime: float = 8 * 3600.0  # GitHub's expiring user tokens: 8 hours
 
 
 @dataclass
 class Principal:
-    """Who sent a request: an installation token, the App (JWT), or nobody."""
+    """Who sent a request: an installation token, the App (JWT), a user's token from the
+    App's OAuth sign-in, or nobody."""
 
-    kind: str  # "installation" | "app" | "anonymous"
+    kind: str  # "installation" | "app" | "user" | "anonymous"
     token: Token | None = None
+    user: str | None = None
 
     @property
     def rate_key(self) -> str:
         if self.token is not None:
             return f"installation:{self.token.installation_id}"
+        if self.user is not None:
+            return f"user:{self.user.lower()}"
         return self.kind
 
 
@@ -186,7 +197,8 @@ AUTH: dict[str, str] = {}
 
 
 def operation(operation_id: str, auth: str = "installation") -> Callable[[Handler], Handler]:
-    """Register a handler; ``auth`` is "installation" (token), "jwt" (the App) or "optional"."""
+    """Register a handler; ``auth`` is "installation" (token), "jwt" (the App), "user" (a
+    user-to-server token from the App's OAuth) or "optional"."""
 
     def register(handler: Handler) -> Handler:
         HANDLERS[operation_id] = handler
@@ -1335,6 +1347,77 @@ def create_access_token(call: Call) -> Reply:
     return Reply(201, answer)
 
 
+# -- the signed-in user (user-to-server tokens) --------------------------------------------------
+
+
+def readable_role(repo: Repo, login: str) -> str | None:
+    """The role ``login`` explicitly holds on ``repo`` (its owner: admin), or None. GitHub's
+    user-installation listings show only repositories a user can reach this way: not every
+    public repository, and never one whose role is ``none``."""
+    if login.lower() == repo.owner.lower():
+        return "admin"
+    role = repo.permissions.get(login.lower())
+    return role if role not in (None, "none") else None
+
+
+def _user_repos(call: Call, installation: Installation) -> list[Repo]:
+    login = call.principal.user or ""
+    return [
+        repo
+        for repo in sorted(call.state.repos.values(), key=lambda r: r.id)
+        if repo.installation_id == installation.id
+        and (installation.repositories is None or repo.full_name in installation.repositories)
+        and readable_role(repo, login) is not None
+    ]
+
+
+@operation("users/get-authenticated", auth="user")
+def get_authenticated_user(call: Call) -> Reply:
+    login = call.principal.user or ""
+    user = user_json(call, login)
+    body = deep_merge(call.spec.skeleton("public-user"), {**user, "user_view_type": "public"})
+    body.update(name=None, created_at=iso(0), updated_at=iso(0))
+    return Reply(200, body)
+
+
+@operation("apps/list-installations-for-authenticated-user", auth="user")
+def list_user_installations(call: Call) -> Reply:
+    """Installations of the App where the user can reach at least one repository."""
+    login = (call.principal.user or "").lower()
+    found = [
+        installation
+        for installation in sorted(call.state.installations.values(), key=lambda i: i.id)
+        if installation.account.lower() == login or _user_repos(call, installation)
+    ]
+    return paginate(call, [installation_json(call, i) for i in found], wrap="installations")
+
+
+@operation("apps/list-installation-repos-for-authenticated-user", auth="user")
+def list_user_installation_repos(call: Call) -> Reply:
+    installation = call.state.installations.get(call.int_param("installation_id"))
+    login = call.principal.user or ""
+    if installation is None:
+        raise not_found()
+    repos = _user_repos(call, installation)
+    if not repos and installation.account.lower() != login.lower():
+        raise not_found()
+    items = []
+    for repo in repos:
+        level = _ROLE_ORDER.index(readable_role(repo, login) or "none")
+        body = repo_json(call, repo, "repository")
+        body["permissions"] = {
+            "admin": level >= _ROLE_ORDER.index("admin"),
+            "maintain": level >= _ROLE_ORDER.index("maintain"),
+            "push": level >= _ROLE_ORDER.index("write"),
+            "triage": level >= _ROLE_ORDER.index("triage"),
+            "pull": level >= _ROLE_ORDER.index("read"),
+        }
+        items.append(body)
+    reply = paginate(call, items, wrap="repositories")
+    reply.body["repository_selection"] = "all" if installation.repositories is None else "selected"
+    return reply
+
+
 # -- webhook deliveries --------------------------------------------------------------------------
 
 
@@ -1538,7 +1621,7 @@ def get_rate_limit(call: Call) -> Reply:
     return Reply(200, body)
 
 
-RATE_LIMITS = {"installation": 5000, "app": 5000, "anonymous": 60}
+RATE_LIMITS = {"installation": 5000, "app": 5000, "user": 5000, "anonymous": 60}
 RATE_WINDOW_SECONDS = 3600
 
 

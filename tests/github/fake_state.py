@@ -275,6 +275,28 @@ class Token:
 
 
 @dataclass
+class UserToken:
+    """A user-to-server token (``ghu_...``) the App's OAuth sign-in gave ``login``."""
+
+    value: str
+    login: str
+    expires_at: float
+
+    def expired(self, now: float | None = None) -> bool:
+        return (now if now is not None else time.time()) >= self.expires_at
+
+
+@dataclass
+class OAuthCode:
+    """An authorization code of the web flow: single use, ten minutes, for one redirect."""
+
+    code: str
+    login: str
+    redirect_uri: str | None
+    expires_at: float
+
+
+@dataclass
 class Issue:
     """An issue or pull request number: comments and labels live here for both."""
 
@@ -426,6 +448,8 @@ class FakeState:
         self.repos: dict[str, Repo] = {}
         self.installations: dict[int, Installation] = {}
         self.tokens: dict[str, Token] = {}
+        self.user_tokens: dict[str, UserToken] = {}
+        self.oauth_codes: dict[str, OAuthCode] = {}
         self.tokens_issued = 0
         self.check_runs: dict[int, CheckRun] = {}
         self.comments: dict[int, dict[str, Any]] = {}

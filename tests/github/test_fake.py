@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -23,6 +24,7 @@ from github import Auth, Github, GithubException, GithubIntegration
 
 from .conftest import BUILDER_BRANCH, commit_all
 from .fake import FakeGitHub
+from .fake_api import HANDLERS
 from .openapi import SpecMissingError, load_spec_document, spec_path
 
 REPO = "octo/demo"
@@ -554,7 +556,7 @@ def test_compare(fake: FakeGitHub, api: httpx.Client):
 
 def test_unknown_operations_and_bad_parameters_are_violations(fake: FakeGitHub, api: httpx.Client):
     with fake.expect_violation(None) as seen:
-        assert api.get(f"/repos/{REPO}/pulls").status_code == 404  # not in the subset
+        assert api.get(f"/repos/{REPO}/branches").status_code == 404  # not in the subset
     assert "no operation" in str(seen[0])
     with fake.expect_violation(None) as seen:
         assert api.delete(f"/repos/{REPO}").status_code == 404
@@ -570,6 +572,105 @@ def test_unknown_operations_and_bad_parameters_are_violations(fake: FakeGitHub, 
             headers={"Content-Type": "application/json"},
         )
         assert answer.status_code == 400
+
+
+def test_an_operation_of_the_spec_the_fake_cannot_answer_is_a_violation_not_a_crash(
+    fake: FakeGitHub, api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delitem(HANDLERS, "repos/get")
+    with fake.expect_violation("repos/get") as seen:
+        answer = api.get(f"/repos/{REPO}")
+    assert answer.status_code == 501
+    assert "no handler" in str(seen[0])
+
+
+# -- signing in with GitHub: the App's OAuth and the user's installations ----------------------
+
+CALLBACK = "http://gatekeeper.test/login/callback"
+
+
+def _authorize(
+    fake: FakeGitHub, state: str = "s-1", redirect_uri: str = CALLBACK
+) -> httpx.Response:
+    query = {"client_id": fake.oauth_client_id, "redirect_uri": redirect_uri, "state": state}
+    return httpx.get(f"{fake.url}/login/oauth/authorize", params=query, timeout=10)
+
+
+def _exchange(fake: FakeGitHub, code: str, **overrides: str) -> dict:
+    form = {
+        "client_id": fake.oauth_client_id,
+        "client_secret": fake.oauth_client_secret,
+        "code": code,
+        "redirect_uri": CALLBACK,
+        **overrides,
+    }
+    answer = httpx.post(
+        f"{fake.url}/login/oauth/access_token",
+        data=form,
+        headers={"Accept": "application/json"},
+        timeout=10,
+    )
+    assert answer.status_code == 200  # GitHub's refusals are 200s too
+    return answer.json()
+
+
+def test_oauth_web_flow_and_the_users_installations(fake: FakeGitHub, demo_git_repo: Path):
+    fake.add_repo("octo/secret", demo_git_repo)
+    fake.add_installation(888, "other")
+    fake.add_repo("other/tool", demo_git_repo, installation_id=888)
+    fake.set_permission(REPO, "alice", "read")
+    fake.set_permission("octo/secret", "alice", "none")
+    fake.set_oauth_callback("http://gatekeeper.test/login")
+    fake.sign_in_as("alice")
+
+    redirect = _authorize(fake, state="s-1")
+    assert redirect.status_code == 302
+    back = urlsplit(redirect.headers["location"])
+    assert f"{back.scheme}://{back.netloc}{back.path}" == CALLBACK
+    query = dict(parse_qsl(back.query))
+    assert query["state"] == "s-1" and query["code"]
+    token = _exchange(fake, query["code"])
+    assert token["access_token"].startswith("ghu_") and token["expires_in"] == 8 * 3600
+    assert _exchange(fake, query["code"])["error"] == "bad_verification_code"  # single use
+
+    user = {"Authorization": f"Bearer {token['access_token']}"}
+    with httpx.Client(base_url=fake.url, headers=user, timeout=10) as api:
+        assert api.get("/user").json()["login"] == "alice"
+        installations = api.get("/user/installations").json()
+        assert [i["id"] for i in installations["installations"]] == [fake.installation_id]
+        repos = api.get(f"/user/installations/{fake.installation_id}/repositories").json()
+        assert [r["full_name"] for r in repos["repositories"]] == [REPO]
+        assert repos["repositories"][0]["permissions"]["pull"] is True
+        assert repos["repositories"][0]["permissions"]["push"] is False
+        assert api.get("/user/installations/888/repositories").status_code == 404
+        # A user token is not an installation token, and the other way round.
+        assert api.get(f"/repos/{REPO}").status_code == 403
+    installation = {"Authorization": f"token {fake.issue_token()}"}
+    assert httpx.get(f"{fake.url}/user", headers=installation).status_code == 403
+    fake.revoke_user_tokens("alice")
+    assert httpx.get(f"{fake.url}/user", headers=user).status_code == 401
+    assert fake.violations == [] and fake.response_violations == []
+
+
+def test_oauth_refusals_are_githubs(fake: FakeGitHub):
+    fake.set_oauth_callback(CALLBACK)
+    fake.sign_in_as("alice")
+    code = dict(parse_qsl(urlsplit(_authorize(fake).headers["location"]).query))["code"]
+    assert _exchange(fake, code, client_secret="wrong")["error"] == "incorrect_client_credentials"
+    code = dict(parse_qsl(urlsplit(_authorize(fake).headers["location"]).query))["code"]
+    other = "http://gatekeeper.test/login/callback/elsewhere"
+    assert _exchange(fake, code, redirect_uri=other)["error"] == "redirect_uri_mismatch"
+    with fake.expect_violation("oauth:authorize"):
+        assert _authorize(fake, redirect_uri="http://evil.test/login/callback").status_code == 400
+    fake.sign_in_as("alice", approve=False)
+    denied = dict(parse_qsl(urlsplit(_authorize(fake, state="s-2").headers["location"]).query))
+    assert denied == {
+        "error": "access_denied",
+        "error_description": "The user has denied your application access.",
+        "state": "s-2",
+    }
+    fake.sign_in_as(None)
+    assert _authorize(fake).status_code == 401
 
 
 # -- failure injection and rate limits --------------------------------------------------------

@@ -384,9 +384,11 @@ def test_gatekeeper_serve_as_a_user_runs_it(served, store, tmp_path):
     fake = served
     sha = fake.state.repos[REPO].pulls[7].head_sha
     port = free_port()
+    token = "serve-test-dashboard-token"
     env = {
         **app_environment(fake, store, tmp_path),
         "GATEKEEPER_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "GATEKEEPER_DASHBOARD_TOKEN": token,
     }
     serve = gatekeeper_process("serve", "--port", str(port), env=env)
     try:
@@ -409,7 +411,8 @@ def test_gatekeeper_serve_as_a_user_runs_it(served, store, tmp_path):
         statuses = fake.statuses(REPO, sha)
         assert [s["state"] for s in statuses] == ["pending", "success"]
         assert statuses[-1]["target_url"] == f"{url}/runs/{run['id']}/report"
-        report = httpx.get(statuses[-1]["target_url"])
+        assert httpx.get(statuses[-1]["target_url"]).status_code == 401  # not for everyone
+        report = httpx.get(statuses[-1]["target_url"], headers={"Authorization": f"Bearer {token}"})
         assert report.status_code == 200 and "Gatekeeper: APPROVE" in report.text
         assert len(fake.comments(REPO, 7)) == 1 and len(fake.check_runs(REPO)) == 1
         serve.terminate()  # SIGTERM: drain and stop cleanly
