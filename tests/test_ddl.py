@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
 from bot import ddl
+from bot.sandbox.postgres import APP_ROLE
 
 
 @pytest.fixture
@@ -182,16 +183,15 @@ def test_rolled_back_ddl_leaves_no_events(conn: psycopg.Connection) -> None:
     assert ddl.read(conn, since) == []
 
 
-def test_ddl_of_an_ordinary_role_is_recorded(conn: psycopg.Connection) -> None:
-    role = f"app_{uuid.uuid4().hex[:12]}"
-    conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'app'")
-    conn.execute(f"CREATE SCHEMA app AUTHORIZATION {role}")
-    url = make_conninfo(conn.info.dsn, user=role, password="app")
+def test_ddl_of_an_ordinary_role_is_recorded(conn: psycopg.Connection, pg_sandbox: Any) -> None:
+    """The sandbox's application role, as the change's migrations connect."""
+    conn.execute(f"CREATE SCHEMA app AUTHORIZATION {APP_ROLE}")
+    url = make_conninfo(conn.info.dsn, user=APP_ROLE, password=pg_sandbox.app_password)
     try:
         with psycopg.connect(url, autocommit=True) as app:
             events = _after(conn, "CREATE TABLE app.things (id int)", actor=app)
     finally:
-        conn.execute(f"DROP SCHEMA app CASCADE; DROP OWNED BY {role}; DROP ROLE {role}")
+        conn.execute("DROP SCHEMA app CASCADE")
     assert [e.object_identity for e in events] == ["app.things"]
 
 

@@ -165,11 +165,15 @@ class LocalSandbox(Sandbox):
         installation = postgres.prepare(self.binaries)
         self._tmpdir.chmod(0o711)  # the service account must reach its data and socket dirs
         datadir, socket_dir = self.datadir or self._tmpdir / "data", self._tmpdir / "socket"
+        if self.datadir is not None:
+            # A kept cluster keeps its URL across restarts: its socket beside its data.
+            socket_dir = self.datadir.with_name(f"{self.datadir.name}.socket")
         if not (datadir / "PG_VERSION").exists():
             datadir.parent.mkdir(parents=True, exist_ok=True)
             postgres.new_cluster(installation, datadir)
         # 0700: only PostgreSQL and the gate (its owner, or root) reach the socket.
-        socket_dir.mkdir(mode=0o700)
+        socket_dir.mkdir(mode=0o700, exist_ok=True)
+        socket_dir.chmod(0o700)
         installation.give(socket_dir)
         self._socket_dir = socket_dir
         if self.datadir is None:
