@@ -236,10 +236,10 @@ def test_github_down_when_the_list_is_due_is_503_not_everything(store, github, r
 
 
 def test_an_expired_session_signs_in_again(store, github, runs):
-    with App(store, github, session_hours=1 / 3600) as app, app.client() as browser:
+    with App(store, github, session_hours=5 / 3600) as app, app.client() as browser:
         sign_in(app, browser)
         assert browser.get("/runs").status_code == 200
-        time.sleep(1.5)
+        time.sleep(5.5)
         # The browser dropped the cookie at Max-Age; sent anyway, the seal's expiry refuses it.
         assert browser.get("/runs").status_code == 401
 
