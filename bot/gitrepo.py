@@ -57,9 +57,23 @@ def resolve(repo: Path, ref: str) -> str:
     return proc.stdout.strip()
 
 
-def read_file(repo: Path, sha: str, path: str) -> str | None:
-    proc = _git(repo, "show", f"{sha}:{path}", check=False)
-    return proc.stdout if proc.returncode == 0 else None
+def read_file(repo: Path, sha: str, path: str, limit: int = 1 << 20) -> str | None:
+    """The file at `path` in `sha` (None if there is none), at most `limit` + 1 bytes of it:
+    the caller's own size check then refuses it without this reading a giant blob whole.
+    Bytes that are not UTF-8 are kept as surrogates, for the caller to point at."""
+    with subprocess.Popen(
+        ["git", "cat-file", "blob", f"{sha}:{path}"],
+        cwd=repo,
+        env=_GIT_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        assert proc.stdout is not None
+        data = proc.stdout.read(limit + 1)
+        if len(data) > limit:
+            proc.kill()  # the rest is never read
+        found = proc.wait() == 0 or len(data) > limit
+    return data.decode("utf-8", "surrogateescape") if found else None
 
 
 def extract(repo: Path, sha: str, dest: Path) -> None:

@@ -91,3 +91,14 @@ def test_extract_writes_the_tree_and_skips_links_that_leave_it(repo, tmp_path):
     assert (dest / "inside").is_symlink() and (dest / "inside").read_text() == "#!/bin/sh\n"
     assert not (dest / "docs-link").exists() and not (dest / "docs-link").is_symlink()
     assert not (dest / "up").is_symlink()
+
+
+def test_read_file_keeps_bytes_that_are_not_utf8_and_stops_at_the_limit(repo):
+    (repo / "latin1.yml").write_bytes(b"name: caf\xe9\n")
+    (repo / "big.txt").write_text("x" * 5000)
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "odd files")
+    sha = resolve(repo, "HEAD")
+    assert read_file(repo, sha, "latin1.yml") == "name: caf\udce9\n"
+    assert read_file(repo, sha, "big.txt", limit=100) == "x" * 101
+    assert read_file(repo, sha, "missing.yml") is None

@@ -189,6 +189,18 @@ def test_malformed_policy_exits_2_with_position(repo, tmp_path):
     assert "did you mean 'directory'?" in proc.stderr
 
 
+def test_a_base_policy_that_is_not_utf8_exits_2_with_its_position(repo):
+    policy = repo / ".github" / "gatekeeper.yml"
+    policy.write_bytes(POLICY.encode() + b"# caf\xe9\n")
+    git(repo, "commit", "-qam", "latin-1 comment")
+    branch(repo, "builder/x", {"README": "x\n"})
+    proc, verdict = validate(repo, "builder/x")
+    assert proc.returncode == 2 and verdict is None, proc.stderr
+    line = POLICY.count("\n") + 1
+    assert f".github/gatekeeper.yml:{line}:6: not UTF-8" in proc.stderr
+    assert "internal error" not in proc.stderr
+
+
 def test_policy_comes_from_the_base_branch_not_the_change(repo):
     # The change tries to relax its own gate: no checks, approve everything.
     branch(
