@@ -201,7 +201,7 @@ def test_secure_cookies_when_the_public_url_is_https(store, github):
 
 def test_the_repository_list_is_asked_again_after_a_few_minutes(store, github, runs):
     listings = "apps/list-installations-for-authenticated-user"
-    with App(store, github, session_refresh=1.0) as app, app.client() as browser:
+    with App(store, github, session_refresh=3.0) as app, app.client() as browser:
         sign_in(app, browser)
         asked = len(github.calls(listings))
         for _ in range(3):  # within the refresh window: from the cache
@@ -209,7 +209,7 @@ def test_the_repository_list_is_asked_again_after_a_few_minutes(store, github, r
         assert len(github.calls(listings)) == asked
         github.set_permission(READABLE, "alice", "none")  # she loses access on GitHub
         assert browser.get("/runs").json()["total"] == 1
-        time.sleep(1.2)
+        time.sleep(3.2)
         assert browser.get("/runs").json()["total"] == 0
         assert len(github.calls(listings)) > asked
 
