@@ -27,8 +27,8 @@ out of the environment before anything runs: child processes never inherit it.
 
 from __future__ import annotations
 
-import json
 import secrets
+import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager, suppress
@@ -40,6 +40,8 @@ from bot import events
 from bot.github.limits import annotations, truncate_markdown, utf8_size
 from bot.gitrepo import GitError, resolve
 from bot.job import Job
+from bot.payload import PayloadRefused
+from bot.payload import parse as parse_payload
 from bot.policy import LoadedPolicy, load_policy
 from bot.policy.loader import policy_at
 from bot.report import render_markdown, write_outputs
@@ -52,6 +54,7 @@ STEP_SUMMARY_LIMIT = 1024 * 1024
 # report lists every finding, so a few more than shown are emitted and the rest left out.
 ANNOTATIONS_MAX = 50
 DEFAULT_OUT = Path("gatekeeper-report")
+MAX_EVENT_BYTES = 25 * 1024 * 1024  # GitHub caps webhook payloads, and so event files
 SKIPPED = "skipped"
 EXIT_ERROR = EXIT_CODES[Decision.error]
 # Variables a step may hold that the change's code must never see. The token is read first.
@@ -152,15 +155,25 @@ class _NoApi:
 
 
 def read_event(path: Path) -> dict[str, Any]:
+    """The event file as GitHub writes it: a regular file of at most GitHub's 25 MB payload
+    limit (checked before reading: /dev/zero never ends, a FIFO blocks), parsed as the
+    webhook parses a body."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ActionsError(f"event file {path} is not a regular file (GITHUB_EVENT_PATH)")
+        with open(path, "rb") as handle:
+            body = handle.read(MAX_EVENT_BYTES + 1)
     except FileNotFoundError:
         raise ActionsError(f"event file {path} does not exist (GITHUB_EVENT_PATH)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ActionsError(f"event file {path} is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ActionsError(f"event file {path} does not hold a JSON object")
-    return data
+    except OSError as exc:
+        raise ActionsError(f"event file {path} cannot be read: {exc}") from None
+    if len(body) > MAX_EVENT_BYTES:
+        raise ActionsError(f"event file {path} is larger than GitHub's 25 MB payloads")
+    try:
+        return parse_payload(body)
+    except PayloadRefused as exc:
+        raise ActionsError(f"event file {path}: {exc}") from None
 
 
 def _repository(payload: Mapping[str, Any]) -> tuple[str, str]:

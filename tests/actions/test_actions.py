@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -694,3 +695,26 @@ def test_run_step_in_process_writes_nothing_when_the_runner_files_are_absent(tmp
     )
     assert result.decision == "skipped" and result.exit_code == 0
     assert "not a builder branch" in result.reason and stdout.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "is not a regular file"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper than"),
+        (b'{"number": ' + b"9" * 5000 + b"}", "number is an integer of 5000 digits"),
+        (b'{"ref": "a\\u0000b"}', "ref contains a NUL character"),
+        (b"\xff\xfe", "is not JSON"),
+    ],
+)
+def test_a_bad_event_file_is_a_clear_error(tmp_path, content, message):
+    """The event file is read like a webhook body: bounded, and every value checked."""
+    if content is None:
+        path = Path("/dev/zero")
+    else:
+        path = tmp_path / "event.json"
+        path.write_bytes(content)
+    started = time.monotonic()
+    with pytest.raises(actions.ActionsError, match=message):
+        actions.read_event(path)
+    assert time.monotonic() - started < 5
