@@ -21,7 +21,6 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from jinja2 import Environment, PackageLoader, StrictUndefined
 from markdown_it import MarkdownIt
 
 from bot import history, metrics
@@ -37,19 +36,13 @@ from bot.history import (
     RunState,
 )
 from bot.login import Access, Viewer
+from bot.pages import templates
 from bot.service import Service
 from bot.verdict import Decision
 
 # A run id beyond the column's bigint is no run: 422 like any other bad value, not a 500.
 RunId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
-_env = Environment(
-    loader=PackageLoader("bot", "templates"),
-    autoescape=True,
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 
 # CommonMark plus GitHub's tables, as the report is written for GitHub. html=False turns
 # any raw HTML in it (a branch name, a log line) into text.
@@ -291,7 +284,7 @@ def router(service: Service, access: Access) -> APIRouter:
 def _page(template: str, viewer: Viewer, status: int = 200, **context: Any) -> HTMLResponse:
     """The page; 422 when it reports `errors` in what the form asked for."""
     context.update(user=viewer.login, readable=viewer.repositories)
-    html = _env.get_template(template).render(**context)
+    html = templates.get_template(template).render(**context)
     return HTMLResponse(html, status_code=422 if context.get("errors") else status)
 
 
@@ -366,8 +359,8 @@ def _percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f} %"
 
 
-_env.filters["when"] = _when
-_env.filters["seconds"] = _seconds
-_env.filters["percent"] = _percent
-_env.filters["short"] = lambda sha: (sha or "")[:12]
-_env.filters["iso"] = lambda value: value.isoformat() if value else ""
+templates.filters["when"] = _when
+templates.filters["seconds"] = _seconds
+templates.filters["percent"] = _percent
+templates.filters["short"] = lambda sha: (sha or "")[:12]
+templates.filters["iso"] = lambda value: value.isoformat() if value else ""

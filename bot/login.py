@@ -46,9 +46,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from bot import metrics
+from bot.pages import templates
 from bot.settings import Settings
 
 log = logging.getLogger("gatekeeper.login")
@@ -69,14 +69,6 @@ NO_OAUTH = (
     "Sign-in with GitHub is not configured: set GATEKEEPER_OAUTH_CLIENT_ID and "
     "GATEKEEPER_OAUTH_CLIENT_SECRET. API clients send GATEKEEPER_DASHBOARD_TOKEN as a bearer "
     "token."
-)
-
-_env = Environment(
-    loader=PackageLoader("bot", "templates"),
-    autoescape=True,
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
 )
 
 
@@ -487,7 +479,7 @@ def _closed(html: bool) -> Response:
 
 def _render(template: str, status: int = 200, **context: Any) -> HTMLResponse:
     context.setdefault("nav", None)
-    return HTMLResponse(_env.get_template(template).render(**context), status_code=status)
+    return HTMLResponse(templates.get_template(template).render(**context), status_code=status)
 
 
 # -- the sign-in pages -----------------------------------------------------------------------

@@ -6,7 +6,7 @@ change, apply it again — and this module knows how for each mode.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pglast
@@ -32,12 +32,15 @@ class Migrator:
         conn: psycopg.Connection,
         environ: Mapping[str, str],
         deadline: float,
+        confine: Sequence[str] = (),
     ):
         """`environ` is the run's environment (the build's too); `deadline` the run's end, on
-        `time.monotonic()`'s clock: a migration command gets what is left of it."""
+        `time.monotonic()`'s clock: a migration command gets what is left of it; `confine`
+        the command line that confines it (bot/sandbox/confine.py), as it does the API."""
         self.policy = policy
         self.environ = environ
         self.deadline = deadline
+        self.confine = tuple(confine)
         self.mode = policy.migrations.mode
         self.sandbox = sandbox
         self.spec = spec
@@ -137,9 +140,8 @@ class Migrator:
         command = self.policy.migrations.command or ""
         env_name = self.spec.database_url_env if self.spec else "DATABASE_URL"
         env = {**self.environ, env_name: self.sandbox.app_database_url}
-        prefix = self.spec.confine if self.spec else ()
         remaining = max(self.deadline - time.monotonic(), 0.0)
-        result = shell.run(command, checkout, env, remaining, prefix)
+        result = shell.run(command, checkout, env, remaining, self.confine)
         if result.code != 0:
             ended = "timed out" if result.code is None else f"exited {result.code}"
             last = result.output.strip().splitlines()[-1:] or [""]

@@ -321,8 +321,9 @@ class _Run:
         migrator: Migrator | None = None
         try:
             self._prepare_database(sandbox, conn)
-            spec = self._api_spec(env, sandbox)
-            migrator = Migrator(policy, sandbox, spec, conn, self.child_env, self.deadline)
+            confine = self._confine(sandbox)
+            spec = self._api_spec(env, confine)
+            migrator = Migrator(policy, sandbox, spec, conn, self.child_env, self.deadline, confine)
 
             with self.stage("base schema"):
                 base_log_mark = sandbox.log_mark("database")
@@ -418,10 +419,13 @@ class _Run:
                 getattr(exc, "log_tail", ""),
             ) from None
 
-    def _api_spec(self, env: dict[str, str], sandbox: Sandbox) -> ApiSpec | None:
+    def _confine(self, sandbox: Sandbox) -> tuple[str, ...]:
         """How the change's API and migration commands start. Only a sandbox that runs its
         database in the run's network namespace lets them in there; the containers sandbox's
         database is a container on the host's network, so they keep the host's network."""
+        return self.confinement.prefix if sandbox.netns else self.confinement.networked
+
+    def _api_spec(self, env: dict[str, str], confine: tuple[str, ...]) -> ApiSpec | None:
         api = self.policy.api
         if api is None:
             return None
@@ -429,7 +433,7 @@ class _Run:
             command=api.command,
             env=env,
             process_env=self.child_env,
-            confine=self.confinement.prefix if sandbox.netns else self.confinement.networked,
+            confine=confine,
             port_env=api.port_env,
             database_url_env=api.database_url_env,
             health_path=api.health_path,

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -57,6 +58,16 @@ def run_git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
 def git(repo: Path, *args: str) -> str:
     """`run_git` with a throwaway identity, for repositories that configure none."""
     return run_git(repo, "-c", "user.name=t", "-c", "user.email=t@t", *args)
+
+
+def commit(repo: Path, files: dict[str, str], message: str) -> None:
+    """Write `files` (dedented) into `repo` and commit everything as `message`."""
+    for name, text in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
 
 
 def free_port() -> int:

@@ -20,18 +20,9 @@ import pytest
 
 from tests.helpers import ITEMS_CHECK as CHECK
 from tests.helpers import ITEMS_POLICY as POLICY
-from tests.helpers import git
+from tests.helpers import commit, git
 
 GATEKEEPER = [sys.executable, "-m", "bot"]
-
-
-def commit(repo: Path, files: dict[str, str], message: str) -> None:
-    for name, text in files.items():
-        path = repo / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", message)
 
 
 @pytest.fixture

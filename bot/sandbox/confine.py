@@ -35,7 +35,6 @@ import shutil
 import signal
 import stat
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import suppress
@@ -48,6 +47,7 @@ from bot.sandbox.postgres import RunAs, system_account
 
 RUN_ACCOUNT = "gatekeeper-run"  # one account per concurrent run: gatekeeper-run-<slot>
 _SLOTS = 64
+SLOTS_DIR = Path("/run/gatekeeper/slots")
 _KILL_ROUNDS = 50
 # In every confined command line, so that the sweep recognises the ones a dead gate left.
 MARKER = "gatekeeper-confine"
@@ -156,8 +156,10 @@ def _claim_slot() -> tuple[int, int]:
     """The lowest free slot: one account per concurrent run, so that runs cannot read or kill
     each other's processes and files. The lock dies with its process: a SIGKILLed run's
     slot is free again, and its leftovers are killed by the next run that takes it."""
-    directory = Path(tempfile.gettempdir()) / "gatekeeper-slots"
-    directory.mkdir(mode=0o700, exist_ok=True)
+    # One registry for the machine, whatever TMPDIR each run has: the accounts and network
+    # namespaces the slots name are machine-wide too.
+    directory = SLOTS_DIR
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = directory.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o077:
         raise SandboxError(f"{directory} must be a directory only root can use: remove it")

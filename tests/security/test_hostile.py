@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from bot.job import Job
 from bot.pipeline import Cancelled, validate
 from bot.policy.loader import policy_at
 from bot.sandbox.select import factory
-from tests.helpers import ITEMS_CHECK, git
+from tests.helpers import ITEMS_CHECK, commit, git
 
 GATEKEEPER = [sys.executable, "-m", "bot"]
 CANARIES = {
@@ -48,7 +47,7 @@ def repo(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
-    _commit(
+    commit(
         repo,
         {
             ".github/gatekeeper.yml": POLICY,
@@ -60,22 +59,13 @@ def repo(tmp_path: Path) -> Path:
     return repo
 
 
-def _commit(repo: Path, files: dict[str, str], message: str) -> None:
-    for name, text in files.items():
-        path = repo / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", message)
-
-
 def _hostile(repo: Path, name: str, files: dict[str, str], policy: str = "") -> None:
     """A builder branch; `policy` extends the base's policy (on main: the gate reads it
     from the base branch, never from the change)."""
     if policy:
-        _commit(repo, {".github/gatekeeper.yml": POLICY + policy}, f"policy for {name}")
+        commit(repo, {".github/gatekeeper.yml": POLICY + policy}, f"policy for {name}")
     git(repo, "checkout", "-qb", name, "main")
-    _commit(repo, files, f"hostile: {name}")
+    commit(repo, files, f"hostile: {name}")
     git(repo, "checkout", "-q", "main")
 
 
@@ -144,7 +134,7 @@ def test_a_migration_cannot_run_programs_or_read_host_files(repo, tmp_path):
 
 def test_a_migration_that_loops_ends_with_the_run(repo, tmp_path):
     """statement_timeout turned off by the migration itself: the run's deadline ends it."""
-    _commit(repo, {".github/gatekeeper.yml": POLICY.replace("run: 60", "run: 8")}, "short run")
+    commit(repo, {".github/gatekeeper.yml": POLICY.replace("run: 60", "run: 8")}, "short run")
     sql = "SET statement_timeout = 0;\nSELECT pg_sleep(600);\n"
     _hostile(repo, "builder/loop", {"migrations/002_loop.sql": sql})
     started = time.monotonic()
@@ -233,6 +223,6 @@ def test_the_change_reaches_no_address_but_its_sandbox(repo, tmp_path):
     assert "metadata= 101" in evidence  # ENETUNREACH
     assert "network namespaces (loopback only" in verdict["evidence"]["isolation"]
     # The policy's switch for builds that install dependencies: the host's interfaces.
-    _commit(repo, {".github/gatekeeper.yml": POLICY + build % ("network: true, ", "")}, "net")
+    commit(repo, {".github/gatekeeper.yml": POLICY + build % ("network: true, ", "")}, "net")
     _proc, verdict = _validate(repo, "builder/net", tmp_path / "open")
     assert "interfaces=lo\n" not in _criterion(verdict, "build")["evidence"]
