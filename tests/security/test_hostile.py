@@ -226,3 +226,19 @@ def test_the_change_reaches_no_address_but_its_sandbox(repo, tmp_path):
     commit(repo, {".github/gatekeeper.yml": POLICY + build % ("network: true, ", "")}, "net")
     _proc, verdict = _validate(repo, "builder/net", tmp_path / "open")
     assert "interfaces=lo\n" not in _criterion(verdict, "build")["evidence"]
+
+
+@ROOT_ONLY
+def test_a_migration_command_is_confined_without_an_api_too(repo, tmp_path):
+    """`migrations.mode: command` with no `api:`: the command still runs as the run's account,
+    in the run's network namespace (where the sandbox's database listens)."""
+    command = "echo uid=$(id -u) done; exit 3"
+    policy = POLICY.replace(
+        "{mode: directory, directory: migrations}", f'{{mode: command, command: "{command}"}}'
+    )
+    commit(repo, {".github/gatekeeper.yml": policy}, "command migrations")
+    _hostile(repo, "builder/cmd", {"README": "x\n"})
+    proc, verdict = _validate(repo, "builder/cmd", tmp_path / "out")
+    assert proc.returncode == 2, proc.stderr  # the base's migrations fail: no baseline
+    said = json.dumps(verdict)
+    assert "uid=" in said and "uid=0 done" not in said
