@@ -222,6 +222,8 @@ def test_the_change_reaches_no_address_but_its_sandbox(repo, tmp_path):
     assert "interfaces=lo\n" in evidence
     assert "metadata= 101" in evidence  # ENETUNREACH
     assert "network namespaces (loopback only" in verdict["evidence"]["isolation"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "The change's code ran isolated: account gatekeeper-run-" in report
     # The policy's switch for builds that install dependencies: the host's interfaces.
     commit(repo, {".github/gatekeeper.yml": POLICY + build % ("network: true, ", "")}, "net")
     _proc, verdict = _validate(repo, "builder/net", tmp_path / "open")
