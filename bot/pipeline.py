@@ -408,6 +408,10 @@ class _Run:
         missing = wanted - sandbox.available_extensions()
         if missing:
             raise Infrastructure(_extension_message(sorted(missing), self.policy.database.binaries))
+        # Created here, by the gate: the change's role is no superuser, and many extensions
+        # need one. Its own CREATE EXTENSION IF NOT EXISTS then finds them in place.
+        for extension in sorted(wanted):
+            conn.execute(SQL("CREATE EXTENSION IF NOT EXISTS {}").format(Identifier(extension)))
 
     def _raise_missing_extension(self, exc: Exception) -> None:
         text = f"{exc}\n{getattr(exc, 'log_tail', '')}"

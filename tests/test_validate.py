@@ -226,6 +226,20 @@ def test_missing_extension_is_an_error_not_a_reject(repo):
     assert "database.binaries: system" in verdict["summary"]
 
 
+def test_extensions_the_policy_lists_are_created_for_the_unprivileged_change(repo):
+    """citext needs CREATE on the database at least; the change connects as its owner but no
+    superuser, so the gate creates what the policy lists and the migration just uses it."""
+    commit(repo, {".github/gatekeeper.yml": POLICY + "database: {extensions: [citext]}\n"}, "x")
+    branch(
+        repo,
+        "builder/ext",
+        {"migrations/002_email.sql": "ALTER TABLE items ADD COLUMN IF NOT EXISTS email citext;\n"},
+    )
+    proc, verdict = validate(repo, "builder/ext")
+    assert proc.returncode == 0, proc.stderr
+    assert criterion(verdict, "migrate.apply")["status"] == "passed"
+
+
 def test_migration_waiting_on_a_lock_is_bounded_by_lock_timeout(repo, tmp_path):
     """A long-running reader holds the table; the ALTER gives up after lock_timeout (1 s)."""
     locker = textwrap.dedent(

@@ -104,7 +104,8 @@ class Database(Strict):
     name: str = Field("app", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     extensions: list[str] = Field(
         default_factory=list,
-        description="Extensions the migrations need; checked before anything runs.",
+        description="Extensions the migrations need: checked before anything runs, then "
+        "created by the gate (the change's role is no superuser).",
     )
 
 
