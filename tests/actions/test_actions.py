@@ -10,6 +10,7 @@ same verdict on the same payload.
 
 from __future__ import annotations
 
+import base64
 import copy
 import io
 import json
@@ -718,3 +719,36 @@ def test_a_bad_event_file_is_a_clear_error(tmp_path, content, message):
     with pytest.raises(actions.ActionsError, match=message):
         actions.read_event(path)
     assert time.monotonic() - started < 5
+
+
+def test_a_hostile_build_in_the_step_leaks_no_secret_of_the_step(tmp_path, repo):
+    """The step's environment holds secrets the workflow gave it (`env: MY_DEPLOY_SECRET:
+    ${{ secrets.X }}`): the change's build gets none of them, and none is in any output, also
+    when the operator passed one to the policy on purpose."""
+    (repo / ".github" / "gatekeeper.yml").write_text(
+        POLICY
+        + "api: {command: 'true', env: {API_KEY: '${PASSED_SECRET}'}}\n"
+        + "build: {commands: ['env; echo $API_KEY | base64; exit 3']}\n"
+    )
+    commit_all(repo, "gate: a build that prints its environment")
+    git(repo, "checkout", "-q", "builder/add-name")
+    git(repo, "rebase", "-q", "main")
+    git(repo, "checkout", "-q", "main")
+    secrets = {"MY_DEPLOY_SECRET": "canary-step-3f9a0c7d21", "PASSED_SECRET": "canary-pass-81be4d"}
+    workspace = checkout(repo, tmp_path / "workspace")
+    step = run_step(
+        tmp_path / "step",
+        workspace,
+        "pull_request",
+        pull_request_event(repo),
+        env={**secrets, "GATEKEEPER_PASS_ENV": "PASSED_SECRET"},
+    )
+    assert step.code == 1, step.proc.stderr
+    outputs = [step.proc.stdout, step.proc.stderr, step.output_text, step.summary]
+    outputs += [p.read_text() for p in step.out.iterdir() if p.is_file()]
+    for value in secrets.values():
+        assert not [text for text in outputs if value in text]
+        assert not [
+            text for text in outputs if base64.b64encode(value.encode()).decode()[:12] in text
+        ]
+    assert "API_KEY=***" in step.summary
