@@ -213,7 +213,7 @@ def _needed() -> list[Path]:
 
 
 def _script(keep: Path, needed: list[Path], run_as: RunAs) -> str:
-    """Runs as root inside the new namespaces, then becomes the account and execs "$@"."""
+    """Runs as root inside the new namespaces, then runs "$@" as the account."""
     lines = ["set -e"]
     hidden: dict[Path, list[Path]] = {}
     for path in needed:
@@ -230,8 +230,11 @@ def _script(keep: Path, needed: list[Path], run_as: RunAs) -> str:
         lines.append(f"mount -t tmpfs -o mode=0755 gatekeeper {_q(closed)}")
         for source, stage in zip(inner, staged, strict=True):
             lines += [f"mkdir -p {_q(source)}", f"mount --rbind {_q(stage)} {_q(source)}"]
+    # Not `exec`: this shell stays the namespace's init. An init ignores every signal it has
+    # no handler for, so the command itself must not be it, or the SIGTERM that stops an API
+    # would do nothing until the SIGKILL that follows; the shell exits with its status.
     lines.append(
-        f"exec setpriv --reuid={run_as.uid} --regid={run_as.gid} --clear-groups "
+        f"setpriv --reuid={run_as.uid} --regid={run_as.gid} --clear-groups "
         '--no-new-privs -- "$@"'
     )
     return "\n".join(lines)

@@ -244,3 +244,20 @@ def test_a_migration_command_is_confined_without_an_api_too(repo, tmp_path):
     assert proc.returncode == 2, proc.stderr  # the base's migrations fail: no baseline
     said = json.dumps(verdict)
     assert "uid=" in said and "uid=0 done" not in said
+
+
+@ROOT_ONLY
+def test_a_daemon_the_api_forks_dies_with_the_run(repo, tmp_path):
+    """The API under test double-forks a daemon at start-up; the run approves, and nothing
+    of it is left afterwards."""
+    marker = f"gk-api-daemon-{os.getpid()}"
+    start = (
+        f'cp /bin/sleep "$TMPDIR/{marker}" && (setsid "$TMPDIR/{marker}" 300 &) && '
+        "exec python3 -m http.server $PORT --bind 127.0.0.1"
+    )
+    policy = f"api: {{command: '{start}', health_path: /}}\n"
+    _hostile(repo, "builder/api-daemon", {"README": "x\n"}, policy)
+    proc, verdict = _validate(repo, "builder/api-daemon", tmp_path / "out")
+    assert proc.returncode == 0, verdict["summary"]
+    time.sleep(0.5)
+    assert [p.pid for p in psutil.process_iter(["cmdline"]) if marker in _cmd(p)] == []
