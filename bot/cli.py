@@ -30,7 +30,7 @@ from bot.job import Job
 from bot.pipeline import validate as run_validation
 from bot.policy import LoadedPolicy, Policy, load_policy
 from bot.report import write_outputs
-from bot.sandbox.base import EngineUnavailable
+from bot.sandbox.base import EngineUnavailable, SandboxError
 from bot.sandbox.local import unwind_on_interrupts
 from bot.sandbox.select import KINDS, check_engine, factory, kind_of
 from bot.scenario import load_suites
@@ -365,7 +365,7 @@ def _run_service(run: Callable[..., None], **options: Any) -> None:
         fail("invalid settings:\n  " + "\n  ".join(problems))
     try:
         run(settings)
-    except CredentialsError as exc:
+    except (CredentialsError, SandboxError) as exc:
         fail(str(exc))
 
 

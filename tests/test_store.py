@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 from bot.github.auth import TokenCredentials
 from bot.github.client import GitHubClient
@@ -176,3 +177,24 @@ def test_serve_keeps_its_embedded_database_across_a_sigkill():
     finally:
         subprocess.run(["pkill", "-KILL", "-f", str(root)], check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another account")
+def test_a_state_dir_postgresql_cannot_enter_is_one_clear_line(tmp_path):
+    """`sudo gatekeeper serve` with a 0700 state dir of root's: the embedded store's account
+    cannot enter it, and the error says which directory and what to do, in one line."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"GATEKEEPER_STATE_DIR": str(state), "GATEKEEPER_WEBHOOK_SECRET": "s"}
+    env["GATEKEEPER_GITHUB_TOKEN"] = "a-token-never-used"  # the store starts before GitHub
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "serve", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"{state} cannot be entered by the account gatekeeper-pg" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 3

@@ -168,6 +168,9 @@ class LocalSandbox(Sandbox):
         if self.datadir is not None:
             # A kept cluster keeps its URL across restarts: its socket beside its data.
             socket_dir = self.datadir.with_name(f"{self.datadir.name}.socket")
+        if self.datadir is not None:
+            self.datadir.parent.mkdir(parents=True, exist_ok=True)
+            postgres.check_reachable(installation, self.datadir.parent)
         if not (datadir / "PG_VERSION").exists():
             datadir.parent.mkdir(parents=True, exist_ok=True)
             postgres.new_cluster(installation, datadir)

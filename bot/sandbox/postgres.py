@@ -116,6 +116,24 @@ def prepare(binaries: str) -> Installation:
     return Installation(bindir, version, run_as, cache)
 
 
+def check_reachable(installation: Installation, directory: Path) -> None:
+    """A DatabaseStartError naming `directory` and the fix, unless the account that runs
+    PostgreSQL can enter it (a 0700 state dir of root's, say): else initdb or the copy of the
+    template fails later with a message that names neither."""
+    if installation.run_as is None:
+        return
+    command = ["/bin/sh", "-c", 'cd "$1"', "sh", str(directory)]
+    result = subprocess.run(
+        command, capture_output=True, timeout=_COMMAND_TIMEOUT, **installation.popen_kwargs()
+    )
+    if result.returncode != 0:
+        raise DatabaseStartError(
+            f"{directory} cannot be entered by the account {SERVICE_ACCOUNT} that runs "
+            f"PostgreSQL: give it search permission on {directory} and every directory above "
+            "(chmod o+x), or choose another directory (GATEKEEPER_STATE_DIR for the service)"
+        )
+
+
 def new_cluster(installation: Installation, datadir: Path) -> None:
     """Create a fresh cluster at `datadir` (which must not exist) from the cached template.
 
