@@ -234,8 +234,7 @@ def _script(keep: Path, needed: list[Path], run_as: RunAs) -> str:
     # no handler for, so the command itself must not be it, or the SIGTERM that stops an API
     # would do nothing until the SIGKILL that follows; the shell exits with its status.
     lines.append(
-        f"setpriv --reuid={run_as.uid} --regid={run_as.gid} --clear-groups "
-        '--no-new-privs -- "$@"'
+        f'setpriv --reuid={run_as.uid} --regid={run_as.gid} --clear-groups --no-new-privs -- "$@"'
     )
     return "\n".join(lines)
 
