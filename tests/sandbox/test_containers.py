@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -631,9 +632,11 @@ def containers_policy(tmp_path: Path) -> Path:
     text = Path("policies/sessions-api.yml").read_text()
     text = text.replace("sandbox: local", "sandbox: containers")
     text = text.replace("network: host", f"network: {NETWORK}")
-    text = text.replace("../checks/", f"{Path('checks').resolve()}/")
-    path = tmp_path / "policy.yml"
-    path.write_text(text)
+    # Suites stay inside the policy's own tree: a copy of checks/ beside it.
+    gate = tmp_path / "gate"
+    shutil.copytree("checks", gate / "checks")
+    path = gate / "policy.yml"
+    path.write_text(text.replace("../checks/", "checks/"))
     return path
 
 
