@@ -35,8 +35,9 @@ class Settings(BaseSettings):
         "(api.github.com -> github.com, https://HOST/api/v3 -> https://HOST) if unset.",
     )
     clone_url: str = Field(
-        "https://x-access-token:{token}@github.com/{repository}.git",
-        description="Where to clone from; {token} and {repository} are filled in.",
+        "https://github.com/{repository}.git",
+        description="Where to clone from; {repository} is filled in. The installation token "
+        "goes in an HTTP header of the clone's git calls; credentials in the URL are dropped.",
     )
     database_url: str | None = Field(
         None,

@@ -107,7 +107,7 @@ def make_service(fake, store: Store, **overrides: Any) -> Service:
         webhook_secret=SECRET,
         app_id=fake.app_id,
         github_api_url=fake.url,
-        clone_url=f"http://x-access-token:{{token}}@{host}/{{repository}}.git",
+        clone_url=f"http://{host}/{{repository}}.git",
         database_url=store.database_url,
         **{**FAST, **overrides},
     )
@@ -374,7 +374,7 @@ def app_environment(fake, store: Store, tmp_path: Path) -> dict[str, str]:
         "GATEKEEPER_APP_ID": str(fake.app_id),
         "GATEKEEPER_APP_PRIVATE_KEY_FILE": str(key),
         "GATEKEEPER_GITHUB_API_URL": fake.url,
-        "GATEKEEPER_CLONE_URL": f"http://x-access-token:{{token}}@{host}/{{repository}}.git",
+        "GATEKEEPER_CLONE_URL": f"http://{host}/{{repository}}.git",
         "DATABASE_URL": store.database_url,
     }
 
