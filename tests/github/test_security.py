@@ -6,11 +6,26 @@ lives here, beside the fake GitHub's fixtures."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import time
+from contextlib import suppress
+
+import psutil
 
 from tests.helpers import run_git as git
 
 from .conftest import POLICY, REPO, commit_all
-from .test_service import Running, make_service, synchronize, wait_run
+from .test_faults import sandboxes, worker_process
+from .test_service import (
+    Running,
+    make_service,
+    serve_with_policy,
+    synchronize,
+    synchronized_run,
+    wait_run,
+)
 
 CANARY = "canary-deploy-91c2e7b04f"
 BUILD = """\
@@ -57,3 +72,83 @@ def test_a_hostile_build_leaks_nothing_to_what_the_app_posts(fake_github, store,
     # The clone's config was unreadable to the change, and holds no credential anyway.
     assert "x-access-token" not in build["evidence"]
     assert "Authorization" not in build["evidence"]
+
+
+HANG = 'if [ -e hang ]; then cp /bin/sleep "$TMPDIR/{marker}" && "$TMPDIR/{marker}" 300; fi'
+
+
+def _marked(marker: str) -> list[int]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        with suppress(psutil.Error):
+            if marker in " ".join(process.info["cmdline"] or []):
+                found.append(process.pid)
+    return found
+
+
+def test_the_watchdog_stops_a_stuck_stage_and_the_next_run_goes_ahead(fake_github, store, repo):
+    """A build that hangs: the watchdog ends the run at its deadline, the build's processes
+    are killed then (not when build.timeout would end them), and the worker, free again,
+    validates the next push."""
+    marker = f"gk-stuck-{os.getpid()}"
+    extra = f"build: {{commands: ['{HANG.format(marker=marker)}'], timeout: 600}}\n"
+    extra += "timeouts: {deadline: 4}\n"
+    git(repo, "checkout", "-q", "builder/add-name")
+    (repo / "hang").write_text("")
+    commit_all(repo, "hostile: a build that never ends")
+    git(repo, "checkout", "-q", "main")
+    serve_with_policy(fake_github, repo, extra)
+    with Running(make_service(fake_github, store)) as app:
+        started = time.monotonic()
+        run = synchronized_run(app, fake_github, store, timeout=60)
+        assert run["state"] == "error" and "deadline of 4 s" in run["detail"]
+        deadline = time.monotonic() + 10
+        while _marked(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _marked(marker) == [], "the stuck build outlived its run"
+        assert time.monotonic() - started < 4 + 20
+        # The next push (the hang removed) is validated by the same worker.
+        git(repo, "checkout", "-q", "builder/add-name")
+        git(repo, "rm", "-q", "hang")
+        commit_all(repo, "fix: no more hanging")
+        git(repo, "checkout", "-q", "main")
+        fake_github.add_pull(REPO, 7, head="builder/add-name", user="builder-bot")
+        following = synchronized_run(app, fake_github, store, timeout=120)
+    assert following["decision"] == "approve", following["detail"]
+
+
+def test_sigterm_to_a_worker_with_a_stuck_stage_ends_within_the_grace(
+    fake_github, store, repo, tmp_path
+):
+    """`gatekeeper worker` gets SIGTERM while a build hangs: it stops the stage after its
+    grace (1 s here), hands the run back to the queue, and exits within grace + 10 s."""
+    marker = f"gk-stuck-term-{os.getpid()}"
+    extra = f"build: {{commands: ['{HANG.format(marker=marker)}'], timeout: 600}}\n"
+    git(repo, "checkout", "-q", "builder/add-name")
+    (repo / "hang").write_text("")
+    commit_all(repo, "hostile: a build that never ends")
+    git(repo, "checkout", "-q", "main")
+    serve_with_policy(fake_github, repo, extra)
+    worker = worker_process(fake_github, store, tmp_path, shutdown_grace=1)
+    try:
+        with Running(make_service(fake_github, store), worker=False) as app:
+            answer = app.deliver(
+                "pull_request", synchronize(fake_github, 7, fake_github.installation_id)
+            )
+            run_id = answer.json()["run"]
+            deadline = time.monotonic() + 60
+            while not _marked(marker):
+                assert time.monotonic() < deadline, "the build never started"
+                time.sleep(0.1)
+            stopped = time.monotonic()
+            worker.send_signal(signal.SIGTERM)
+            out, _ = worker.communicate(timeout=60)
+            assert time.monotonic() - stopped < 1 + 10, out
+            assert worker.returncode == 0, out
+            assert _marked(marker) == []
+            assert store.run(run_id)["state"] == "queued"  # handed back, not lost
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        shutil.rmtree(sandboxes(tmp_path), ignore_errors=True)
