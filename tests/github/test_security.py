@@ -152,3 +152,40 @@ def test_sigterm_to_a_worker_with_a_stuck_stage_ends_within_the_grace(
             worker.kill()
             worker.wait()
         shutil.rmtree(sandboxes(tmp_path), ignore_errors=True)
+
+
+INTRUDER = """\
+import glob, psycopg
+for where in glob.glob("/tmp/gatekeeper-*/socket") + glob.glob("/tmp/*/*.socket"):
+    try:
+        with psycopg.connect(host=where, user="postgres", connect_timeout=3) as c:
+            c.execute("INSERT INTO gatekeeper.deliveries (id, event) VALUES ('forged', 'push')")
+        print("WROTE", where)
+    except Exception as exc:
+        print("refused", where, type(exc).__name__)
+for port in (5432, 15432):
+    try:
+        psycopg.connect(host="127.0.0.1", port=port, user="postgres", connect_timeout=3).close()
+        print("WROTE tcp", port)
+    except Exception as exc:
+        print("refused tcp", port, type(exc).__name__)
+raise SystemExit(3)
+"""
+
+
+def test_a_build_cannot_reach_the_services_store(fake_github, store, repo):
+    """The build looks for every PostgreSQL socket of the host and tries the superuser: the
+    store holds no forged delivery afterwards."""
+    extra = "build: {commands: ['python3 intruder.py']}\n"
+    git(repo, "checkout", "-q", "builder/add-name")
+    (repo / "intruder.py").write_text(INTRUDER)
+    commit_all(repo, "hostile: write into the gate's store")
+    git(repo, "checkout", "-q", "main")
+    serve_with_policy(fake_github, repo, extra)
+    with Running(make_service(fake_github, store)) as app:
+        run = synchronized_run(app, fake_github, store, timeout=120)
+    evidence = next(c for c in run["verdict"]["criteria"] if c["id"] == "build")["evidence"]
+    assert "refused" in evidence and "WROTE" not in evidence, evidence
+    with store.connect() as conn:
+        forged = conn.execute("SELECT count(*) AS n FROM gatekeeper.deliveries WHERE id = 'forged'")
+        assert forged.fetchone()["n"] == 0
