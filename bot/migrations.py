@@ -144,9 +144,9 @@ class Migrator:
         result = shell.run(command, checkout, env, remaining, self.confine)
         if result.code != 0:
             ended = "timed out" if result.code is None else f"exited {result.code}"
-            last = result.output.strip().splitlines()[-1:] or [""]
             raise MigrationFailed(
-                f"migration command ({label}) `{command}` {ended}: {last[0]}", result.output
+                f"migration command ({label}) `{command}` {ended}: {shell.reason(result.output)}",
+                result.output,
             )
 
 

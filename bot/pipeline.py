@@ -28,6 +28,7 @@ from bot.decision import decide, is_required
 from bot.gitrepo import Scratch
 from bot.job import Job
 from bot.lint import LintOptions, lint_sql
+from bot.lint.model import table_key
 from bot.locks import LockMonitor, ObservedLock, lock_strength
 from bot.migrations import MigrationFailed, Migrator
 from bot.policy import LoadedPolicy, api_env, duration_seconds
@@ -549,7 +550,7 @@ class _Run:
         # Declared production sizes win over the sandbox's (nearly empty) tables.
         rows = {name: s.rows for name, s in stats_before.items()}
         for name, size in self.policy.tables.items():
-            matches = [t for t in rows if t == name or t.split(".")[-1] == name] or [name]
+            matches = [t for t in rows if table_key(t) == table_key(name)] or [name]
             rows.update(dict.fromkeys(matches, size.rows))
         self.observed.table_rows = rows
         self.evidence["migration"] = {
@@ -600,6 +601,10 @@ class _Run:
         options = LintOptions(
             known_tables={t.split(".")[-1] for t in before.tables} | set(before.tables),
             table_rows={name: size.rows for name, size in self.policy.tables.items()},
+            column_types={
+                name: {column.name: column.type for column in table.columns}
+                for name, table in before.tables.items()
+            },
             require_idempotent=self.policy.migrations.reapply
             if rules.require_idempotent is None
             else rules.require_idempotent,

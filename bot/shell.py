@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -55,3 +56,29 @@ def run(
 def _kill_group(process: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+
+
+# The line that says what went wrong, as each runtime prints it last (or nearly last).
+_ERROR_LINE = re.compile(
+    r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Exit|Failure|Warning|Interrupt)\b.*"  # Python
+    r"|[A-Za-z_][\w.]*\.[A-Za-z_]\w*: .+"  # a dotted exception name (Python, Java)
+    r"|(?:Exception in thread|Caused by:|panic:|fatal error:|Error:|ERROR:?|FATAL:?).*)$"
+)
+# Lines runtimes print after the error that say nothing about it.
+_AFTERWORD = re.compile(
+    r"^\(Background on this error at: .*\)$|^\s|^at |^goroutine \d+|^exit status \d+$"
+    r"|^\.\.\. \d+ more$"
+)
+
+
+def reason(output: str) -> str:
+    """The one line that says why a command failed: the error line of a Python, Java or Go
+    traceback (SQLAlchemy's "Background on this error at: …" and stack frames skipped), else
+    the last line of output."""
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    for line in reversed(lines[-60:]):
+        if _AFTERWORD.match(line):
+            continue
+        if _ERROR_LINE.match(line):
+            return line.strip()
+    return lines[-1].strip() if lines else ""

@@ -74,6 +74,12 @@ class LintOptions(BaseModel):
     table_rows: dict[str, int] = Field(
         default_factory=dict, description="Declared production row counts, by table name."
     )
+    column_types: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Column types before the migration (PostgreSQL's format_type text), by "
+        "table and column: what a rule comparing old and new types needs when the migration "
+        "does not declare the old one itself (a versioned migration altering an old table).",
+    )
     severity: dict[str, Risk] = Field(default_factory=dict, description="Per-rule level override.")
     disabled: dict[str, str] = Field(
         default_factory=dict, description="Rule id -> reason; such findings are kept as suppressed."
@@ -149,8 +155,32 @@ class Context:
 
 
 def table_key(name: str) -> str:
-    """`public.t` and `t` are the same table for every lookup the linter does."""
-    return name.removeprefix("public.")
+    """`public.t` and `t` are the same table for every lookup the linter does, and the
+    catalog's quoted `public."user"` is the parser's `user`: the key holds the identifiers
+    themselves, unquoted, as the parser gives them."""
+    return ".".join(_identifiers(name)).removeprefix("public.")
+
+
+def _identifiers(name: str) -> list[str]:
+    """`public."Odd.Name"` as ['public', 'Odd.Name']: dots inside quotes do not split, and a
+    doubled quote is one quote."""
+    parts, current, quoted, index = [], "", False, 0
+    while index < len(name):
+        char = name[index]
+        if char == '"':
+            if quoted and name[index + 1 : index + 2] == '"':
+                current += '"'
+                index += 1
+            else:
+                quoted = not quoted
+        elif char == "." and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+        index += 1
+    parts.append(current)
+    return parts
 
 
 def find_table(name: str, tables: Iterable[str]) -> str | None:

@@ -6,11 +6,12 @@ column's NOT NULL may be a flag or a constraint; these helpers absorb that once.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pglast import ast, enums
+from pglast import ast, enums, parse_sql
 
 from bot.lint.model import Lock, LockMode, Statement
 
@@ -51,6 +52,17 @@ def pg_type(type_name: ast.TypeName) -> PgType:
         if isinstance(m, ast.A_Const) and isinstance(m.val, ast.Integer)
     )
     return PgType(type_name.names[-1].sval, mods, bool(type_name.arrayBounds))
+
+
+@functools.cache
+def parse_type(text: str) -> PgType | None:
+    """A catalog type (`character varying(255)`, `integer[]`) as the parser names it."""
+    try:
+        (stmt,) = parse_sql(f"SELECT NULL::{text}")
+    except Exception:  # a type the parser does not take: no comparison rather than a crash
+        return None
+    target = stmt.stmt.targetList[0].val
+    return pg_type(target.typeName) if isinstance(target, ast.TypeCast) else None
 
 
 def relation(rv: ast.RangeVar) -> str:

@@ -645,3 +645,41 @@ def test_readme_lists_every_rule() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     kept = readme.split("<!-- rules:begin -->\n")[1].split("<!-- rules:end -->")[0]
     assert kept == rules_markdown(), "README's rule table is stale: paste rules_markdown()"
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "narrows"),
+    [
+        ("character varying", "varchar(255)", True),  # unbounded -> bounded
+        ("text", "varchar(20)", True),
+        ("character varying(300)", "varchar(255)", True),
+        ("character varying(100)", "varchar(255)", False),  # widening
+        ("character varying(10)", "text", False),
+        ("bigint", "integer", True),
+    ],
+)
+def test_narrowing_knows_the_old_type_from_the_catalog(before: str, after: str, narrows: bool):
+    """A versioned migration alters a column an older revision created: its old type comes
+    from the database the migration meets, passed as `column_types`."""
+    sql = f'ALTER TABLE "user" ALTER COLUMN email TYPE {after};'
+    options = LintOptions(column_types={'public."user"': {"email": before}})
+    rules = {f.rule for f in lint_sql(sql, file="m.sql", options=options).findings}
+    assert ("narrowing-column-type" in rules) is narrows
+
+
+def test_quoted_and_mixed_case_tables_match_the_catalog():
+    """The catalog writes `public."user"` and `public."Order"`; the parser gives `user` (a
+    reserved word, always quoted) and `Order` (quoted) or `order`."""
+    options = LintOptions(
+        column_types={'public."Order"': {"note": "text"}, 'public."user"': {"name": "text"}},
+        table_rows={"user": 2_000_000},
+    )
+    found = lint_sql(
+        'ALTER TABLE "Order" ALTER COLUMN note TYPE varchar(5);\n'
+        'ALTER TABLE public."user" ALTER COLUMN name TYPE varchar(5);\n'
+        "ALTER TABLE orders ALTER COLUMN note TYPE varchar(5);\n",
+        file="m.sql",
+        options=options,
+    ).findings
+    narrowed = sorted(f.table for f in found if f.rule == "narrowing-column-type")
+    assert narrowed == ["Order", "public.user"]

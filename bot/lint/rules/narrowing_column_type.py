@@ -3,13 +3,14 @@
 varchar(20) -> varchar(10), bigint -> integer, numeric(12,2) -> numeric(8,2): the migration
 passes on test data and fails in production with "value too long" or "out of range" after having
 held ACCESS EXCLUSIVE for part of the rewrite. With USING ...::varchar(n) values are silently cut.
-Only changes whose current type this migration declares can be judged.
+The current type is the one this migration declared, else the one the database had before it
+(the base's catalog, which the pipeline passes in): a versioned migration altering an old table.
 """
 
 from collections.abc import Iterator
 
 from bot.lint import sqlast
-from bot.lint.model import Context, Hit, LockMode, Rule, Statement
+from bot.lint.model import Context, Hit, LockMode, Rule, Statement, find_table
 from bot.lint.sqlast import AT, PgType
 from bot.verdict import Risk
 
@@ -44,7 +45,7 @@ def narrowing(old: PgType, new: PgType) -> str | None:
 
 def check(stmt: Statement, ctx: Context) -> Iterator[Hit]:
     for table, cmd in sqlast.alter_table_cmds(stmt.node, AT.AT_AlterColumnType):
-        old = sqlast.column_types(ctx.history, table).get(cmd.name)
+        old = sqlast.column_types(ctx.history, table).get(cmd.name) or _before(ctx, table, cmd.name)
         new = sqlast.pg_type(cmd.def_.typeName)
         reason = narrowing(old, new) if old is not None else None
         if reason:
@@ -52,6 +53,13 @@ def check(stmt: Statement, ctx: Context) -> Iterator[Hit]:
                 f"ALTER COLUMN {cmd.name} {old} -> {new} narrows the type of {table}: {reason}",
                 table,
             )
+
+
+def _before(ctx: Context, table: str, column: str) -> PgType | None:
+    """The column's type in the database the migration meets (the base's catalog)."""
+    entry = find_table(table, ctx.options.column_types)
+    text = ctx.options.column_types[entry].get(column) if entry is not None else None
+    return sqlast.parse_type(text) if text else None
 
 
 RULE = Rule(
