@@ -44,6 +44,10 @@ MAX_ROWS = 20
 MAX_LOG_LINES = 5
 # Evidence is read in a table of criteria: long enough for the compared values, no longer.
 EVIDENCE_CHARS = 1500
+# A log is read once it has had no new line for LOG_QUIET s, or after LOG_SETTLE s at most.
+LOG_QUIET = 0.1
+LOG_SETTLE = 2.0
+LOG_POLL = 0.02
 SHORT_CHARS = 300
 
 StepKind = Literal["http", "sql", "logs"]
@@ -472,6 +476,7 @@ class _SuiteRun:
         if since is None:
             return
         start = time.perf_counter()
+        self._settle(check.source)
         text = self.ctx.logs.logs(check.source, since)
         obs.duration_ms = _since_ms(start)
         lines = text.splitlines()
@@ -481,6 +486,20 @@ class _SuiteRun:
             _check_absent(pattern, lines, obs)
         for pattern in must:
             _check_present(pattern, lines, obs)
+
+    def _settle(self, source: str) -> None:
+        """Wait until the log has been quiet for LOG_QUIET seconds (at most LOG_SETTLE): an
+        API writes its traceback after the 500 has reached the client, and a check that read
+        at once would pass over it."""
+        deadline = time.monotonic() + LOG_SETTLE
+        size, quiet_since = self.ctx.logs.log_mark(source), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(LOG_POLL)
+            now = self.ctx.logs.log_mark(source)
+            if now != size:
+                size, quiet_since = now, time.monotonic()
+            elif time.monotonic() - quiet_since >= LOG_QUIET:
+                return
 
     def _since(self, source: str, since: str, obs: _Observed) -> int | None:
         """The log position to read from, or None with the reason recorded as a failure."""

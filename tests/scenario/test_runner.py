@@ -814,3 +814,19 @@ def test_unreachable_database_fails_without_raising(ctx: RunContext) -> None:
     step = one('id: s\ntitle: t\nsteps:\n  - id: q\n    sql: {query: "SELECT 1"}\n', ctx)
     assert step.criterion.status is Status.failed
     assert "cannot connect to the database: " in step.criterion.evidence
+
+
+def test_a_traceback_written_after_the_step_starts_is_still_read(
+    ctx: RunContext, logs: FileLogs
+) -> None:
+    """The API answers 500 and writes its traceback a moment later: the log check waits until
+    the log is quiet, so it sees the traceback."""
+    ctx.api_start_marks = {"api": 0}
+    late = threading.Timer(0.08, logs.write, ("api", "Traceback (most recent call last):"))
+    late.start()
+    try:
+        step = one(_log_step("must_not_match: [Traceback]", since="api_start"), ctx)
+    finally:
+        late.join()
+    assert step.criterion.status is Status.failed
+    assert "Traceback" in step.criterion.evidence
