@@ -588,11 +588,15 @@ class _Run:
             if not (change.destructive and change.kind in ("table", "column")):
                 continue
             name = change.name.rsplit(".", 1)[-1].strip('"')
-            refs = [
-                f"{path}:{line}"
+            found = [
+                (path, line)
                 for path, line, text in self.scratch.references(self.job.merge_sha, name)
                 if not _DDL_LINE.search(text)
             ]
+            # The application's readers first: a migration naming it is history, and a list
+            # that opened with revision files would hide the code that breaks.
+            found.sort(key=lambda hit: (_MIGRATION_PATH.search(hit[0]) is not None, hit))
+            refs = [f"{path}:{line}" for path, line in found]
             if refs:
                 self.observed.still_referenced[change.line()] = refs
 
@@ -824,6 +828,7 @@ class _Run:
         )
 
 
+_MIGRATION_PATH = re.compile(r"(^|/)(migrations?|versions|alembic|db/migrate)/|\.sql$")
 _DDL_LINE = re.compile(r"\b(ADD|DROP|ALTER|CREATE|RENAME)\b|column_name", re.IGNORECASE)
 _LOCKING_TAGS = {"ALTER TABLE", "CREATE INDEX", "DROP INDEX", "CREATE TRIGGER", "ALTER INDEX"}
 

@@ -134,6 +134,25 @@ def test_destructive_migration_is_rated_critical(repo):
     assert any(f["rule"] == "ban-drop-column" and f["line"] == 1 for f in verdict["findings"])
 
 
+def test_code_still_naming_a_dropped_column_is_listed_before_migrations(repo):
+    """The application's readers first: a list that opened with revision files would hide
+    the code that breaks once the drop is deployed."""
+    branch(
+        repo,
+        "builder/drop-read",
+        {
+            "migrations/002_note.sql": "COMMENT ON TABLE items IS 'name is the label';\n",
+            "migrations/003_drop.sql": "ALTER TABLE items DROP COLUMN IF EXISTS name;\n",
+            "zz_app/read.py": "def label(row):\n    return row['name']\n",
+        },
+    )
+    _proc, verdict = validate(repo, "builder/drop-read")
+    reason = next(f["reason"] for f in verdict["risk_factors"] if f["id"] == "destructive-ddl")
+    named = reason.split("the code still names it at ", 1)[1]
+    assert named.startswith("zz_app/read.py:2"), named
+    assert "migrations/002_note.sql:1" in named
+
+
 def test_a_rule_disabled_in_the_policy_is_reported_as_suppressed(repo):
     commit(
         repo,
