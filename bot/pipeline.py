@@ -24,7 +24,7 @@ from psycopg.sql import SQL, Identifier
 
 from bot import ddl, masking, rollback, schema, shell, sqllog
 from bot.auth import auth_headers
-from bot.decision import decide, is_required
+from bot.decision import decide, is_required, root_cause
 from bot.gitrepo import Scratch
 from bot.job import Job
 from bot.lint import LintOptions, lint_sql
@@ -799,14 +799,10 @@ class _Run:
                 error = Infrastructure(f"internal error: {type(exc).__name__}: {exc}")
             else:
                 passed = sum(c.status is Status.passed for c in self.criteria)
-                summary = f"{decision.value}: risk {risk.value}, "
-                summary += f"{passed}/{len(self.criteria)} criteria passed"
-                blocking = [
-                    c.id for c in self.criteria if c.required and c.status is not Status.passed
-                ]
-                if blocking:
-                    summary += f"; failed: {', '.join(blocking[:4])}"
-                    summary += " ..." if len(blocking) > 4 else ""
+                counts = f"risk {risk.value}, {passed}/{len(self.criteria)} criteria passed"
+                cause = root_cause(self.criteria) if decision is Decision.reject else None
+                # A reject leads with what broke first; the rest follows from it or beside it.
+                summary = f"{decision.value}: " + (f"{cause} ({counts})" if cause else counts)
                 rated = {"risk": risk, "risk_factors": factors, "risk_score": score}
         if error is not None:
             if error.log_tail:

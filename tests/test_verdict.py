@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import bot
-from bot.decision import decide
+from bot.decision import decide, root_cause
 from bot.policy.model import Decide
 from bot.verdict import EXIT_CODES, Criterion, Decision, Risk, Status, Verdict
 
@@ -52,3 +52,36 @@ def test_risk_maps_through_the_policy():
     assert decide(passed, Risk.low, rules)[0] is Decision.approve
     assert decide(passed, Risk.medium, rules)[0] is Decision.review
     assert decide(passed, Risk.critical, rules)[0] is Decision.reject
+
+
+def test_steps_that_did_not_run_are_folded_by_their_cause():
+    skipped = [
+        Criterion(
+            id=f"s/{n}", title=n, status=Status.skipped, evidence="skipped: ${id} is undefined"
+        )
+        for n in ("read", "list", "delete")
+    ]
+    criteria = [crit("merge", Status.passed), crit("s/create", Status.failed), *skipped]
+    decision, reasons = decide(criteria, Risk.low, Decide())
+    assert decision is Decision.reject
+    assert reasons == [
+        "s/create failed: s/create",
+        "3 required steps did not run (s/read, s/list, s/delete): skipped: ${id} is undefined",
+    ]
+
+
+def test_the_root_cause_is_the_gates_own_failure_first_then_the_first_step():
+    step = Criterion(
+        id="life/create",
+        title="create",
+        status=Status.failed,
+        evidence='POST /x -> 500 in 5 ms; FAILED: expected 201, got 500; body: {"detail": "boom"}',
+    )
+    assert root_cause([crit("merge", Status.passed), step]) == (
+        'life/create failed: POST /x -> 500 in 5 ms: {"detail": "boom"}'
+    )
+    gate = Criterion(
+        id="migrate.idempotent", title="t", status=Status.failed, evidence="second run failed"
+    )
+    assert root_cause([step, gate]) == "migrate.idempotent failed: second run failed"
+    assert root_cause([crit("merge", Status.passed)]) is None
