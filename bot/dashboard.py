@@ -40,7 +40,7 @@ from bot.pages import templates
 from bot.service import Service
 from bot.verdict import Decision
 
-# A run id beyond the column's bigint is no run: 422 like any other bad value, not a 500.
+# A run id beyond the column's bigint is no run: 400 like any other bad value, not a 500.
 RunId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
@@ -282,10 +282,10 @@ def router(service: Service, access: Access) -> APIRouter:
 
 
 def _page(template: str, viewer: Viewer, status: int = 200, **context: Any) -> HTMLResponse:
-    """The page; 422 when it reports `errors` in what the form asked for."""
+    """The page; 400 when it reports `errors` in what the form asked for."""
     context.update(user=viewer.login, readable=viewer.repositories)
     html = templates.get_template(template).render(**context)
-    return HTMLResponse(html, status_code=422 if context.get("errors") else status)
+    return HTMLResponse(html, status_code=400 if context.get("errors") else status)
 
 
 def _timeline(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:

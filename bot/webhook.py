@@ -35,6 +35,8 @@ import psycopg
 import psycopg_pool
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from bot import dashboard, events, login, logs, metrics
@@ -108,9 +110,17 @@ def create_app(service: Service) -> FastAPI:
     # The dashboard and the run API behind the sign-in (bot.login); its pages are open.
     access = login.Access(service.settings)
     app.add_exception_handler(login.Refused, login.answer_refused)
+    app.add_exception_handler(RequestValidationError, _bad_request)
     app.include_router(login.router(access))
     app.include_router(dashboard.router(service, access))
     return app
+
+
+async def _bad_request(_request: Request, exc: Exception) -> JSONResponse:
+    """A bad parameter of the run API (`page=10**30`, a run id past bigint) is 400 naming
+    it, as every other bad input of this service is; FastAPI's own would be 422."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=400)
 
 
 def _accept(service: Service, event: str, delivery: str, body: bytes) -> JSONResponse:

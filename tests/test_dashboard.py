@@ -231,7 +231,7 @@ def test_runs_api_filters(store, running, real_verdict):
 )
 def test_runs_api_rejects_bad_parameters(running, params):
     response = running.get("/runs", **params)
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert response.json()["detail"]
 
 
@@ -246,10 +246,10 @@ def test_run_api_one_run_and_unknown_ones(store, running, real_verdict):
     missing = running.get("/runs/999999")
     assert missing.status_code == 404
     assert missing.json() == {"detail": "no run 999999"}
-    assert running.get("/runs/nine").status_code == 422
-    assert running.get(f"/runs/{2**63}").status_code == 422  # beyond bigint: no such id
-    assert running.get(f"/runs/{2**64}/page").status_code == 422
-    assert running.get(f"/runs/{2**64}/report").status_code == 422
+    assert running.get("/runs/nine").status_code == 400
+    assert running.get(f"/runs/{2**63}").status_code == 400  # beyond bigint: no such id
+    assert running.get(f"/runs/{2**64}/page").status_code == 400
+    assert running.get(f"/runs/{2**64}/report").status_code == 400
     assert running.get("/runs/999999/report").status_code == 404  # the existing endpoint
 
 
@@ -285,7 +285,7 @@ def test_index_pages_and_reports_bad_filters(store, running):
     second = running.get(older.group(1).replace("&amp;", "&")).text
     assert "failure 0" in second and "failure 2" not in second and 'rel="prev"' in second
     bad = running.get("/", pr="abc", decision="maybe")
-    assert bad.status_code == 422
+    assert bad.status_code == 400
     assert "pull request must be a whole number" in bad.text
     assert "decision must be one of" in bad.text
     assert "failure 2" in bad.text  # the rest of the page still works
@@ -360,8 +360,8 @@ def test_statistics_page_and_json(store, running, real_verdict):
     assert figures["decisions_by_risk"] == {"low": {"approve": 1}}
     assert figures["run_seconds"]["count"] == 3
     assert running.get("/stats.json", repo="octo/billing").json()["runs"] == 0
-    assert running.get("/stats", days="x").status_code == 422
-    assert running.get("/stats.json", days=0).status_code == 422
+    assert running.get("/stats", days="x").status_code == 400
+    assert running.get("/stats.json", days=0).status_code == 400
 
 
 # -- operations ----------------------------------------------------------------------------
