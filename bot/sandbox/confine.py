@@ -20,7 +20,9 @@ gate's uid). So, when Gatekeeper runs as root, each such process is started as
   the host's network only when the policy says `build.network: true`;
 - **a mount namespace** in which the directories the account cannot enter (root's home, where
   pyenv or a virtualenv may live) are replaced by an empty tmpfs holding only the paths the
-  change needs: the interpreter Gatekeeper runs on, so that a policy's `python -m …` works.
+  change needs: the interpreter Gatekeeper runs on, so that a policy's `python -m …` works;
+  and /tmp, /var/tmp and /dev/shm are fresh tmpfs of its own (its scratch dir bound back), so
+  it neither reads other runs' files there nor leaves any behind.
 
 Not root (a developer's machine), or without `unshare`/`setpriv`: the change runs as the
 gate's user, contained by process groups only, and the report says "not isolated".
@@ -35,6 +37,7 @@ import shutil
 import signal
 import stat
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import suppress
@@ -119,9 +122,9 @@ def prepare(scratch: Path) -> Confinement:
         run_as = system_account(account, SandboxError)
         kill_uid(run_as.uid)  # what a run that died in this slot left behind
         scratch.chmod(0o711)
-        keep = scratch / "mounts"
-        keep.mkdir(mode=0o700, exist_ok=True)
-        script = _script(keep, _needed(), run_as)
+        stage = SLOTS_DIR.parent / "stage" / str(number)
+        stage.mkdir(mode=0o700, parents=True, exist_ok=True)
+        script = _script(stage, [*_needed(), scratch], run_as)
         namespace = netns.ensure(f"gatekeeper-{number}") if netns.available() else None
     except BaseException:
         os.close(slot)
@@ -212,12 +215,22 @@ def _needed() -> list[Path]:
     return sorted({Path(os.path.realpath(p)) for p in paths} | paths)
 
 
+def _private() -> list[Path]:
+    """World-writable places where the change could leave files behind or read another
+    run's: in its mount namespace each is a fresh, empty tmpfs (what it needs bound back)."""
+    places = [Path(p) for p in ("/tmp", "/var/tmp", "/dev/shm", tempfile.gettempdir())]
+    places = [Path(os.path.realpath(p)) for p in places if os.path.isdir(p)]
+    return sorted({p for p in places if not any(q in p.parents for q in places)})
+
+
 def _script(keep: Path, needed: list[Path], run_as: RunAs) -> str:
-    """Runs as root inside the new namespaces, then runs "$@" as the account."""
+    """Runs as root inside the new namespaces, then runs "$@" as the account. `keep` is a
+    staging directory outside every directory it hides."""
     lines = ["set -e"]
-    hidden: dict[Path, list[Path]] = {}
+    private = _private()
+    hidden: dict[Path, list[Path]] = {place: [] for place in private}
     for path in needed:
-        closed = next((a for a in reversed(path.parents) if _closed(a)), None)
+        closed = next((a for a in reversed(path.parents) if a in private or _closed(a)), None)
         if closed is None and _closed(path):
             closed = path
         if closed is not None and closed != path:
@@ -227,7 +240,8 @@ def _script(keep: Path, needed: list[Path], run_as: RunAs) -> str:
         staged = [keep / f"{number}-{index}" for index in range(len(inner))]
         for source, stage in zip(inner, staged, strict=True):
             lines += [f"mkdir -p {_q(stage)}", f"mount --rbind {_q(source)} {_q(stage)}"]
-        lines.append(f"mount -t tmpfs -o mode=0755 gatekeeper {_q(closed)}")
+        mode = "1777" if closed in private else "0755"  # /tmp stays a /tmp: sticky, open
+        lines.append(f"mount -t tmpfs -o mode={mode} gatekeeper {_q(closed)}")
         for source, stage in zip(inner, staged, strict=True):
             lines += [f"mkdir -p {_q(source)}", f"mount --rbind {_q(stage)} {_q(source)}"]
     # Not `exec`: this shell stays the namespace's init. An init ignores every signal it has

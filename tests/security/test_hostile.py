@@ -261,3 +261,23 @@ def test_a_daemon_the_api_forks_dies_with_the_run(repo, tmp_path):
     assert proc.returncode == 0, verdict["summary"]
     time.sleep(0.5)
     assert [p.pid for p in psutil.process_iter(["cmdline"]) if marker in _cmd(p)] == []
+
+
+@ROOT_ONLY
+def test_the_change_leaves_no_file_outside_its_scratch_dir(repo, tmp_path):
+    """World-writable places are its own in its mount namespace: what it writes there goes
+    with it, and it reads nothing another run left there."""
+    marker = f"gk-outside-{os.getpid()}"
+    places = [Path("/tmp"), Path("/var/tmp"), Path("/dev/shm")]
+    (places[0] / f"{marker}-planted").write_text("another run's file")
+    writes = "; ".join(f"echo x > {place}/{marker}" for place in places)
+    command = f"{writes}; ls /tmp; cat /tmp/{marker}-planted; exit 3"
+    _hostile(repo, "builder/outside", {"README": "x\n"}, f'build: {{commands: ["{command}"]}}\n')
+    try:
+        _proc, verdict = _validate(repo, "builder/outside", tmp_path / "out")
+        evidence = _criterion(verdict, "build")["evidence"]
+        assert "another run's file" not in evidence and "exited 3" in evidence
+        assert f"\n{marker}\n" in f"\n{evidence}\n"  # written, inside: `ls /tmp` lists it
+        assert [p for p in places if (p / marker).exists()] == []
+    finally:
+        (places[0] / f"{marker}-planted").unlink()
