@@ -39,7 +39,6 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,9 +67,6 @@ class Confinement:
     # The run's network namespace (netns.py): `prefix` enters it; `networked` does not.
     netns: Path | None = None
     networked: tuple[str, ...] = ()
-
-    def wrap(self, argv: Sequence[str]) -> list[str]:
-        return [*self.prefix, *argv]
 
     def give(self, *paths: Path) -> None:
         """Hand directories the change writes (checkouts, HOME, TMPDIR) to its account, and

@@ -104,7 +104,7 @@ def prepare(binaries: str) -> Installation:
     """
     bindir = _find_bindir(binaries)
     version = _version(bindir)
-    run_as = _service_account() if os.geteuid() == 0 else None
+    run_as = system_account(SERVICE_ACCOUNT, DatabaseStartError) if os.geteuid() == 0 else None
     cache = _cache_dir(bindir, version)
     if run_as is not None and not _can_run(bindir, run_as):
         bindir = _copy_installation(bindir, cache)
@@ -241,10 +241,6 @@ def _version(bindir: Path) -> str:
     if match is None:
         raise DatabaseStartError(f"{bindir / 'postgres'} is not a PostgreSQL server", output)
     return match.group(1)
-
-
-def _service_account() -> RunAs:
-    return system_account(SERVICE_ACCOUNT, DatabaseStartError)
 
 
 def system_account(name: str, error: type[Exception]) -> RunAs:
