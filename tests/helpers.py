@@ -70,6 +70,24 @@ def commit(repo: Path, files: dict[str, str], message: str) -> None:
     git(repo, "commit", "-qm", message)
 
 
+def items_repo(root: Path, policy: str, items: str = "id bigint PRIMARY KEY") -> Path:
+    """`root`/repo: `main` with `policy` as its own, the items check and one migration
+    creating `items (<items>)`; builder branches add to it."""
+    repo = root / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    commit(
+        repo,
+        {
+            ".github/gatekeeper.yml": policy,
+            "checks/schema.yml": ITEMS_CHECK,
+            "migrations/001_items.sql": f"CREATE TABLE items ({items});\n",
+        },
+        "base",
+    )
+    return repo
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (free when asked; races are unlikely)."""
     with socket.socket() as probe:

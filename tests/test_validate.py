@@ -18,9 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import ITEMS_CHECK as CHECK
 from tests.helpers import ITEMS_POLICY as POLICY
-from tests.helpers import commit, git
+from tests.helpers import commit, git, items_repo
 
 GATEKEEPER = [sys.executable, "-m", "bot"]
 
@@ -28,19 +27,7 @@ GATEKEEPER = [sys.executable, "-m", "bot"]
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """main: one table, a policy of its own and a check; builder branches add to it."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    commit(
-        repo,
-        {
-            ".github/gatekeeper.yml": POLICY,
-            "checks/schema.yml": CHECK,
-            "migrations/001_items.sql": "CREATE TABLE items (id bigint PRIMARY KEY, name text);\n",
-        },
-        "base",
-    )
-    return repo
+    return items_repo(tmp_path, POLICY, "id bigint PRIMARY KEY, name text")
 
 
 def branch(repo: Path, name: str, files: dict[str, str]) -> None:

@@ -24,7 +24,7 @@ from bot.job import Job
 from bot.pipeline import Cancelled, validate
 from bot.policy.loader import policy_at
 from bot.sandbox.select import factory
-from tests.helpers import ITEMS_CHECK, commit, git
+from tests.helpers import commit, git, items_repo
 
 GATEKEEPER = [sys.executable, "-m", "bot"]
 CANARIES = {
@@ -44,19 +44,7 @@ ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="the run account needs 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    commit(
-        repo,
-        {
-            ".github/gatekeeper.yml": POLICY,
-            "checks/schema.yml": ITEMS_CHECK,
-            "migrations/001_items.sql": "CREATE TABLE items (id bigint PRIMARY KEY);\n",
-        },
-        "base",
-    )
-    return repo
+    return items_repo(tmp_path, POLICY)
 
 
 def _hostile(repo: Path, name: str, files: dict[str, str], policy: str = "") -> None:
