@@ -45,9 +45,9 @@ MAX_LOG_LINES = 5
 # Evidence is read in a table of criteria: long enough for the compared values, no longer.
 EVIDENCE_CHARS = 1500
 # A log is read once it has had no new line for LOG_QUIET s, or after LOG_SETTLE s at most.
-LOG_QUIET = 0.1
+LOG_QUIET = 0.05
 LOG_SETTLE = 2.0
-LOG_POLL = 0.02
+LOG_POLL = 0.01
 SHORT_CHARS = 300
 
 StepKind = Literal["http", "sql", "logs"]
@@ -71,6 +71,8 @@ class RunContext:
     api_start_marks: dict[str, int] = field(default_factory=dict)
     # Initial variables; captures add to them, so later suites can use earlier captures.
     variables: dict[str, Any] = field(default_factory=dict)
+    # When the last HTTP request ended (time.monotonic): logs settle after it (`_settle`).
+    last_request: float = 0.0
 
 
 class StepResult(BaseModel):
@@ -361,6 +363,7 @@ class _SuiteRun:
         try:
             response = self._http_client().request(req.method, path, headers=headers, json=body)
         except httpx.TimeoutException as exc:
+            self.ctx.last_request = time.monotonic()
             obs.duration_ms = _since_ms(start)
             obs.head = f"{obs.request} -> no response"
             obs.failed.append(
@@ -372,6 +375,7 @@ class _SuiteRun:
             obs.head = f"{obs.request} -> no response"
             obs.failed.append(f"request to {self.ctx.api_url} failed: {_error_text(exc)}")
             return
+        self.ctx.last_request = time.monotonic()
         obs.duration_ms = _since_ms(start)
         obs.response_status = response.status_code
         obs.head = f"{obs.request} -> {response.status_code} in {obs.duration_ms:.0f} ms"
@@ -488,11 +492,12 @@ class _SuiteRun:
             _check_present(pattern, lines, obs)
 
     def _settle(self, source: str) -> None:
-        """Wait until the log has been quiet for LOG_QUIET seconds (at most LOG_SETTLE): an
-        API writes its traceback after the 500 has reached the client, and a check that read
-        at once would pass over it."""
+        """Wait until the log has had no new line for LOG_QUIET seconds since the last request
+        ended (at most LOG_SETTLE): an API writes its traceback after the 500 has reached the
+        client, and a check that read at once would pass over it. After a query or a pause
+        the quiet time has passed already, and the check reads after one look."""
         deadline = time.monotonic() + LOG_SETTLE
-        size, quiet_since = self.ctx.logs.log_mark(source), time.monotonic()
+        size, quiet_since = self.ctx.logs.log_mark(source), self.ctx.last_request
         while time.monotonic() < deadline:
             time.sleep(LOG_POLL)
             now = self.ctx.logs.log_mark(source)

@@ -822,7 +822,8 @@ def test_a_traceback_written_after_the_step_starts_is_still_read(
     """The API answers 500 and writes its traceback a moment later: the log check waits until
     the log is quiet, so it sees the traceback."""
     ctx.api_start_marks = {"api": 0}
-    late = threading.Timer(0.08, logs.write, ("api", "Traceback (most recent call last):"))
+    ctx.last_request = time.monotonic()  # a request has just been answered
+    late = threading.Timer(0.03, logs.write, ("api", "Traceback (most recent call last):"))
     late.start()
     try:
         step = one(_log_step("must_not_match: [Traceback]", since="api_start"), ctx)
