@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from pydantic import BaseModel
@@ -30,13 +30,21 @@ MASK = "***"
 MIN_LENGTH = 8
 KEY_FILE_ENV = "GATEKEEPER_APP_PRIVATE_KEY_FILE"
 
-# Names whose values are not secrets (and would mask half a report if they were taken for one).
+# Names whose values are not secrets (and would mask half a report if they were taken for
+# one). Listed one by one: a name not here is a secret, so a new variable fails closed.
 _HARMLESS = re.compile(
-    r"PATH|HOME|PWD|OLDPWD|SHELL|USER|LOGNAME|HOSTNAME|TERM|LANG|LANGUAGE|LC_\w+|TZ|TMPDIR"
-    r"|SHLVL|_|CI|VIRTUAL_ENV|PYTHON\w*|PIP_\w+|UV_\w+|XDG_\w+|DEBIAN_FRONTEND|MAIL|COLUMNS"
-    r"|LINES|PS1|EDITOR|PAGER|ImageOS|ImageVersion|RUNNER_\w+|GATEKEEPER_PASS_ENV"
-    r"|GITHUB_(?!TOKEN)\w+|GATEKEEPER_(STATE_DIR|PUBLIC_URL|STATUS_CONTEXT|GITHUB_API_URL"
-    r"|CLONE_URL|DEFAULT_POLICY|APP_ID|LOG_\w+|\w+_INTERVAL|\w+_GRACE)"
+    r"PATH|HOME|PWD|OLDPWD|SHELL|USER|LOGNAME|HOSTNAME|TERM|LANG|LANGUAGE|LC_[A-Z]+|TZ|TMPDIR"
+    r"|SHLVL|_|CI|VIRTUAL_ENV|PYTHONUNBUFFERED|PYTHONDONTWRITEBYTECODE|DEBIAN_FRONTEND|MAIL"
+    r"|COLUMNS|LINES|EDITOR|PAGER|ImageOS|ImageVersion|GATEKEEPER_PASS_ENV"
+    r"|RUNNER_(OS|ARCH|NAME|TEMP|TOOL_CACHE|WORKSPACE|ENVIRONMENT|DEBUG|TRACKING_ID|PERFLOG)"
+    r"|GITHUB_(ACTION|ACTION_PATH|ACTION_REF|ACTION_REPOSITORY|ACTIONS|ACTOR|ACTOR_ID|API_URL"
+    r"|BASE_REF|ENV|EVENT_NAME|EVENT_PATH|GRAPHQL_URL|HEAD_REF|JOB|OUTPUT|PATH|REF|REF_NAME"
+    r"|REF_PROTECTED|REF_TYPE|REPOSITORY|REPOSITORY_ID|REPOSITORY_OWNER|REPOSITORY_OWNER_ID"
+    r"|RETENTION_DAYS|RUN_ATTEMPT|RUN_ID|RUN_NUMBER|SERVER_URL|SHA|STATE|STEP_SUMMARY"
+    r"|TRIGGERING_ACTOR|WORKFLOW|WORKFLOW_REF|WORKFLOW_SHA|WORKSPACE)"
+    r"|GATEKEEPER_(STATE_DIR|PUBLIC_URL|STATUS_CONTEXT|GITHUB_API_URL|GITHUB_WEB_URL"
+    r"|CLONE_URL|DEFAULT_POLICY|APP_ID|LOG_JSON|[A-Z_]+_INTERVAL|SHUTDOWN_GRACE|WORKERS"
+    r"|POLICY|SANDBOX|POST|COMMENT|REPO|OUT)"
 )
 # Beyond this length a secret is matched line by line (a PEM key), not character by character.
 _SPLIT_LIMIT = 256
@@ -59,15 +67,27 @@ class Masker:
         return value if self._pattern is None else self._pattern.sub(MASK, value)
 
     def model(self, model: M) -> M:
-        """The same model with every string masked (through its JSON form)."""
+        """The same model with every string in it masked: each string as it is, not its
+        JSON form, so a secret holding a quote or a backslash is found too."""
         if self._pattern is None:
             return model
-        return type(model).model_validate_json(self.text(model.model_dump_json()))
+        return type(model).model_validate(self._masked(model.model_dump(mode="json")))
+
+    def _masked(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self._masked(k): self._masked(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._masked(item) for item in value]
+        return value
 
 
-def from_environment(environ: Mapping[str, str]) -> Masker:
-    """A Masker for every secret Gatekeeper's own environment holds (see the module doc)."""
+def from_environment(environ: Mapping[str, str], extra: Iterable[str] = ()) -> Masker:
+    """A Masker for every secret Gatekeeper's own environment holds (see the module doc),
+    and `extra` ones the caller holds elsewhere (settings, tokens)."""
     secrets = [value for name, value in environ.items() if not _HARMLESS.fullmatch(name)]
+    secrets += extra
     key_file = environ.get(KEY_FILE_ENV)
     if key_file:
         # An unreadable key is the App's to report; there is nothing to mask then.
@@ -93,6 +113,6 @@ def _forms(secret: str) -> set[str]:
     if len(lines) > 1 or len(secret) > _SPLIT_LIMIT:
         forms.update(re.escape(line) for line in lines)
     else:
-        # `fold -w 10`, a JSON string with "\n", a log wrapper's line breaks.
+        # `fold -w 10`, a log wrapper's line breaks, a JSON line with its "\n" escapes.
         forms.add(r"(?:\s|\\n)*".join(re.escape(char) for char in secret.strip()))
     return forms

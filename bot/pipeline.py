@@ -13,7 +13,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,12 +81,14 @@ def validate(
     progress: Progress = lambda _msg: None,
     environ: Mapping[str, str] | None = None,
     cancelled: Callable[[], bool] = lambda: False,
+    secrets: Iterable[str] = (),
 ) -> Verdict:
     """Validate `job` in `repo` under `loaded`. Raises only KeyboardInterrupt and the
     `Cancelled` its own `progress` callback raised: every failure is a verdict.
 
-    The verdict is masked: no secret of `environ` (see bot/masking.py) is in it, whatever the
-    change printed, so nothing derived from it (report, statuses, comments) can leak one.
+    The verdict is masked: no secret of `environ` (see bot/masking.py), nor any of `secrets`
+    the caller holds elsewhere, is in it, whatever the change printed, so nothing derived from
+    it (report, statuses, comments) can leak one.
 
     `cancelled` is polled while a stage runs: once it says so (a newer commit, the watchdog,
     a worker shutting down), or once `timeouts.run` is over, the stage is pre-empted — the
@@ -94,7 +96,7 @@ def validate(
     or ends in `error`, however far the stage had got."""
     environ = os.environ if environ is None else environ
     run = _Run(job, repo, loaded, sandbox_factory, progress, environ, cancelled)
-    return masking.from_environment(environ).model(run.execute())
+    return masking.from_environment(environ, secrets).model(run.execute())
 
 
 class _Run:

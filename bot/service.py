@@ -32,7 +32,7 @@ from procrastinate.exceptions import JobAborted
 from procrastinate.job_context import AbortReason
 from pydantic import SecretStr
 
-from bot import events, history, logs, masking, metrics
+from bot import events, history, logs, metrics
 from bot.github.client import GitHubClient
 from bot.github.http import GitHubError
 from bot.github.publish import Publisher
@@ -340,15 +340,21 @@ class Service:
             job = events.to_job(target, base_sha)
             with policy_at(clone, base_sha, self.settings.default_policy) as loaded:
                 job = job.model_copy(update={"policy_source": loaded.source})
-                verdict = validate(job, clone, loaded, factory(), progress=stop, cancelled=aborted)
-        # validate masked what the environment holds; settings may come from elsewhere.
-        return self._masker(token).model(verdict)
+                return validate(
+                    job,
+                    clone,
+                    loaded,
+                    factory(),
+                    progress=stop,
+                    cancelled=aborted,
+                    secrets=[*self._secrets(), token],
+                )
 
-    def _masker(self, token: str) -> masking.Masker:
-        """Every secret the service holds: its SecretStr settings and the run's token."""
+    def _secrets(self) -> list[str]:
+        """The service's SecretStr settings: they may come from elsewhere than the
+        environment, which validate masks by itself."""
         values = (getattr(self.settings, name) for name in type(self.settings).model_fields)
-        secrets = [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
-        return masking.Masker([*secrets, token])
+        return [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
 
     def _clone(self, target: events.Target, dest: Path, token: str) -> None:
         """Clone with the installation token in an HTTP header given to these two git calls

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 # GitHub's real webhook payloads and its OpenAPI description, copied into the repository
 # (tests/fixtures/github/*/SOURCE.md says from where), so a clone with nothing beside it tests.
@@ -86,6 +87,16 @@ def items_repo(root: Path, policy: str, items: str = "id bigint PRIMARY KEY") ->
         "base",
     )
     return repo
+
+
+def running_with(marker: str) -> list[int]:
+    """Pids of the processes whose command line holds `marker` (hostile tests start their
+    daemons as a copy of sleep named after a marker, to find them afterwards)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if marker in " ".join(process.info["cmdline"] or []):
+            found.append(process.pid)
+    return found
 
 
 def free_port() -> int:

@@ -14,7 +14,8 @@ gate's uid). So, when Gatekeeper runs as root, each such process is started as
   that uid ends whatever the change started, and runs cannot touch each other;
 - **a pid namespace**: when its first process ends, the kernel kills every process in it, so
   a double fork or a `setsid` daemon cannot outlive the command; killing `unshare` (a timeout,
-  Ctrl-C, a stopped API) kills the namespace;
+  Ctrl-C, a stopped API) kills the namespace; what a SIGKILLed gate left is killed by the
+  next run's `sweep` (every slot nobody holds);
 - **a network namespace** of the run's slot (netns.py) holding only a loopback, where the
   sandbox's PostgreSQL and the API listen: no egress, no cloud metadata address; builds get
   the host's network only when the policy says `build.network: true`;
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pwd
 import shlex
 import shutil
 import signal
@@ -51,7 +53,7 @@ RUN_ACCOUNT = "gatekeeper-run"  # one account per concurrent run: gatekeeper-run
 _SLOTS = 64
 SLOTS_DIR = Path("/run/gatekeeper/slots")
 _KILL_ROUNDS = 50
-# In every confined command line, so that the sweep recognises the ones a dead gate left.
+# The confining shell's $0: what `ps` shows for it.
 MARKER = "gatekeeper-confine"
 
 
@@ -116,7 +118,6 @@ def prepare(scratch: Path) -> Confinement:
     try:
         account = f"{RUN_ACCOUNT}-{number}"
         run_as = system_account(account, SandboxError)
-        kill_uid(run_as.uid)  # what a run that died in this slot left behind
         scratch.chmod(0o711)
         stage = SLOTS_DIR.parent / "stage" / str(number)
         stage.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -187,22 +188,28 @@ def _real_uid(pid: int) -> int | None:
 
 
 def sweep() -> int:
-    """Kill the confined commands whose gate died (SIGKILL) before it could: their `unshare`
-    was handed to init. Killing it kills its namespace. Returns how many were found."""
-    found = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    """Kill what runs under the account of a slot nobody holds: the leftovers of a gate that
+    died (SIGKILL) before it could. A held slot's processes are a live run's and are left
+    alone, whoever their parent is (a gate that is PID 1 in a container parents them all).
+    Returns how many processes were killed."""
+    if os.geteuid() != 0 or not SLOTS_DIR.is_dir():
+        return 0
+    killed = 0
+    for lock in SLOTS_DIR.glob("*.lock"):
+        try:
+            uid = pwd.getpwnam(f"{RUN_ACCOUNT}-{lock.stem}").pw_uid
+            handle = os.open(lock, os.O_RDWR)
+        except (KeyError, OSError):
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent == 1 and cmdline[:1] == [b"unshare"] and MARKER.encode() in cmdline:
-            with suppress(ProcessLookupError):
-                os.kill(int(entry.name), signal.SIGKILL)
-            found += 1
-    return found
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live run's
+        else:
+            killed += kill_uid(uid)
+        finally:
+            os.close(handle)
+    return killed
 
 
 def _needed() -> list[Path]:

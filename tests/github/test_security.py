@@ -10,11 +10,9 @@ import os
 import shutil
 import signal
 import time
-from contextlib import suppress
-
-import psutil
 
 from tests.helpers import run_git as git
+from tests.helpers import running_with
 
 from .conftest import POLICY, REPO, commit_all
 from .test_faults import sandboxes, worker_process
@@ -77,15 +75,6 @@ def test_a_hostile_build_leaks_nothing_to_what_the_app_posts(fake_github, store,
 HANG = 'if [ -e hang ]; then cp /bin/sleep "$TMPDIR/{marker}" && "$TMPDIR/{marker}" 300; fi'
 
 
-def _marked(marker: str) -> list[int]:
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        with suppress(psutil.Error):
-            if marker in " ".join(process.info["cmdline"] or []):
-                found.append(process.pid)
-    return found
-
-
 def test_the_watchdog_stops_a_stuck_stage_and_the_next_run_goes_ahead(fake_github, store, repo):
     """A build that hangs: the watchdog ends the run at its deadline, the build's processes
     are killed then (not when build.timeout would end them), and the worker, free again,
@@ -103,9 +92,9 @@ def test_the_watchdog_stops_a_stuck_stage_and_the_next_run_goes_ahead(fake_githu
         run = synchronized_run(app, fake_github, store, timeout=60)
         assert run["state"] == "error" and "deadline of 4 s" in run["detail"]
         deadline = time.monotonic() + 10
-        while _marked(marker) and time.monotonic() < deadline:
+        while running_with(marker) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _marked(marker) == [], "the stuck build outlived its run"
+        assert running_with(marker) == [], "the stuck build outlived its run"
         assert time.monotonic() - started < 4 + 20
         # The next push (the hang removed) is validated by the same worker.
         git(repo, "checkout", "-q", "builder/add-name")
@@ -137,7 +126,7 @@ def test_sigterm_to_a_worker_with_a_stuck_stage_ends_within_the_grace(
             )
             run_id = answer.json()["run"]
             deadline = time.monotonic() + 60
-            while not _marked(marker):
+            while not running_with(marker):
                 assert time.monotonic() < deadline, "the build never started"
                 time.sleep(0.1)
             stopped = time.monotonic()
@@ -145,7 +134,7 @@ def test_sigterm_to_a_worker_with_a_stuck_stage_ends_within_the_grace(
             out, _ = worker.communicate(timeout=60)
             assert time.monotonic() - stopped < 1 + 10, out
             assert worker.returncode == 0, out
-            assert _marked(marker) == []
+            assert running_with(marker) == []
             assert store.run(run_id)["state"] == "queued"  # handed back, not lost
     finally:
         if worker.poll() is None:

@@ -11,20 +11,22 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from bot.gitrepo import resolve
 from bot.job import Job
 from bot.pipeline import Cancelled, validate
 from bot.policy.loader import policy_at
+from bot.sandbox import confine
 from bot.sandbox.select import factory
-from tests.helpers import commit, git, items_repo
+from tests.helpers import commit, git, items_repo, running_with
 
 GATEKEEPER = [sys.executable, "-m", "bot"]
 CANARIES = {
@@ -76,13 +78,6 @@ def _validate(repo: Path, head: str, out: Path) -> tuple[subprocess.CompletedPro
         assert value not in outputs, f"{name} leaked"
         assert encoded[:-4] not in outputs, f"{name} leaked base64-encoded"
     return proc, verdict
-
-
-def _cmd(process: psutil.Process) -> str:
-    try:
-        return " ".join(process.info["cmdline"] or [])
-    except (psutil.Error, KeyError):
-        return ""
 
 
 def _criterion(verdict: dict, cid: str) -> dict:
@@ -159,7 +154,7 @@ def test_the_change_runs_unprivileged_and_nothing_it_starts_outlives_the_run(rep
     assert "daemons=0" not in evidence and "daemons=" in evidence  # it did start one
     assert "isolated: account gatekeeper-run" in verdict["evidence"]["isolation"]
     time.sleep(0.5)
-    left = [p.pid for p in psutil.process_iter(["cmdline"]) if marker in _cmd(p)]
+    left = running_with(marker)
     assert left == [], f"processes outlived the run: {left}"
 
 
@@ -179,14 +174,14 @@ def test_a_cancelled_run_stops_a_stage_that_hangs(repo, tmp_path):
 
     def cancelled() -> bool:
         """Once the build's process runs: a cancel must find something to stop."""
-        seen.extend(p.pid for p in psutil.process_iter(["cmdline"]) if marker in _cmd(p))
+        seen.extend(running_with(marker))
         return bool(seen)
 
     with policy_at(repo, base) as loaded, pytest.raises(Cancelled):
         started = time.monotonic()
         validate(job, repo, loaded, factory(), cancelled=cancelled)
     assert seen and time.monotonic() - started < 30
-    assert [p.pid for p in psutil.process_iter(["cmdline"]) if marker in _cmd(p)] == []
+    assert running_with(marker) == []
 
 
 # Connects only inside the namespace, where no packet can leave: this machine's tests send
@@ -215,7 +210,8 @@ def test_the_change_reaches_no_address_but_its_sandbox(repo, tmp_path):
     # The policy's switch for builds that install dependencies: the host's interfaces.
     commit(repo, {".github/gatekeeper.yml": POLICY + build % ("network: true, ", "")}, "net")
     _proc, verdict = _validate(repo, "builder/net", tmp_path / "open")
-    assert "interfaces=lo\n" not in _criterion(verdict, "build")["evidence"]
+    interfaces = _criterion(verdict, "build")["evidence"].split("interfaces=", 1)[1]
+    assert interfaces.split("\n")[0].startswith("lo,")  # loopback and the host's others
 
 
 @ROOT_ONLY
@@ -248,7 +244,7 @@ def test_a_daemon_the_api_forks_dies_with_the_run(repo, tmp_path):
     proc, verdict = _validate(repo, "builder/api-daemon", tmp_path / "out")
     assert proc.returncode == 0, verdict["summary"]
     time.sleep(0.5)
-    assert [p.pid for p in psutil.process_iter(["cmdline"]) if marker in _cmd(p)] == []
+    assert running_with(marker) == []
 
 
 @ROOT_ONLY
@@ -269,3 +265,42 @@ def test_the_change_leaves_no_file_outside_its_scratch_dir(repo, tmp_path):
         assert [p for p in places if (p / marker).exists()] == []
     finally:
         (places[0] / f"{marker}-planted").unlink()
+
+
+@ROOT_ONLY
+def test_the_sweep_kills_what_a_dead_run_left_and_spares_live_runs(tmp_path):
+    """A gate SIGKILLed mid-run leaves its account's processes; the next run's sweep kills
+    every process of a slot nobody holds, and none of a slot a live run holds."""
+    (tmp_path / "live").mkdir()
+    (tmp_path / "dead").mkdir()
+    marker = f"gk-sweep-{os.getpid()}"
+    sleeper = tmp_path / marker
+    shutil.copy("/bin/sleep", sleeper)
+    sleeper.chmod(0o755)
+    tmp_path.chmod(0o755)
+    with confine.prepare(tmp_path / "live") as live:
+        with confine.prepare(tmp_path / "dead") as dead:
+            assert live.run_as and dead.run_as and live.run_as.uid != dead.run_as.uid
+        started = []
+        for account in (live.run_as, dead.run_as):
+            started.append(
+                subprocess.Popen(
+                    [
+                        "setpriv",
+                        f"--reuid={account.uid}",
+                        f"--regid={account.gid}",
+                        "--clear-groups",
+                        str(sleeper),
+                        "300",
+                    ],
+                    start_new_session=True,
+                )
+            )
+        try:
+            assert confine.sweep() >= 1
+            assert started[1].wait(timeout=10) == -signal.SIGKILL  # the dead run's
+            assert started[0].poll() is None  # the live run's, untouched
+        finally:
+            for process in started:
+                process.kill()
+                process.wait()
