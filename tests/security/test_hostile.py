@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -274,10 +275,12 @@ def test_the_sweep_kills_what_a_dead_run_left_and_spares_live_runs(tmp_path):
     (tmp_path / "live").mkdir()
     (tmp_path / "dead").mkdir()
     marker = f"gk-sweep-{os.getpid()}"
-    sleeper = tmp_path / marker
+    # Where the run accounts can run it: pytest's tmp_path sits under a 0700 directory.
+    shared = Path(tempfile.mkdtemp(prefix="gk-sweep-"))
+    shared.chmod(0o755)
+    sleeper = shared / marker
     shutil.copy("/bin/sleep", sleeper)
     sleeper.chmod(0o755)
-    tmp_path.chmod(0o755)
     with confine.prepare(tmp_path / "live") as live:
         with confine.prepare(tmp_path / "dead") as dead:
             assert live.run_as and dead.run_as and live.run_as.uid != dead.run_as.uid
@@ -297,6 +300,10 @@ def test_the_sweep_kills_what_a_dead_run_left_and_spares_live_runs(tmp_path):
                 )
             )
         try:
+            deadline = time.monotonic() + 10
+            while len(running_with(marker)) < 2:  # both run as their accounts
+                assert time.monotonic() < deadline, "the leftovers never started"
+                time.sleep(0.05)
             assert confine.sweep() >= 1
             assert started[1].wait(timeout=10) == -signal.SIGKILL  # the dead run's
             assert started[0].poll() is None  # the live run's, untouched
@@ -304,3 +311,4 @@ def test_the_sweep_kills_what_a_dead_run_left_and_spares_live_runs(tmp_path):
             for process in started:
                 process.kill()
                 process.wait()
+            shutil.rmtree(shared)
