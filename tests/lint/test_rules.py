@@ -340,6 +340,22 @@ FLAGGED: list[tuple[str, str, int, Risk, dict[str, Any]]] = [
         Risk.high,
         {"require_idempotent": True},
     ),
+    (
+        # Dropping another trigger first does not clear the way for this one.
+        "prefer-robust-stmts",
+        "DROP TRIGGER IF EXISTS audit_old ON accounts;\n"
+        "CREATE TRIGGER audit BEFORE UPDATE ON accounts FOR EACH ROW EXECUTE FUNCTION f();",
+        2,
+        Risk.high,
+        {"require_idempotent": True},
+    ),
+    (
+        "prefer-robust-stmts",
+        "CREATE POLICY own_rows ON accounts USING (owner = current_user);",
+        1,
+        Risk.high,
+        {"require_idempotent": True},
+    ),
     ("create-extension", "CREATE EXTENSION IF NOT EXISTS pg_trgm;", 1, Risk.medium, {}),
     ("prefer-identity", "CREATE TABLE t (id bigserial PRIMARY KEY);", 1, Risk.low, {}),
     ("prefer-bigint-over-int", "CREATE TABLE t (\n  id integer PRIMARY KEY\n);", 1, Risk.low, {}),
@@ -573,6 +589,23 @@ CLEAN: list[tuple[str, str, dict[str, Any]]] = [
         "ALTER TABLE t ADD CONSTRAINT note_len CHECK (length(note) < 200);\n"
         "DROP TABLE IF EXISTS old;\n"
         "CREATE OR REPLACE VIEW v AS SELECT 1;",
+        {"require_idempotent": True},
+    ),
+    (
+        # Drop-then-create of the same object runs twice without error.
+        "prefer-robust-stmts",
+        "DROP TRIGGER IF EXISTS audit ON public.accounts;\n"
+        "CREATE TRIGGER audit BEFORE UPDATE ON accounts FOR EACH ROW EXECUTE FUNCTION f();\n"
+        "DROP INDEX IF EXISTS accounts_owner_idx;\n"
+        "CREATE INDEX accounts_owner_idx ON accounts (owner);\n"
+        "DROP VIEW IF EXISTS active;\n"
+        "CREATE VIEW active AS SELECT * FROM accounts;\n"
+        "DROP FUNCTION IF EXISTS f(integer);\n"
+        "CREATE FUNCTION f(a integer) RETURNS integer LANGUAGE sql AS $$ SELECT a $$;\n"
+        "DROP POLICY IF EXISTS own_rows ON accounts;\n"
+        "CREATE POLICY own_rows ON accounts USING (owner = current_user);\n"
+        "DROP TYPE IF EXISTS mood;\n"
+        "CREATE TYPE mood AS ENUM ('ok');",
         {"require_idempotent": True},
     ),
     ("create-extension", "CREATE SCHEMA IF NOT EXISTS app;", {}),

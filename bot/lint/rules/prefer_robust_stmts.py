@@ -3,12 +3,14 @@
 Startup migrations run at every API start, and a failed deploy is retried from the top: CREATE
 without IF NOT EXISTS, DROP without IF EXISTS, or ADD CONSTRAINT (which has no IF NOT EXISTS) then
 stop the application from starting. Statements under an IF / EXCEPTION guard in a DO block count
-as idempotent. Only checked when the policy says the file is re-run (`require_idempotent`).
+as idempotent, and so does a CREATE that an earlier `DROP ... IF EXISTS` of the same object
+clears the way for (`DROP TRIGGER IF EXISTS t ON x; CREATE TRIGGER t ...`: running the file twice
+succeeds). Only checked when the policy says the file is re-run (`require_idempotent`).
 """
 
 from collections.abc import Iterator, Sequence
 
-from pglast import ast
+from pglast import ast, enums
 
 from bot.lint import sqlast
 from bot.lint.model import Context, Hit, Rule, Statement
@@ -17,6 +19,59 @@ from bot.verdict import Risk
 
 _GUARD = "guard it in a DO block (IF NOT EXISTS (SELECT ... FROM information_schema ...))"
 _AGAIN = "fails when the migration runs again"
+OT = enums.ObjectType
+# Objects named within a table: a trigger or policy `t` on `x` is ('x', 't').
+_ON_TABLE = {OT.OBJECT_TRIGGER, OT.OBJECT_POLICY}
+
+
+def _created(node: ast.Node) -> tuple[OT, tuple[str, ...]] | None:
+    """The kind and (unqualified) name of the object a CREATE statement makes, if any."""
+    match node:
+        case ast.CreateTrigStmt():
+            return OT.OBJECT_TRIGGER, (node.relation.relname, node.trigname)
+        case ast.CreatePolicyStmt():
+            return OT.OBJECT_POLICY, (node.table.relname, node.policy_name)
+        case ast.IndexStmt() if node.idxname:
+            return OT.OBJECT_INDEX, (node.idxname,)
+        case ast.ViewStmt():
+            return OT.OBJECT_VIEW, (node.view.relname,)
+        case ast.CreateTableAsStmt():
+            return node.objtype, (node.into.rel.relname,)
+        case ast.CreateStmt():
+            return OT.OBJECT_TABLE, (node.relation.relname,)
+        case ast.CreateFunctionStmt():
+            kind = OT.OBJECT_PROCEDURE if node.is_procedure else OT.OBJECT_FUNCTION
+            return kind, (node.funcname[-1].sval,)
+        case ast.CreateEnumStmt() | ast.CompositeTypeStmt():
+            names = node.typeName if isinstance(node, ast.CreateEnumStmt) else None
+            name = names[-1].sval if names else node.typevar.relname
+            return OT.OBJECT_TYPE, (name,)
+        case ast.CreateDomainStmt():
+            return OT.OBJECT_DOMAIN, (node.domainname[-1].sval,)
+        case ast.CreateSeqStmt():
+            return OT.OBJECT_SEQUENCE, (node.sequence.relname,)
+    return None
+
+
+def _dropped_if_exists(node: ast.Node) -> Iterator[tuple[OT, tuple[str, ...]]]:
+    """(kind, unqualified name) of each object a `DROP ... IF EXISTS` removes."""
+    if not isinstance(node, ast.DropStmt) or not node.missing_ok:
+        return
+    for target in node.objects or ():
+        if isinstance(target, ast.ObjectWithArgs):
+            names = target.objname
+        elif isinstance(target, ast.TypeName):
+            names = target.names
+        else:
+            names = target if isinstance(target, tuple) else (target,)
+        parts = tuple(n.sval for n in names if isinstance(n, ast.String))
+        yield node.removeType, parts[-2:] if node.removeType in _ON_TABLE else parts[-1:]
+
+
+def _recreated(node: ast.Node, history: Sequence[Statement]) -> bool:
+    """An earlier `DROP ... IF EXISTS` of the object this CREATE makes: the pair re-runs."""
+    made = _created(node)
+    return made is not None and any(made in set(_dropped_if_exists(s.node)) for s in history)
 
 
 def _dropped_first(table: str, constraint: str, history: Sequence[Statement]) -> bool:
@@ -69,7 +124,12 @@ def _problems(node: ast.Node, history: Sequence[Statement]) -> Iterator[str]:
         case ast.CreateEnumStmt() | ast.CompositeTypeStmt() | ast.CreateDomainStmt():
             yield f"CREATE TYPE / DOMAIN {_AGAIN} (it has no IF NOT EXISTS): {_GUARD}"
         case ast.CreateFunctionStmt() | ast.ViewStmt() | ast.CreateTrigStmt() if not node.replace:
-            yield f"CREATE without OR REPLACE {_AGAIN}"
+            yield f"CREATE without OR REPLACE {_AGAIN}: DROP ... IF EXISTS first, or OR REPLACE"
+        case ast.CreatePolicyStmt():
+            yield (
+                f"CREATE POLICY {node.policy_name} {_AGAIN} (it has no IF NOT EXISTS): "
+                f"DROP POLICY IF EXISTS first, or {_GUARD}"
+            )
         case ast.RenameStmt():
             yield f"RENAME {_AGAIN}: {_GUARD}"
         case ast.AlterTableStmt():
@@ -77,7 +137,7 @@ def _problems(node: ast.Node, history: Sequence[Statement]) -> Iterator[str]:
 
 
 def check(stmt: Statement, ctx: Context) -> Iterator[Hit]:
-    if not ctx.options.require_idempotent or stmt.guarded:
+    if not ctx.options.require_idempotent or stmt.guarded or _recreated(stmt.node, ctx.history):
         return
     for problem in _problems(stmt.node, ctx.history):
         yield Hit(problem)
