@@ -1,21 +1,36 @@
-"""The risk model: observed effects and findings in, an explained rating out.
+"""The risk rating: observed effects and findings in, a level a maintainer can predict out.
 
-Each factor carries the least level it implies on its own and points that add up; the
-rating is the higher of the strongest factor and the score band. Both are printed in the
-report, so a maintainer can see exactly why a change rated as it did.
+The level is the highest factor's level, and nothing else: factors never add up, so ten
+low notes stay low and two high ones stay high. Each factor is named after the rule that set
+its level (the README's risk table, one row per id). What the run observed beats what a rule
+guessed from the text: a re-run claim is disproved by a passing re-apply, and a table whose
+production size nobody declared is rated as a small one, with the `tables:` entry that would
+make the rating exact named in the factor.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-from bot.verdict import Criterion, Finding, Risk, RiskFactor, Status
+from bot.lint.model import find_table, table_key
+from bot.verdict import Criterion, Disproved, Finding, Risk, RiskFactor, Status
 
-# Score bands: at or above the threshold, at least that level.
-BANDS: list[tuple[int, Risk]] = [(60, Risk.critical), (30, Risk.high), (12, Risk.medium)]
-FINDING_POINTS = {Risk.low: 2, Risk.medium: 8, Risk.high: 25, Risk.critical: 50}
-BIG_TABLE_ROWS = 1_000_000
-HUGE_TABLE_ROWS = 10_000_000
+# How long a deploy may block a table's reads and writes before anyone would notice.
+BLOCKING_BUDGET_SECONDS = 2.0
+# "Far over the budget": critical from this many budgets on.
+FAR_OVER_BUDGET = 10
+# A table rewrite's pace under ACCESS EXCLUSIVE on ordinary hardware (narrow rows, a couple of
+# indexes): 2,000,000 declared rows predict ~4 s, over the budget; 10,000,000 rows ~20 s, far.
+REWRITE_ROWS_PER_SECOND = 500_000
+# The only migration rule whose finding alone is data loss; every other finding is a guess
+# from the text and stays at most high (the dropped data itself is observed, see `_dropped`).
+DATA_LOSS_RULES = frozenset({"ban-truncate"})
+REAPPLY = "migrate.idempotent"
+REAPPLY_RULE = "prefer-robust-stmts"
+_DROPPED_LINE = re.compile(
+    r"^- (table|column|index|constraint|enum value|enum|extension|sequence) (\S+)"
+)
 
 
 @dataclass
@@ -24,44 +39,71 @@ class Observed:
 
     criteria: list[Criterion] = field(default_factory=list)
     reapply_failed: bool = False
-    dropped: list[str] = field(default_factory=list)  # tables / columns that held data
+    dropped: list[str] = field(default_factory=list)  # schema diff lines of what is gone
     # dropped object -> places in the merge result's code that still name it
     still_referenced: dict[str, list[str]] = field(default_factory=dict)
     rewritten: list[str] = field(default_factory=list)  # tables whose storage was rewritten
     locked: dict[str, list[str]] = field(default_factory=dict)  # table -> DDL command tags
     edited_migrations: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
-    table_rows: dict[str, int] = field(default_factory=dict)  # declared, else observed
+    table_rows: dict[str, int] = field(default_factory=dict)  # declared, else in the sandbox
+    declared_rows: dict[str, int] = field(default_factory=dict)  # the policy's `tables:`
     lines_changed: int = 0
     files_changed: int = 0
     slow_steps: list[str] = field(default_factory=list)
 
 
-def assess(seen: Observed) -> tuple[Risk, int, list[RiskFactor]]:
+@dataclass
+class Rating:
+    level: Risk
+    factors: list[RiskFactor]
+    # Findings the run contradicted, and the findings it did not (what the report annotates).
+    disproved: list[Disproved]
+    findings: list[Finding]
+
+    @property
+    def setter(self) -> RiskFactor | None:
+        """The factor that set the level: the first at it (observations come before guesses)."""
+        return next((f for f in self.factors if f.level is self.level), None)
+
+    def named(self) -> str:
+        """`risk high set by table-rewrite on public.items`: the summary's first words."""
+        setter = self.setter
+        if setter is None:
+            return f"risk {self.level.value}: no factor raised it"
+        where = f" on {setter.location}" if setter.location else ""
+        return f"risk {self.level.value} set by {setter.id}{where}"
+
+
+def assess(seen: Observed) -> Rating:
+    findings, disproved = _disprove(seen)
+    # The migration's own failures first: the suites' steps ran on what it produced.
     factors = [
+        *_reapply(seen),
         *_criteria(seen.criteria),
         *_migration(seen),
-        *_findings(seen.findings),
+        *_findings(seen, findings),
         *_reach(seen),
     ]
-    score = sum(f.points for f in factors)
     level = max((f.level for f in factors), key=lambda r: r.rank, default=Risk.low)
-    for threshold, band in BANDS:
-        if score >= threshold and band.rank > level.rank:
-            level = band
-            break
-    return level, score, factors
+    return Rating(level, factors, disproved, findings)
+
+
+# -- what the checks saw --------------------------------------------------------------------
 
 
 def _criteria(criteria: list[Criterion]) -> list[RiskFactor]:
     """One factor per group of checks (a suite, or a pipeline stage) that did not pass.
 
-    Steps that did not run because an earlier one failed are consequences, not extra risk:
-    they are counted in the group's reason, not weighed again.
+    A required criterion that failed is critical: that path is broken the moment the change
+    deploys. Steps that did not run because an earlier one failed are consequences, counted in
+    the group's reason, not weighed again; required steps that only did not run are high
+    (nothing shows them working). The re-apply has its own rule (`non-idempotent-migration`).
     """
     groups: dict[str, list[Criterion]] = {}
-    for c in criteria:
-        if c.status is not Status.passed:
+    # The gate's own stages (merge, build, migrate: no suite) before the suites.
+    for c in sorted(criteria, key=lambda c: c.suite is not None):
+        if c.status is not Status.passed and c.id != REAPPLY:
             groups.setdefault(c.suite or c.id.split("/")[0], []).append(c)
     out = []
     for group, items in groups.items():
@@ -78,112 +120,216 @@ def _criteria(criteria: list[Criterion]) -> list[RiskFactor]:
         if skipped:
             parts.append(f"{len(skipped)} did not run")
         what = f"regression guard for {bug}" if bug else group
+        if not required:
+            rule, level = "optional-checks", Risk.medium
+        else:
+            rule = "regression" if bug else "checks-failed"
+            level = Risk.critical if any(c.required for c in failed) else Risk.high
         out.append(
-            RiskFactor(
-                id="regression" if bug else "checks-failed" if required else "optional-checks",
-                level=Risk.high if required else Risk.medium,
-                points=30 if required else 8,
-                reason=f"{what}: {', '.join(parts)}",
-                location=group,
-            )
+            RiskFactor(id=rule, level=level, reason=f"{what}: {', '.join(parts)}", location=group)
         )
     return out
 
 
-def _size_level(rows: int | None, small: Risk, big: Risk, huge: Risk) -> Risk:
-    if rows is None or rows < BIG_TABLE_ROWS:
-        return small
-    return huge if rows >= HUGE_TABLE_ROWS else big
+# -- what the database saw ------------------------------------------------------------------
 
 
-def _rows(seen: Observed, table: str) -> int | None:
-    short = table.split(".")[-1]
-    return seen.table_rows.get(table, seen.table_rows.get(short))
+def _size(seen: Observed, table: str) -> tuple[int | None, bool]:
+    """(rows, declared): the policy's declared size, else the sandbox's count (not declared)."""
+    declared = find_table(table, seen.declared_rows)
+    if declared is not None:
+        return seen.declared_rows[declared], True
+    counted = find_table(table, seen.table_rows)
+    return (seen.table_rows[counted] if counted is not None else None), False
 
 
-def _rows_text(rows: int | None) -> str:
-    return f"{rows:,} rows expected" if rows is not None else "size unknown"
+def _declare(table: str) -> str:
+    """The policy entry that would turn a guess about `table` into a prediction."""
+    return f"`tables: {{{table_key(table)}: {{rows: N}}}}` in the policy"
 
 
 def _migration(seen: Observed) -> list[RiskFactor]:
-    out = []
-    if seen.reapply_failed:
-        out.append(
-            RiskFactor(
-                id="non-idempotent-migration",
-                level=Risk.high,
-                points=30,
-                reason="the migration failed or changed the schema when applied a second time; "
-                "a retried deploy or a second replica starting would fail",
-            )
-        )
-    for target in seen.dropped:
-        refs = seen.still_referenced.get(target, [])
-        where = (
-            f"; the code still names it at {', '.join(refs[:5])}"
-            + (" ..." if len(refs) > 5 else "")
-            if refs
-            else ""
-        )
-        out.append(
-            RiskFactor(
-                id="destructive-ddl",
-                level=Risk.critical,
-                points=50,
-                reason=f"{target} was dropped: its data is lost and code still reading it "
-                f"breaks{where}",
-                location=target,
-            )
-        )
-    for table in seen.rewritten:
-        rows = _rows(seen, table)
-        out.append(
-            RiskFactor(
-                id="table-rewrite",
-                level=_size_level(rows, Risk.medium, Risk.high, Risk.critical),
-                points=20,
-                reason=f"{table} was rewritten under ACCESS EXCLUSIVE ({_rows_text(rows)}): "
-                "reads and writes wait for the whole copy",
-                location=table,
-            )
-        )
-    for table, tags in sorted(seen.locked.items()):
-        rows = _rows(seen, table)
-        out.append(
-            RiskFactor(
-                id="lock-on-existing-table",
-                level=_size_level(rows, Risk.low, Risk.medium, Risk.high),
-                points=3 if (rows or 0) < BIG_TABLE_ROWS else 12,
-                reason=f"{', '.join(sorted(set(tags)))} on existing table {table} "
-                f"({_rows_text(rows)}) takes locks that block traffic while it runs",
-                location=table,
-            )
-        )
-    for path in seen.edited_migrations:
-        out.append(
+    return [
+        *_dropped(seen),
+        *_rewrites(seen),
+        *(
             RiskFactor(
                 id="edited-applied-migration",
                 level=Risk.high,
-                points=25,
                 reason=f"{path} already ran on the base branch and was edited: "
                 "databases that applied the old version will never see the change",
                 location=path,
             )
+            for path in seen.edited_migrations
+        ),
+        *_locks(seen),
+    ]
+
+
+def _reapply(seen: Observed) -> list[RiskFactor]:
+    if not seen.reapply_failed:
+        return []
+    check = next((c for c in seen.criteria if c.id == REAPPLY), None)
+    level = Risk.critical if check is None or check.required else Risk.medium
+    seen_text = (check.evidence if check else "").strip().splitlines()
+    return [
+        RiskFactor(
+            id="non-idempotent-migration",
+            level=level,
+            reason="the migration failed or changed the schema when applied a second time: "
+            "a retried deploy or a second replica starting would fail"
+            + (f" ({seen_text[0]})" if seen_text else ""),
+            location=REAPPLY,
+        )
+    ]
+
+
+def _dropped(seen: Observed) -> list[RiskFactor]:
+    """Data loss is critical only when rows were there to lose: declared in `tables:`, or in
+    the sandbox. A dropped object of unknown size is high (readers break), never critical."""
+    out = []
+    for line in seen.dropped:
+        match = _DROPPED_LINE.match(line)
+        kind, name = match.groups() if match else ("object", line)
+        refs = seen.still_referenced.get(line, [])
+        more = " ..." if len(refs) > 5 else ""
+        where = f"; the code still names it at {', '.join(refs[:5])}{more}" if refs else ""
+        target = line.removeprefix("- ")
+        if kind in ("table", "column"):
+            table = name if kind == "table" else name.rsplit(".", 1)[0]
+            rows, declared = _size(seen, table)
+            if rows:
+                source = "declared" if declared else "in the sandbox"
+                level = Risk.critical
+                what = f"{target} was dropped with the {rows:,} rows it held ({source}): data lost"
+            elif declared:
+                level, what = Risk.high, f"{target} was dropped (declared empty: no rows lost)"
+            else:
+                level = Risk.high
+                what = (
+                    f"{target} was dropped; its production size is unknown: {_declare(table)} "
+                    "makes this exact (critical if it holds rows)"
+                )
+        else:
+            level = Risk.high
+            what = f"{target} was dropped: readers and writers relying on it break"
+        out.append(
+            RiskFactor(
+                id="destructive-ddl",
+                level=level,
+                reason=f"{what}; code still reading it breaks{where}",
+                location=name,
+            )
         )
     return out
 
 
-def _findings(findings: list[Finding]) -> list[RiskFactor]:
-    return [
-        RiskFactor(
-            id=f"lint:{f.rule}",
-            level=f.level,
-            points=FINDING_POINTS[f.level],
-            reason=f.message,
-            location=f"{f.file}:{f.line}" if f.file and f.line else f.file,
+def _rewrites(seen: Observed) -> list[RiskFactor]:
+    """A rewrite blocks reads and writes for as long as the copy takes: predicted from the
+    declared size, and rated against the budget. An undeclared table stays low."""
+    out = []
+    for table in seen.rewritten:
+        rows, declared = _size(seen, table)
+        if not declared or rows is None:
+            level = Risk.low
+            what = f"size unknown: {_declare(table)} predicts how long reads and writes wait"
+        else:
+            seconds = rows / REWRITE_ROWS_PER_SECOND
+            budget = BLOCKING_BUDGET_SECONDS
+            level = (
+                Risk.low
+                if seconds <= budget
+                else Risk.critical
+                if seconds >= FAR_OVER_BUDGET * budget
+                else Risk.high
+            )
+            verdict = "within" if seconds <= budget else "over"
+            what = (
+                f"~{seconds:.1f} s predicted for {rows:,} declared rows at "
+                f"~{REWRITE_ROWS_PER_SECOND:,} rows/s, {verdict} the {budget:g} s budget"
+            )
+        out.append(
+            RiskFactor(
+                id="table-rewrite",
+                level=level,
+                reason=f"{table} was rewritten under ACCESS EXCLUSIVE: {what}",
+                location=table,
+            )
         )
-        for f in findings
-    ]
+    return out
+
+
+def _locks(seen: Observed) -> list[RiskFactor]:
+    """Locks taken on existing tables without a rewrite are brief: a low note, with the size."""
+    out = []
+    for table, tags in sorted(seen.locked.items()):
+        rows, declared = _size(seen, table)
+        size = f"{rows:,} rows declared" if declared and rows is not None else "size unknown"
+        out.append(
+            RiskFactor(
+                id="lock-on-existing-table",
+                level=Risk.low,
+                reason=f"{', '.join(sorted(set(tags)))} on existing table {table} ({size}): "
+                "brief without a rewrite",
+                location=table,
+            )
+        )
+    return out
+
+
+# -- what the migration rules guessed -------------------------------------------------------
+
+
+def _disprove(seen: Observed) -> tuple[list[Finding], list[Disproved]]:
+    """Re-run claims fall when the migrations were applied a second time without an error or
+    a schema change: the run did what the rule said would fail."""
+    check = next((c for c in seen.criteria if c.id == REAPPLY), None)
+    if check is None or check.status is not Status.passed:
+        return list(seen.findings), []
+    kept, disproved = [], []
+    for finding in seen.findings:
+        if finding.rule == REAPPLY_RULE:
+            why = f"{REAPPLY} passed: {check.evidence or 'applied again without a change'}"
+            disproved.append(Disproved(finding=finding, why=why))
+        else:
+            kept.append(finding)
+    return kept, disproved
+
+
+def _findings(seen: Observed, findings: list[Finding]) -> list[RiskFactor]:
+    """One factor per rule and table (per statement for findings about no table).
+
+    A finding is at most high unless it is data loss by itself (TRUNCATE). A medium finding
+    about a lock (its cost is how long the lock is held) on a table of unknown size is low:
+    the size, not the statement, would make it more, and the factor names the entry to add.
+    """
+    groups: dict[tuple[str, str], list[Finding]] = {}
+    for f in findings:
+        key = table_key(f.table) if f.table else f"{f.file}:{f.line}:{f.message}"
+        groups.setdefault((f.rule, key), []).append(f)
+    out = []
+    for (rule, _), group in groups.items():
+        first = max(group, key=lambda f: f.level.rank)
+        level = first.level if rule in DATA_LOSS_RULES else min(first.level, Risk.high, key=_rank)
+        reason = first.message
+        if level is Risk.medium and first.lock and first.table:
+            _, declared = _size(seen, first.table)
+            if not declared:
+                level = Risk.low
+                reason += f" (size unknown: {_declare(first.table)} rates the lock)"
+        if len(group) > 1:
+            lines = ", ".join(str(f.line) for f in group if f.line)
+            reason += f" — {len(group)} statements on the same table, counted once (lines {lines})"
+        location = f"{first.file}:{first.line}" if first.file and first.line else first.file
+        out.append(RiskFactor(id=f"lint:{rule}", level=level, reason=reason, location=location))
+    return out
+
+
+def _rank(level: Risk) -> int:
+    return level.rank
+
+
+# -- how far the change reaches -------------------------------------------------------------
 
 
 def _reach(seen: Observed) -> list[RiskFactor]:
@@ -193,11 +339,9 @@ def _reach(seen: Observed) -> list[RiskFactor]:
             RiskFactor(
                 id="wide-change",
                 level=Risk.medium,
-                points=8,
                 reason=f"{seen.files_changed} files and {seen.lines_changed} lines changed: "
                 "one bug id per fix should be a small change",
             )
         )
-    for step in seen.slow_steps:
-        out.append(RiskFactor(id="slow-step", level=Risk.low, points=2, reason=step, location=None))
+    out.extend(RiskFactor(id="slow-step", level=Risk.low, reason=step) for step in seen.slow_steps)
     return out

@@ -50,9 +50,14 @@ class Criterion(BaseModel):
 
 
 class RiskFactor(BaseModel):
-    id: str
-    level: Risk = Field(description="The least risk this factor alone implies.")
-    points: int = Field(description="Weight added to the risk score.")
+    """One reason for the rating. The rating is the highest factor's level, so each factor's
+    level is what it alone would make the change (the README's risk rules, one row per id)."""
+
+    id: str = Field(
+        description="The rating rule that set the factor's level (a row of the README's risk "
+        "table), e.g. 'destructive-ddl'; 'lint:<rule>' for a migration rule's finding."
+    )
+    level: Risk = Field(description="The risk this factor alone implies.")
     reason: str
     location: str | None = Field(None, description="file:line or table the factor is about.")
 
@@ -76,6 +81,14 @@ class Finding(BaseModel):
     )
 
 
+class Disproved(BaseModel):
+    """A migration rule's claim the run contradicted (a re-run failure when the re-apply
+    passed): shown, with why, and left out of the rating."""
+
+    finding: Finding
+    why: str = Field(description="What the run observed that contradicts the finding.")
+
+
 class Stage(BaseModel):
     name: str
     seconds: float
@@ -91,9 +104,13 @@ class Verdict(BaseModel):
     reasons: list[str] = Field(default_factory=list, description="Why the decision was taken.")
     job: dict[str, Any] = Field(default_factory=dict, description="The Job that was validated.")
     criteria: list[Criterion] = Field(default_factory=list)
-    risk_factors: list[RiskFactor] = Field(default_factory=list)
-    risk_score: int = 0
+    risk_factors: list[RiskFactor] = Field(
+        default_factory=list, description="Every reason for the rating; the risk is the highest."
+    )
     findings: list[Finding] = Field(default_factory=list)
+    disproved: list[Disproved] = Field(
+        default_factory=list, description="Findings the run's observations contradicted."
+    )
     stages: list[Stage] = Field(default_factory=list)
     evidence: dict[str, Any] = Field(
         default_factory=dict,

@@ -56,10 +56,7 @@ def verdict(decision: str = "approve", risk: str | None = "low") -> Verdict:
                 evidence="second run: no change" if passed else "column note already exists",
             ),
         ],
-        risk_factors=[
-            RiskFactor(id="schema.additive", level=Risk.low, points=2, reason="adds a column")
-        ],
-        risk_score=2,
+        risk_factors=[RiskFactor(id="schema.additive", level=Risk.low, reason="adds a column")],
         stages=[
             Stage(name="merge", seconds=0.05, ok=True),
             Stage(name="sandbox", seconds=1.1, ok=True),

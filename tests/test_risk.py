@@ -1,44 +1,106 @@
-"""The risk model's levels, pinned by the README's example for each level."""
+"""The risk rules, each pinned by the README's example for it: the level is the highest
+factor's level, nothing adds up, unknown sizes never raise it, observations beat guesses."""
 
 from __future__ import annotations
 
 from bot.risk import Observed, assess
 from bot.verdict import Criterion, Finding, Risk, Status
 
-
-def level(seen: Observed) -> Risk:
-    return assess(seen)[0]
+PASSED = Criterion(id="schema/items", title="items", status=Status.passed)
 
 
-def test_low_an_additive_guarded_migration_on_a_small_table():
-    # The demo's fix: ADD COLUMN tags + a GIN index on sessions (200,000 rows declared).
+def reapply(status: Status, required: bool = True) -> Criterion:
+    return Criterion(
+        id="migrate.idempotent",
+        title="a second application changes nothing",
+        status=status,
+        required=required,
+        evidence="applied again: no error, schema unchanged",
+    )
+
+
+def finding(rule: str, level: Risk, table: str | None = "items", line: int = 1, **kw) -> Finding:
+    return Finding(
+        rule=rule, level=level, message=f"{rule} here", file="m.sql", line=line, table=table, **kw
+    )
+
+
+def test_low_the_demo_fix_an_additive_guarded_migration_on_a_declared_table():
+    # ADD COLUMN tags + a GIN index on sessions (200,000 rows declared): a brief lock and two
+    # low notes (the linter lowers lock findings on tables under a million rows).
     seen = Observed(
         locked={"public.sessions": ["ALTER TABLE", "CREATE INDEX"]},
-        table_rows={"public.sessions": 200_000},
-        findings=[Finding(rule="require-concurrent-index-creation", level=Risk.low, message="m")],
-        criteria=[Criterion(id="a", title="a", status=Status.passed)],
+        declared_rows={"sessions": 200_000},
+        findings=[
+            finding("require-concurrent-index-creation", Risk.low, "sessions", lock="SHARE"),
+            finding("require-lock-timeout", Risk.low, "sessions", lock="ACCESS EXCLUSIVE"),
+        ],
+        criteria=[PASSED],
     )
-    risk, score, factors = assess(seen)
-    assert risk is Risk.low and score == 5
-    assert {f.id for f in factors} == {
-        "lock-on-existing-table",
-        "lint:require-concurrent-index-creation",
-    }
+    rating = assess(seen)
+    assert rating.level is Risk.low
+    assert rating.named() == "risk low set by lock-on-existing-table on public.sessions"
+    lock = rating.factors[0]
+    assert "200,000 rows declared" in lock.reason
 
 
-def test_medium_a_rewrite_of_a_table_of_unknown_size():
-    seen = Observed(rewritten=["public.items"])
-    assert level(seen) is Risk.medium
+def test_lows_and_mediums_never_add_up():
+    # Ten medium lock findings on one table and four medium findings on others: still medium.
+    findings = [
+        finding("require-lock-timeout", Risk.medium, "events", line=n, lock="ACCESS EXCLUSIVE")
+        for n in range(1, 11)
+    ] + [finding(f"create-extension-{n}", Risk.medium, table=None, line=n) for n in range(4)]
+    rating = assess(Observed(findings=findings, declared_rows={"events": 2_000_000}))
+    assert rating.level is Risk.medium
+    timeouts = [f for f in rating.factors if f.id == "lint:require-lock-timeout"]
+    assert len(timeouts) == 1, "the same rule on the same table counts once"
+    assert "10 statements on the same table, counted once" in timeouts[0].reason
 
 
-def test_high_a_rewrite_of_a_big_table_or_a_non_idempotent_migration():
-    assert (
-        level(Observed(rewritten=["public.events"], table_rows={"events": 5_000_000})) is Risk.high
+def test_an_unknown_size_never_raises_the_level_and_names_the_entry_to_declare():
+    seen = Observed(
+        rewritten=["public.items"],
+        findings=[
+            finding("changing-column-type", Risk.medium, lock="ACCESS EXCLUSIVE", rewrites=True)
+        ],
     )
-    assert level(Observed(reapply_failed=True)) is Risk.high
+    rating = assess(seen)
+    assert rating.level is Risk.low
+    assert all("`tables: {items: {rows: N}}`" in f.reason for f in rating.factors)
 
 
-def test_high_a_failed_regression_guard_names_the_bug():
+def test_rewrite_of_a_declared_table_is_rated_against_the_blocking_budget():
+    def rewrite(rows: int) -> Risk:
+        return assess(Observed(rewritten=["public.items"], declared_rows={"items": rows})).level
+
+    assert rewrite(200_000) is Risk.low  # ~0.4 s, within the 2 s budget
+    assert rewrite(2_000_000) is Risk.high  # ~4 s, over it
+    assert rewrite(20_000_000) is Risk.critical  # ~40 s, far over it
+    factor = assess(Observed(rewritten=["public.items"], declared_rows={"items": 2_000_000}))
+    assert "~4.0 s predicted for 2,000,000 declared rows" in factor.factors[0].reason
+
+
+def test_critical_a_dropped_column_that_held_rows():
+    line = "- column public.sessions.cluster_id text"
+    declared = assess(Observed(dropped=[line], declared_rows={"sessions": 200_000}))
+    assert declared.level is Risk.critical
+    assert "200,000 rows it held (declared)" in declared.factors[0].reason
+    in_sandbox = assess(Observed(dropped=[line], table_rows={"public.sessions": 3}))
+    assert in_sandbox.level is Risk.critical
+    # Nobody knows the production size and the sandbox table was empty: high, not critical.
+    unknown = assess(Observed(dropped=[line], table_rows={"public.sessions": 0}))
+    assert unknown.level is Risk.high
+    assert "`tables: {sessions: {rows: N}}`" in unknown.factors[0].reason
+
+
+def test_lint_guesses_stay_at_most_high_but_truncate_is_data_loss():
+    drop = finding("ban-drop-table", Risk.critical)
+    assert assess(Observed(findings=[drop])).level is Risk.high
+    truncate = finding("ban-truncate", Risk.critical)
+    assert assess(Observed(findings=[truncate])).level is Risk.critical
+
+
+def test_critical_a_failed_required_check_names_its_suite_or_regression_guard():
     failed = Criterion(
         id="P1-DATABASE-001/read",
         title="read",
@@ -47,27 +109,52 @@ def test_high_a_failed_regression_guard_names_the_bug():
         suite="P1-DATABASE-001",
     )
     skipped = failed.model_copy(update={"id": "P1-DATABASE-001/log", "status": Status.skipped})
-    risk, _, factors = assess(Observed(criteria=[failed, skipped]))
-    assert risk is Risk.high
-    (factor,) = factors
+    rating = assess(Observed(criteria=[failed, skipped]))
+    assert rating.level is Risk.critical
+    (factor,) = rating.factors
     assert factor.id == "regression"
     assert (
         factor.reason
         == "regression guard for P1-DATABASE-001: 1 failed (P1-DATABASE-001/read), 1 did not run"
     )
+    optional = failed.model_copy(update={"required": False, "bug_id": None})
+    assert assess(Observed(criteria=[optional])).level is Risk.medium
 
 
-def test_critical_data_loss():
-    seen = Observed(dropped=["- column public.sessions.cluster_id text"])
-    assert level(seen) is Risk.critical
+def test_a_failed_reapply_is_one_factor_critical_when_required():
+    seen = Observed(reapply_failed=True, criteria=[reapply(Status.failed)])
+    rating = assess(seen)
+    assert rating.level is Risk.critical
+    assert [f.id for f in rating.factors] == ["non-idempotent-migration"]
+    optional = Observed(reapply_failed=True, criteria=[reapply(Status.failed, required=False)])
+    assert assess(optional).level is Risk.medium
 
 
-def test_score_bands_raise_the_level():
-    # Four medium lint findings (8 points each) add up past the high band (30).
-    findings = [Finding(rule=f"r{i}", level=Risk.medium, message="m") for i in range(4)]
-    risk, score, _ = assess(Observed(findings=findings))
-    assert score == 32 and risk is Risk.high
+def test_a_passing_reapply_disproves_rerun_claims():
+    claim = finding("prefer-robust-stmts", Risk.high, table=None)
+    kept = finding("renaming-column", Risk.high)
+    rating = assess(Observed(findings=[claim, kept], criteria=[reapply(Status.passed)]))
+    assert [d.finding.rule for d in rating.disproved] == ["prefer-robust-stmts"]
+    assert "migrate.idempotent passed" in rating.disproved[0].why
+    assert rating.findings == [kept]
+    assert [f.id for f in rating.factors] == ["lint:renaming-column"]
+    # Without a re-apply the claim stands.
+    assert assess(Observed(findings=[claim])).level is Risk.high
+
+
+def test_the_setter_is_the_first_factor_at_the_level():
+    seen = Observed(
+        dropped=["- column public.items.name text"],
+        declared_rows={"items": 1000},
+        findings=[finding("ban-drop-column", Risk.high)],
+    )
+    assert assess(seen).named() == "risk critical set by destructive-ddl on public.items.name"
 
 
 def test_nothing_observed_is_low():
-    assert assess(Observed()) == (Risk.low, 0, [])
+    rating = assess(Observed())
+    assert (rating.level, rating.factors, rating.named()) == (
+        Risk.low,
+        [],
+        "risk low: no factor raised it",
+    )
