@@ -12,60 +12,33 @@ identities and dates make the SHAs the same on every machine.
 
 from __future__ import annotations
 
-import argparse
-import os
-import subprocess
+import importlib.util
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 APP_DIR = Path(__file__).resolve().parent / "sessions-api"
-_SKIP = {"__pycache__", ".venv", ".pytest_cache", ".ruff_cache"}
 
 
-@dataclass(frozen=True)
-class Edit:
-    """Replace the one occurrence of `old` in `path` with `new` (or back, to revert)."""
-
-    path: str
-    old: str
-    new: str
-
-    def apply(self, root: Path) -> None:
-        _replace_once(root / self.path, self.old, self.new)
-
-    def revert(self, root: Path) -> None:
-        _replace_once(root / self.path, self.new, self.old)
-
-
-def _replace_once(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    count = text.count(old)
-    if count != 1:
-        raise ValueError(f"{path}: expected the edit's text exactly once, found it {count} times")
-    path.write_text(text.replace(old, new), encoding="utf-8")
+def _load_example_repo() -> ModuleType:
+    """examples/ is not a package: load the shared builder module by path, once."""
+    name = "gatekeeper_example_repo"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).with_name("example_repo.py")
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
-@dataclass(frozen=True)
-class Commit:
-    message: str
-    date: str
-    edits: tuple[Edit, ...] = ()
-
-
-@dataclass
-class DemoCase:
-    """One builder branch and what Gatekeeper should say about merging it into `base`."""
-
-    name: str
-    title: str
-    base: str
-    head: str
-    expected_decision: str
-    expected_risk: set[str] | None  # None: any risk level is acceptable
-    bug_id: str
-    description: str
-    evidence: tuple[str, ...] = ()  # text the verdict's evidence should show
+example_repo = _load_example_repo()
+Branch = example_repo.Branch
+Commit = example_repo.Commit
+Edit = example_repo.Edit
+DemoCase = example_repo.Case
 
 
 def _insert_before(path: str, anchor: str, text: str) -> Edit:
@@ -279,6 +252,7 @@ CASES: list[DemoCase] = [
         expected_decision="approve",
         expected_risk={"low"},
         bug_id="P1-SCHEMA-002",
+        why="the idempotent tags TEXT[] migration and GIN index; every check passes",
         description="Adds sessions.tags TEXT[] in a DO $$ block that checks "
         "information_schema first, plus CREATE INDEX IF NOT EXISTS ... USING GIN(tags): "
         "the reference report's fix. Sessions can be created; earlier fixes still hold.",
@@ -288,6 +262,7 @@ CASES: list[DemoCase] = [
         title="Builder branch before the fix",
         base="main",
         head="builder/P1-SCHEMA-002-wip",
+        why="the builder's branch before the fix: creating a session fails",
         expected_decision="reject",
         expected_risk=None,
         bug_id="P1-SCHEMA-002",
@@ -300,6 +275,7 @@ CASES: list[DemoCase] = [
         title="Unguarded ALTER TABLE ADD COLUMN",
         base="main",
         head="builder/P1-SCHEMA-002-plain",
+        why="ALTER TABLE ... ADD COLUMN without a guard: the second start-up fails",
         expected_decision="reject",
         expected_risk=None,
         bug_id="P1-SCHEMA-002",
@@ -312,6 +288,7 @@ CASES: list[DemoCase] = [
         title="Tags fix plus DROP COLUMN sessions.cluster_id",
         base="main",
         head="builder/P1-SCHEMA-003",
+        why="drops sessions.cluster_id, which the API still reads",
         expected_decision="reject",
         expected_risk={"high", "critical"},
         bug_id="P1-SCHEMA-003",
@@ -325,6 +302,7 @@ CASES: list[DemoCase] = [
         title="Tags fix plus a template detail refactor that re-breaks TEXT[] scanning",
         base="main",
         head="builder/P1-API-004",
+        why="re-breaks the earlier fix P1-DATABASE-001; its regression suite is named",
         expected_decision="reject",
         expected_risk=None,
         bug_id="P1-API-004",
@@ -339,87 +317,18 @@ CASES: list[DemoCase] = [
 
 def build(dest: Path) -> list[DemoCase]:
     """Create the demo repository at `dest` (absent or empty) and return its cases."""
-    dest = Path(dest)
-    if dest.exists() and any(dest.iterdir()):
-        raise FileExistsError(f"{dest} is not empty")
-    dest.mkdir(parents=True, exist_ok=True)
-    _copy_app(dest)
-    for commit in reversed(MAIN_FIXES):
-        for edit in reversed(commit.edits):
-            edit.revert(dest)
-
-    _git(dest, "init", "-q", "-b", "main")
-    _git(dest, "config", "user.name", "Gatekeeper Demo")
-    _git(dest, "config", "user.email", "demo@gatekeeper.invalid")
-    _commit(dest, Commit(INITIAL_MESSAGE, INITIAL_DATE))
-    for commit in MAIN_FIXES:
-        _commit(dest, commit)
-    for branch, commit in BRANCHES.items():
-        _git(dest, "checkout", "-q", "-b", branch, "main")
-        _commit(dest, commit)
-        _git(dest, "checkout", "-q", "main")
+    example_repo.build_repository(
+        dest,
+        APP_DIR,
+        Commit(INITIAL_MESSAGE, INITIAL_DATE),
+        MAIN_FIXES,
+        [Branch(name, commit) for name, commit in BRANCHES.items()],
+    )
     return list(CASES)
 
 
-def _copy_app(dest: Path) -> None:
-    for source in sorted(APP_DIR.rglob("*")):
-        relative = source.relative_to(APP_DIR)
-        if source.is_dir() or _SKIP & set(relative.parts) or source.suffix == ".pyc":
-            continue
-        target = dest / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(source.read_bytes())
-
-
-def _commit(repo: Path, commit: Commit) -> None:
-    for edit in commit.edits:
-        edit.apply(repo)
-    _git(repo, "add", "-A")
-    _git(
-        repo,
-        "commit",
-        "-q",
-        "-m",
-        commit.message,
-        env={"GIT_AUTHOR_DATE": commit.date, "GIT_COMMITTER_DATE": commit.date},
-    )
-
-
-def _git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    # The caller's global and system git config (hooks, signing, templates) must not change
-    # the commits: the SHAs are part of the demo's contract.
-    full_env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-    result = subprocess.run(
-        ["git", *args],
-        cwd=repo,
-        env={**full_env, **(env or {})},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed in {repo}: {result.stderr.strip()}")
-    return result.stdout
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dest", type=Path, help="directory for the repository (absent or empty)")
-    args = parser.parse_args(argv)
-    try:
-        cases = build(args.dest)
-    except (FileExistsError, RuntimeError, ValueError) as exc:
-        print(f"build_demo: {exc}", file=sys.stderr)
-        return 1
-    print(f"demo repository: {args.dest.resolve()}")
-    for case in cases:
-        sha = _git(args.dest, "rev-parse", "--short", case.head).strip()
-        risk = "/".join(sorted(case.expected_risk)) if case.expected_risk else "any"
-        print(
-            f"{case.name:<15} {case.head:<28} {sha}  "
-            f"expect {case.expected_decision} (risk {risk}): {case.title}"
-        )
-    return 0
+    return example_repo.main(argv, __doc__, "build_demo", build)
 
 
 if __name__ == "__main__":
