@@ -90,10 +90,13 @@ class Sandbox(ABC):
     # database and nothing else, with a password, over TCP.
     app_database_url: str = ""
     api_url: str | None = None
-    # Set before `start` to run the database and the API in this network namespace (netns.py;
-    # the local sandbox only): the change then reaches nothing but them.
+    # The network namespace (netns.py) the database and the API listen in, where the change's
+    # migration command runs too: it then reaches nothing but them. None: the host's network.
+    # A kind that `supports_netns` takes the one set before `start` (the local sandbox: the
+    # run slot's); another may make its own at `start` (the containers sandbox's holder).
     netns: Path | None = None
-    supports_netns = False  # whether this kind honours `netns`
+    supports_netns = False  # whether this kind takes a `netns` set before `start`
+    network_note = ""  # what the report's isolation line adds about this sandbox's network
 
     @property
     def gate_app_url(self) -> str:

@@ -17,9 +17,19 @@ therefore this module's own duty, done the way `local.py` does it for processes:
 - what a crashed run (SIGKILL, power loss) left is removed by the sweep at the next start,
   once older than `containers.sweep_after`, so concurrent runs never remove each other's.
 
-Networking follows the policy: `ports` (a network of the run's own, ports published on
-127.0.0.1: Docker's usual setup and GitHub's runners) or `host` (the host's network, each
-service on a free loopback port: engines started without a bridge).
+Networking follows the policy:
+- `isolated` (the default): the change's code reaches its database and services and nothing
+  else. One container per run holds a network namespace with only a loopback (it is started
+  with `--network none` and does nothing); the database, the services and the API join it
+  (`network_mode: container:<holder>`), so they reach each other on 127.0.0.1 and every other
+  address fails at once. The gate reaches the database and the API through relays into that
+  namespace (netns.py), and gives its path (`netns`) to the pipeline, which runs the change's
+  migration command there. It works without bridge networking, and needs root (entering a
+  namespace): a gate that is not root falls back to `ports` where the engine has a bridge,
+  else `host`, and the report says the network is not isolated;
+- `ports`: a network of the run's own, ports published on 127.0.0.1 (Docker's usual setup);
+- `host`: the host's network, each service on a free loopback port.
+In `ports` and `host` the containers and the migration command reach any address the host can.
 """
 
 from __future__ import annotations
@@ -56,7 +66,7 @@ from bot.policy.model import (
     ContainerService,
     duration_seconds,
 )
-from bot.sandbox import environment, images
+from bot.sandbox import environment, images, netns
 from bot.sandbox.base import (
     ApiSpec,
     ApiStartError,
@@ -78,6 +88,9 @@ from bot.sandbox.postgres import APP_ROLE, SERVER_DEFAULTS, SUPERUSER, last_line
 
 HOST = "127.0.0.1"
 DATABASE_ALIAS = "database"  # the database's host name on the run's network (ports mode)
+# What the holder of an isolated run's namespace runs: nothing, for 68 years (GNU and
+# busybox `sleep` alike; `infinity` is GNU's only).
+_HOLD = ["sleep", "2147483647"]
 _DB_PORT = 5432
 _API_STOP_TIMEOUT = 5
 _PORT_ATTEMPTS = 4
@@ -120,7 +133,13 @@ class ContainersSandbox(Sandbox):
         self.builds: list[images.BuiltImage] = []  # every image start_api used, for evidence
         self.swept: list[str] = []  # what the start-up sweep removed
         self._client: docker.DockerClient | None = None
+        # The mode this run uses: the policy's, unless `isolated` cannot be had here (start).
+        self.network = self.settings.network
+        self.network_note = ""
         self._network: Network | None = None
+        self._holder: Container | None = None
+        self._relays: dict[int, netns.Relay] = {}
+        self._gate_app_url = ""
         self._volume: Any = None
         self._database: DockerContainer | None = None
         self._services: list[DockerContainer] = []
@@ -134,7 +153,16 @@ class ContainersSandbox(Sandbox):
 
     @property
     def host_network(self) -> bool:
-        return self.settings.network == "host"
+        return self.network == "host"
+
+    @property
+    def isolated(self) -> bool:
+        return self.network == "isolated"
+
+    @property
+    def gate_app_url(self) -> str:
+        """The application role as the gate reaches it: through a relay when isolated."""
+        return self._gate_app_url or self.app_database_url
 
     @property
     def labels(self) -> dict[str, str]:
@@ -164,6 +192,7 @@ class ContainersSandbox(Sandbox):
                 images_older_than=duration_seconds(self.settings.keep_images),
                 keep_run=self.run_id,
             )
+            self._choose_network(self._client)
             self._start_network()
             self._start_database()
             for service in self.settings.services:
@@ -172,7 +201,31 @@ class ContainersSandbox(Sandbox):
             self.stop()
             raise
 
+    def _choose_network(self, client: docker.DockerClient) -> None:
+        """The mode this run uses, and what the report's isolation line says about it."""
+        self.network = self.settings.network
+        cause = f"containers.network: {self.network}"
+        if self.network == "isolated":
+            problem = netns.enter_problem()
+            if problem is None:
+                self.network_note = (
+                    "; the database, services and API containers share a network namespace "
+                    "holding only a loopback (no egress), where the migration command runs "
+                    "too (the API image's build has the engine's network)"
+                )
+                return
+            self.network = "ports" if client.networks.list(names=["bridge"]) else "host"
+            cause = f"{problem}: containers.network: isolated fell back to {self.network}"
+        where = "the host's network" if self.host_network else "a network with a route out"
+        self.network_note = (
+            f"; the containers run on {where} and the migration command on the host's: "
+            f"network not isolated ({cause})"
+        )
+
     def _start_network(self) -> None:
+        if self.isolated:
+            self._start_holder()
+            return
         if self.host_network:
             return
         network = Network(docker_network_kw={"labels": {**self.labels, LABEL_ROLE: "network"}})
@@ -180,14 +233,49 @@ class ContainersSandbox(Sandbox):
         with signals_deferred():
             self._network = network.create()
 
+    def _start_holder(self) -> None:
+        """The container holding an isolated run's network namespace: started with no
+        network but loopback, running nothing but a sleep, from the database's image (which
+        the run needs anyway). The other containers join it; its extra hosts (the services'
+        names, on 127.0.0.1) are theirs too, so one policy's URLs work in every mode."""
+        client = self._require_client()
+        reference = self._database_image()
+        kwargs = {
+            "name": f"gatekeeper-{self.run_id}-network",
+            "entrypoint": _HOLD,
+            "network_mode": "none",
+            "extra_hosts": {s.name: HOST for s in self.settings.services},
+            "labels": {**self.labels, LABEL_ROLE: "network"},
+            **_limit_kwargs(self.settings.limits),
+        }
+        with signals_deferred():
+            try:
+                self._holder = client.containers.run(reference, detach=True, **kwargs)
+            except docker.errors.APIError as exc:
+                reason = _first_line(exc.explanation or str(exc))
+                raise SandboxError(f"the run's network container did not start: {reason}") from None
+        self._holder.reload()
+        if self._holder.status != "running":
+            raise SandboxError(
+                f"the run's network container exited at once (`{' '.join(_HOLD)}` in {reference})",
+                _container_tail(self._holder),
+            )
+        self.netns = _namespace(self._holder)
+
+    def _database_image(self) -> str:
+        """The database's image reference, on the engine (pulled if need be)."""
+        settings = self.settings.database
+        reference = f"{settings.image}:{settings.version}"
+        try:
+            images.ensure_image(self._require_client(), reference, "database")
+        except SandboxError as exc:
+            raise DatabaseStartError(str(exc)) from None
+        return reference
+
     def _start_database(self) -> None:
         settings = self.settings.database
         client = self._require_client()
-        reference = f"{settings.image}:{settings.version}"
-        try:
-            images.ensure_image(client, reference, "database")
-        except SandboxError as exc:
-            raise DatabaseStartError(str(exc)) from None
+        reference = self._database_image()
         self._password = secrets.token_urlsafe(18)
         self._app_password = secrets.token_urlsafe(18)
         with signals_deferred():
@@ -200,6 +288,14 @@ class ContainersSandbox(Sandbox):
             port = _on_free_port(lambda port: self._run_database(reference, port, deadline))
             self.database_url = self._url(HOST, port)
             self.app_database_url = self._url(HOST, port, APP_ROLE)
+            self._api_database_url = self.app_database_url
+        elif self.isolated:
+            # The change's URL is the namespace's loopback; the gate's goes through a relay.
+            self._run_database(reference, _DB_PORT, deadline)
+            gate = self._relay(_DB_PORT).port
+            self.database_url = self._url(HOST, gate)
+            self._gate_app_url = self._url(HOST, gate, APP_ROLE)
+            self.app_database_url = self._url(HOST, _DB_PORT, APP_ROLE)
             self._api_database_url = self.app_database_url
         else:
             self._run_database(reference, _DB_PORT, deadline)
@@ -231,7 +327,7 @@ class ContainersSandbox(Sandbox):
         # thrown-away durability.
         command = ["postgres"]
         server = dict(SERVER_DEFAULTS)
-        if self.host_network:
+        if self.host_network or self.isolated:
             server["listen_addresses"] = HOST
         for name, value in server.items():
             command += ["-c", f"{name}={value}"]
@@ -239,7 +335,7 @@ class ContainersSandbox(Sandbox):
         container.with_name(f"gatekeeper-{self.run_id}-database")
         container.with_volume_mapping(self._volume.name, settings.data_dir, "rw")
         kwargs = self._container_kwargs("database", settings.limits)
-        if not self.host_network:
+        if self.network == "ports":
             container.ports[f"{_DB_PORT}/tcp"] = (HOST, None)
             self._join_network(container, DATABASE_ALIAS)
         container.with_kwargs(**kwargs)
@@ -270,8 +366,7 @@ class ContainersSandbox(Sandbox):
                     raise _PortTaken(error)
                 raise error
             if not url and wrapped.status == "running":
-                published = port if self.host_network else _published(container, _DB_PORT)
-                url = self._url(HOST, published)  # the database the entrypoint creates
+                url = self._url(HOST, self._gate_port(container, port))  # the entrypoint's
             if url and _accepts(url):
                 return
             if time.monotonic() > deadline:
@@ -296,7 +391,7 @@ class ContainersSandbox(Sandbox):
         container.with_name(f"gatekeeper-{self.run_id}-{service.name}")
         kwargs = self._container_kwargs("service", service.limits)
         kwargs["init"] = True
-        if not self.host_network:
+        if self.network == "ports":
             for port in service.ports:
                 container.ports[f"{port}/tcp"] = (HOST, None)
             self._join_network(container, service.name)
@@ -343,8 +438,7 @@ class ContainersSandbox(Sandbox):
             detail = f": {output[-1]}" if output else ""
             return result.exit_code == 0, f"health command exited {result.exit_code}{detail}"
         for port in service.ports:
-            published = port if self.host_network else _published(container, port)
-            problem = _listening(published)
+            problem = _listening(lambda port=port: self._connect(container, port))
             if problem:
                 return False, f"port {port}: {problem}"
         return True, "running"
@@ -357,6 +451,7 @@ class ContainersSandbox(Sandbox):
         built = self._image(Path(workdir), name)
         if self.host_network:
             return _on_free_port(lambda port: self._run_api(built.reference, port, spec, name))
+        # Ports and isolated: a network of the API's own, where the policy's port is free.
         return self._run_api(built.reference, self.settings.api.port, spec, name)
 
     def _image(self, workdir: Path, name: str) -> images.BuiltImage:
@@ -393,17 +488,16 @@ class ContainersSandbox(Sandbox):
         kwargs = self._container_kwargs("api", api.limits)
         kwargs["init"] = True  # signals reach the API even when it runs as PID 1
         if self.host_network:
-            # Service names resolve in both modes, so one policy's URLs work in either.
+            # Service names resolve in every mode, so one policy's URLs work in each.
             kwargs["extra_hosts"] = {s.name: HOST for s in self.settings.services}
-        else:
+        elif self.network == "ports":
             container.ports[f"{port}/tcp"] = (HOST, None)
             self._join_network(container, "api")
         container.with_kwargs(**kwargs)
         mark = self._logs["api"].mark()
         self._start_container(container, "api", name)
         self._api = container
-        host_port = port if self.host_network else _published(container, port)
-        url = f"http://{HOST}:{host_port}"
+        url = f"http://{HOST}:{self._gate_port(container, port)}"
         health = url + spec.health_path
         last_answer = self._wait_for_health(container, health, spec.start_timeout)
         if last_answer is None:
@@ -482,13 +576,25 @@ class ContainersSandbox(Sandbox):
         # The sweep of the run's own label comes after the recorded containers and catches
         # anything created but not yet recorded when an interrupt came.
         return (
+            self._close_relays,
             self._remove_services,
             self._remove_database,
+            self._remove_holder,
             self._remove_labelled,
             self._remove_volume,
             self._remove_network,
             self._close_client,
         )
+
+    def _close_relays(self) -> None:
+        while self._relays:
+            self._relays.popitem()[1].close()
+
+    def _remove_holder(self) -> None:
+        holder, self._holder = self._holder, None
+        self.netns = None
+        if holder is not None:
+            _remove(holder)
 
     def _remove_services(self) -> None:
         while self._services:
@@ -506,7 +612,7 @@ class ContainersSandbox(Sandbox):
         if volume is not None:
             with suppress(docker.errors.APIError):  # NotFound: removed by its label already
                 volume.remove(force=True)
-        self.database_url = ""
+        self.database_url = self.app_database_url = self._gate_app_url = ""
 
     def _remove_network(self) -> None:
         network, self._network = self._network, None
@@ -542,10 +648,38 @@ class ContainersSandbox(Sandbox):
     def _container_kwargs(self, role: str, limits: ContainerLimits | None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"labels": {**self.labels, LABEL_ROLE: role}}
         kwargs.update(_limit_kwargs(limits or self.settings.limits))
+        # network=None also keeps testcontainers from guessing a network of its own.
         if self.host_network:
-            # network=None also keeps testcontainers from guessing a network of its own.
             kwargs.update(network_mode="host", network=None)
+        elif self.isolated:
+            assert self._holder is not None
+            kwargs.update(network_mode=f"container:{self._holder.id}", network=None)
         return kwargs
+
+    def _relay(self, port: int) -> netns.Relay:
+        """The gate's way to `port` in an isolated run's namespace: one relay per port, kept
+        for the run (the API's port stays the same across its starts)."""
+        relay = self._relays.get(port)
+        if relay is None:
+            assert self.netns is not None
+            relay = self._relays[port] = netns.Relay(self.netns, port)
+        return relay
+
+    def _gate_port(self, container: DockerContainer, port: int) -> int:
+        """The loopback port on the gate's side that reaches `port` of `container`."""
+        if self.host_network:
+            return port
+        if self.isolated:
+            return self._relay(port).port
+        return _published(container, port)
+
+    def _connect(self, container: DockerContainer, port: int) -> socket.socket:
+        """A connection to `port` of `container`, straight (no relay: a relay accepts before
+        the other side does)."""
+        if self.isolated:
+            assert self.netns is not None
+            return netns.connect_inside(self.netns, port, timeout=1)
+        return socket.create_connection((HOST, self._gate_port(container, port)), timeout=1)
 
     def _join_network(self, container: DockerContainer, alias: str) -> None:
         assert self._network is not None
@@ -672,6 +806,26 @@ def creator_alive(labels: Mapping[str, str] | None) -> bool:
     return labels.get(LABEL_HOST) != socket.gethostname() or _alive(labels.get(LABEL_PID, ""))
 
 
+def _namespace(container: Container) -> Path:
+    """The network namespace of a running container, as this machine's /proc names it.
+
+    The engine gives the pid as its own pid namespace sees it: a gate in another one (a
+    container beside the engine) would find some other process under that number, maybe one
+    on the host's network. So the pid's cgroup must name the container."""
+    pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+    try:
+        cgroups = Path(f"/proc/{pid}/cgroup").read_text() if pid > 0 else ""
+    except OSError:
+        cgroups = ""
+    if container.id not in cgroups:
+        raise SandboxError(
+            f"the process of container {container.name} (pid {pid} to the engine) is not "
+            "this machine's: Gatekeeper runs in a pid namespace other than the engine's, so "
+            "it cannot enter the run's network namespace; use containers.network: ports or host"
+        )
+    return Path(f"/proc/{pid}/ns/net")
+
+
 def _alive(pid: str) -> bool:
     if not pid.isdigit():
         return True  # unknown: leave it to the age threshold
@@ -737,14 +891,14 @@ def _published(container: DockerContainer | None, port: int) -> int:
     raise SandboxError(f"the engine published no host port for port {port} of {wrapped.name}")
 
 
-def _listening(port: int) -> str | None:
-    """None when something serves 127.0.0.1:`port`, else what went wrong.
+def _listening(connect: Callable[[], socket.socket]) -> str | None:
+    """None when something serves where `connect` connects, else what went wrong.
 
     A published port accepts connections before the service behind it listens (the engine's
     proxy does), then closes them at once; a real server keeps the connection open or greets.
     So a connection that ends within a moment without a byte does not count."""
     try:
-        with socket.create_connection((HOST, port), timeout=1) as connection:
+        with connect() as connection:
             connection.settimeout(0.2)
             try:
                 if connection.recv(1) == b"":

@@ -1,14 +1,19 @@
-"""A network namespace per run slot: the change's code reaches its database and nothing else.
+"""Network namespaces: the change's code reaches its database and nothing else.
 
-Inside it there is only a loopback interface: the sandbox's PostgreSQL listens there, the API
+Inside one there is only a loopback interface: the sandbox's PostgreSQL listens there, the API
 under test listens there, and every other address — the internet, the host's other services,
 the cloud metadata address 169.254.169.254 — is unreachable (ENETUNREACH at once, no
-timeout). The gate itself stays outside: it reaches PostgreSQL through the unix socket (a
-file, which namespaces do not separate) and the API through a `Relay`, a loopback port on
-the host side whose connections are opened from inside the namespace.
+timeout). The gate itself stays outside: it reaches the local sandbox's PostgreSQL through its
+unix socket (a file, which namespaces do not separate), and anything else through a `Relay`,
+a loopback port on the host side whose connections are opened from inside the namespace.
 
-Namespaces are made with iproute2's `ip netns` (named `gatekeeper-<slot>`, kept for the next
-run of the slot); without `ip` the run's network is not isolated and the report says so.
+Everything here takes the namespace as a path, whoever made it:
+- the local sandbox's, one per run slot, made with iproute2's `ip netns` (`ensure`, named
+  `gatekeeper-<slot>`, kept for the next run of the slot; without `ip` the run's network is
+  not isolated and the report says so);
+- the containers sandbox's, one per run, held by a container started with no network
+  (`/proc/<its pid>/ns/net`).
+Entering one (setns here, `nsenter` for commands) needs root: `enter_problem` says why not.
 """
 
 from __future__ import annotations
@@ -33,6 +38,16 @@ _CHUNK = 65536
 
 def available() -> bool:
     return shutil.which("ip") is not None
+
+
+def enter_problem() -> str | None:
+    """Why this process cannot enter another network namespace and start commands there,
+    or None when it can."""
+    if os.geteuid() != 0:
+        return "entering a network namespace needs root"
+    if shutil.which("nsenter") is None:
+        return "util-linux's `nsenter` not found"
+    return None
 
 
 def ensure(name: str) -> Path:

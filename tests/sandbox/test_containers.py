@@ -27,7 +27,7 @@ import psycopg
 import pytest
 
 from bot.policy.model import ContainerHealth, ContainerLimits, Containers, ContainerService
-from bot.sandbox import images
+from bot.sandbox import images, netns
 from bot.sandbox.base import (
     ApiSpec,
     ApiStartError,
@@ -48,9 +48,10 @@ ENGINE_PROBLEM = images.engine_problem(images.LOCAL_IMAGES)
 needs_engine = pytest.mark.skipif(ENGINE_PROBLEM is not None, reason=str(ENGINE_PROBLEM))
 
 
-def _network() -> str:
-    """Port mapping where the engine has a bridge (GitHub's runners), host networking where it
-    has none (engines started with --bridge=none, like prepare.sh's)."""
+def _open_network() -> str:
+    """The mode that leaves the network open on this engine: port mapping where it has a
+    bridge (GitHub's runners), host networking where it has none (engines started with
+    --bridge=none, like prepare.sh's)."""
     if ENGINE_PROBLEM is not None:
         return "host"
     client = images.connect()
@@ -60,15 +61,35 @@ def _network() -> str:
         client.close()
 
 
-NETWORK = _network()
+OPEN_NETWORK = _open_network()
+ISOLATION_PROBLEM = netns.enter_problem()
+# The default where the gate can have it (root); the tests of the other modes name theirs.
+NETWORK = "isolated" if ISOLATION_PROBLEM is None else OPEN_NETWORK
+needs_isolation = pytest.mark.skipif(
+    ISOLATION_PROBLEM is not None, reason=f"network: isolated: {ISOLATION_PROBLEM}"
+)
 
 # The stand-in API: its behaviour is chosen by MODE, so every test shares one cached image.
 SERVER = """
-import http.server, os, socket, sys, time, urllib.request
+import http.server, os, socket, sys, time, urllib.parse, urllib.request
 
 mode = os.environ.get("MODE", "ok")
 port = int(os.environ["PORT"])
 print(f"server {mode} on {port}", os.environ.get("DATABASE_URL"), flush=True)
+if mode == "probe":  # where can it connect? errno 0 = connected, with the time it took
+    print("interfaces", ",".join(name for _, name in socket.if_nameindex()), flush=True)
+    database = urllib.parse.urlsplit(os.environ["DATABASE_URL"])
+    targets = {"metadata": ("169.254.169.254", 80), "outside": ("1.1.1.1", 443),
+               "database": (database.hostname, database.port)}
+    for name, address in targets.items():
+        started = time.monotonic()
+        with socket.socket() as probe:
+            probe.settimeout(5)
+            code = probe.connect_ex(address)
+            if code == 0 and name == "database":  # PostgreSQL's SSLRequest: it answers S or N
+                probe.sendall(bytes([0, 0, 0, 8, 4, 210, 22, 47]))
+                code = probe.recv(1).decode()
+        print(f"probe {name} {code} {time.monotonic() - started:.2f}s", flush=True)
 if mode == "exit":
     print("giving up at once", flush=True)
     sys.exit(3)
@@ -286,8 +307,11 @@ def test_policy_keys_for_the_containers_sandbox():
 
 
 @needs_engine
-def test_database_and_api_run_and_the_database_outlives_api_restarts(app: Path, run_id: str):
-    with ContainersSandbox(settings(), database="shop", run_id=run_id) as sandbox:
+@pytest.mark.parametrize("network", sorted({NETWORK, OPEN_NETWORK}))
+def test_database_and_api_run_and_the_database_outlives_api_restarts(
+    app: Path, run_id: str, network: str
+):
+    with ContainersSandbox(settings(network=network), database="shop", run_id=run_id) as sandbox:
         url = urlsplit(sandbox.database_url)
         assert (url.hostname, url.username, url.path) == ("127.0.0.1", "postgres", "/shop")
         assert sandbox.psql("SELECT current_database() AS db") == [{"db": "shop"}]
@@ -308,7 +332,7 @@ def test_database_and_api_run_and_the_database_outlives_api_restarts(app: Path, 
         assert sandbox.psql("SELECT id FROM item") == [{"id": 1}]  # the same database
         log = sandbox.logs("api")
         assert log.index("=== gatekeeper: start base") < log.index("=== gatekeeper: start head")
-        assert f"@{'127.0.0.1' if NETWORK == 'host' else 'database'}:" in log
+        assert f"@{'database' if network == 'ports' else '127.0.0.1'}:" in log
         assert [b.cached for b in sandbox.builds][-1] is True  # unchanged context: no rebuild
         assert sandbox.stop_api() is not None
         assert sandbox.api_url is None
@@ -494,6 +518,113 @@ def test_a_service_that_never_gets_healthy(run_id: str):
         sandbox.start()
 
 
+# --- network: isolated -----------------------------------------------------------------------
+
+
+def probes(log: str) -> dict[str, tuple[str, float]]:
+    """The stand-in API's probe lines: target -> (errno or PostgreSQL's answer, seconds)."""
+    found = {}
+    for line in log.splitlines():
+        if line.startswith("probe "):
+            _, name, code, took = line.split()
+            found[name] = (code, float(took.rstrip("s")))
+    return found
+
+
+@needs_engine
+@needs_isolation
+def test_isolated_containers_reach_their_database_and_nothing_beyond(app: Path, run_id: str):
+    """The API connects to its database on the namespace's loopback; the metadata address and
+    an outside one fail at once (ENETUNREACH: no route, so no packet leaves); the gate still
+    reaches the database and the API through its relays, and a command entering the sandbox's
+    namespace (as the pipeline starts the migration command) reaches the database."""
+    with ContainersSandbox(settings(network="isolated"), run_id=run_id) as sandbox:
+        assert sandbox.netns is not None and sandbox.netns.exists()
+        assert "no egress" in sandbox.network_note and "not isolated" not in sandbox.network_note
+        url = sandbox.start_api(app, spec("probe"), "head")
+        assert httpx.get(url + "/from-the-gate", trust_env=False).status_code == 200
+        assert sandbox.psql("SELECT 1 AS one") == [{"one": 1}]
+        log = sandbox.logs("api")
+        assert "interfaces lo\n" in log
+        found = probes(log)
+        assert found["database"][0] in ("S", "N"), log  # PostgreSQL answered
+        for target in ("metadata", "outside"):
+            code, took = found[target]
+            assert code == "101" and took < 1, f"{target}: {found[target]}"
+        assert "request /from-the-gate" in log
+
+        command = "import os, psycopg; psycopg.connect(os.environ['URL']).execute('SELECT 1')"
+        inside = subprocess.run(
+            ["nsenter", f"--net={sandbox.netns}", sys.executable, "-c", command],
+            env={**os.environ, "URL": sandbox.app_database_url},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert inside.returncode == 0, inside.stderr
+
+        client = images.connect()
+        try:
+            ours = client.containers.list(filters={"label": f"{LABEL_RUN}={run_id}"})
+            role = images.LABEL_ROLE
+            modes = {c.labels[role]: c.attrs["HostConfig"]["NetworkMode"] for c in ours}
+            holder = next(c for c in ours if c.labels[role] == "network")
+        finally:
+            client.close()
+        assert modes == {
+            "network": "none",
+            "database": f"container:{holder.id}",
+            "api": f"container:{holder.id}",
+        }
+    assert sandbox.netns is None  # gone with its holder
+
+
+@needs_engine
+def test_open_network_modes_say_the_network_is_not_isolated(run_id: str):
+    with ContainersSandbox(settings(network=OPEN_NETWORK), run_id=run_id) as sandbox:
+        assert sandbox.netns is None
+        assert f"network not isolated (containers.network: {OPEN_NETWORK})" in (
+            sandbox.network_note
+        )
+
+
+# Starts a sandbox as an account that may use the engine but is not root, and reports.
+UNPRIVILEGED = """
+import json
+from bot.policy.model import Containers
+from bot.sandbox.containers import ContainersSandbox
+
+with ContainersSandbox(Containers(network="isolated")) as sandbox:
+    rows = sandbox.psql("SELECT 1 AS one")
+    print(json.dumps({"network": sandbox.network, "note": sandbox.network_note, "rows": rows}))
+"""
+
+
+@needs_engine
+@needs_isolation
+def test_a_gate_that_is_not_root_falls_back_and_says_so():
+    """Entering a namespace needs root: an account of the engine's group gets the open mode
+    this engine has, and the report's line says the network is not isolated."""
+    socket_group = Path("/var/run/docker.sock").stat().st_gid
+    child = subprocess.run(
+        [
+            *("setpriv", "--reuid=65534", "--regid=65534", f"--groups={socket_group}"),
+            *(sys.executable, "-c", UNPRIVILEGED),
+        ],
+        cwd=Path.cwd(),
+        env={**os.environ, "HOME": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr
+    started = json.loads(child.stdout)
+    assert started["network"] == OPEN_NETWORK and started["rows"] == [{"one": 1}]
+    assert "entering a network namespace needs root" in started["note"]
+    assert f"fell back to {OPEN_NETWORK}" in started["note"]
+    assert "network not isolated" in started["note"]
+
+
 # --- hygiene ----------------------------------------------------------------------------------
 
 
@@ -631,7 +762,7 @@ def containers_policy(tmp_path: Path) -> Path:
     """The demo's policy with `sandbox: containers` and this engine's network mode."""
     text = Path("policies/sessions-api.yml").read_text()
     text = text.replace("sandbox: local", "sandbox: containers")
-    text = text.replace("network: host", f"network: {NETWORK}")
+    text = text.replace("network: isolated", f"network: {NETWORK}")
     # Suites stay inside the policy's own tree: a copy of checks/ beside it.
     gate = tmp_path / "gate"
     shutil.copytree("checks", gate / "checks")
