@@ -308,12 +308,8 @@ class _Run:
                 sandbox = self.sandbox = self.sandbox_factory(self.loaded)
                 if sandbox.supports_netns:
                     sandbox.netns = self.confinement.netns
-                else:
-                    self.evidence["isolation"] += (
-                        "; the API runs in a container and the migration command on the "
-                        "host's network: network not isolated"
-                    )
                 stack.enter_context(sandbox)
+                self.evidence["isolation"] += sandbox.network_note
             self._in_sandbox(sandbox, base_dir, head_dir, suites, headers, env, changed)
 
     # -- inside the sandbox ------------------------------------------------------------------
@@ -427,10 +423,11 @@ class _Run:
             ) from None
 
     def _confine(self, sandbox: Sandbox) -> tuple[str, ...]:
-        """How the change's API and migration commands start. Only a sandbox that runs its
-        database in the run's network namespace lets them in there; the containers sandbox's
-        database is a container on the host's network, so they keep the host's network."""
-        return self.confinement.prefix if sandbox.netns else self.confinement.networked
+        """How the change's API and migration commands start: in the network namespace the
+        sandbox gives (where its database listens, and nothing beyond), else on the host's."""
+        if sandbox.netns is None:
+            return self.confinement.networked
+        return ("nsenter", f"--net={sandbox.netns}", *self.confinement.networked)
 
     def _api_spec(self, env: dict[str, str], confine: tuple[str, ...]) -> ApiSpec | None:
         api = self.policy.api

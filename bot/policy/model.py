@@ -300,7 +300,7 @@ class ContainerApi(Strict):
         gt=0,
         lt=65536,
         description="Port the API listens on inside its container "
-        "(network: ports); with network: host it gets a free port in api.port_env.",
+        "(network: isolated or ports); with network: host it gets a free port in api.port_env.",
     )
     limits: ContainerLimits | None = Field(None, description="Default: containers.limits.")
 
@@ -335,11 +335,14 @@ class ContainerService(Strict):
 class Containers(Strict):
     """The containers sandbox (`sandbox: containers` or `--sandbox containers`)."""
 
-    network: Literal["ports", "host"] = Field(
-        "ports",
-        description="ports: a network of the run's own and published loopback ports (Docker's "
-        "usual setup, GitHub-hosted runners); host: the host's network, every service on a "
-        "free loopback port (engines without bridge networking).",
+    network: Literal["isolated", "ports", "host"] = Field(
+        "isolated",
+        description="isolated: the containers share a network namespace holding only a "
+        "loopback (no route out; works without bridge networking; needs Gatekeeper to run as "
+        "root, else it falls back to ports or host and the report says so); ports: a network "
+        "of the run's own and published loopback ports (Docker's usual setup); host: the "
+        "host's network, every service on a free loopback port. Only isolated keeps the "
+        "change's code from reaching other addresses.",
     )
     database: ContainerDatabase = Field(default_factory=ContainerDatabase)
     api: ContainerApi = Field(default_factory=ContainerApi)
