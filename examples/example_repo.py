@@ -73,7 +73,9 @@ def _replace_once(path: Path, old: str, new: str) -> None:
     text = path.read_text(encoding="utf-8")
     count = text.count(old)
     if count != 1:
-        raise ValueError(f"{path}: expected the edit's text exactly once, found it {count} times")
+        raise ValueError(
+            f"{path}: expected the edit's text exactly once, found it {count} times: {old!r}"
+        )
     path.write_text(text.replace(old, new), encoding="utf-8")
 
 

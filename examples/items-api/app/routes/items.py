@@ -8,7 +8,7 @@ from datetime import datetime
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 
 from ..deps import CurrentUser, SessionDep
 from ..models import Item, User
@@ -48,7 +48,8 @@ class Message(BaseModel):
     message: str
 
 
-def _visible(user: User) -> list:
+def _visible(user: User) -> list[ColumnElement[bool]]:
+    """The WHERE clauses that limit a query to the items `user` may see."""
     return [] if user.is_superuser else [Item.owner_id == user.id]
 
 
