@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -97,6 +98,28 @@ def running_with(marker: str) -> list[int]:
         if marker in " ".join(process.info["cmdline"] or []):
             found.append(process.pid)
     return found
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """An ASGI `app` served by uvicorn on a free loopback port, in a thread; yields its URL."""
+    import uvicorn  # only the tests that serve an app need it
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "test API did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
 
 
 def free_port() -> int:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from typing import Annotated, Literal
+import string
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -20,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from bot.scenario.model import JsonPathStr
 from bot.verdict import Decision, Risk
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)?\s*$")
@@ -128,21 +130,76 @@ class Migrations(Strict):
         return self
 
 
+class Login(Strict):
+    """A request to the API's token endpoint, as its own clients log in."""
+
+    path: str = Field(pattern=r"^/", description="Token endpoint, under the API's base URL.")
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    form: dict[str, str] | None = Field(
+        None,
+        description="Fields sent as application/x-www-form-urlencoded (OAuth2's password "
+        "flow); ${NAME} expands from api.env and the variables in GATEKEEPER_PASS_ENV.",
+    )
+    json_body: dict[str, Any] | None = Field(
+        None, alias="json", description="A JSON body instead of `form`; ${NAME} expands alike."
+    )
+    token: JsonPathStr = Field(description="JSONPath of the token in the JSON response.")
+    status: int | list[int] | None = Field(
+        None, description="Expected status (or statuses); default: any 2xx."
+    )
+
+    @model_validator(mode="after")
+    def _one_body(self) -> Login:
+        if (self.form is None) == (self.json_body is None):
+            raise ValueError("give exactly one of 'form' and 'json' (the credentials)")
+        return self
+
+
 class Auth(Strict):
-    type: Literal["none", "jwt", "bearer"] = "none"
+    type: Literal["none", "jwt", "bearer", "login"] = Field(
+        "none",
+        description="none; jwt: sign a token with a secret; bearer: a fixed token; login: log "
+        "in through the API (`login`), per suite and on each side.",
+    )
     secret_env: str | None = Field(
         None, description="jwt: variable holding the signing secret; bearer: the token."
     )
     algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     claims: dict[str, str | int | bool | list[str]] = Field(default_factory=dict)
     ttl_seconds: int = Field(3600, gt=0)
+    login: Login | None = Field(None, description="For type 'login': the token request.")
     header: str = "Authorization"
+    value: str = Field(
+        "Bearer {token}",
+        description="The header's value; {token} is the signed JWT, the bearer secret or the "
+        "token the login returned.",
+    )
 
     @model_validator(mode="after")
-    def _needs_secret(self) -> Auth:
-        if self.type != "none" and not self.secret_env:
+    def _type_needs(self) -> Auth:
+        if self.type in ("jwt", "bearer") and not self.secret_env:
             raise ValueError(f"auth type '{self.type}' needs 'secret_env'")
+        if self.type == "login" and self.login is None:
+            raise ValueError("auth type 'login' needs 'login' (path, form or json, token)")
+        if self.type != "login" and self.login is not None:
+            raise ValueError(f"'login' is for auth type 'login', not '{self.type}'")
+        if self.type == "login" and self.secret_env:
+            raise ValueError(
+                "auth type 'login' takes its credentials from ${NAME} in login.form or "
+                "login.json, not from 'secret_env'"
+            )
         return self
+
+    @field_validator("value")
+    @classmethod
+    def _token_template(cls, value: str) -> str:
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"'{value}' is not a template: {exc}") from None
+        if fields != {"token"}:
+            raise ValueError(f"'{value}' must hold {{token}} and no other {{field}}")
+        return value
 
 
 class Timeouts(Strict):

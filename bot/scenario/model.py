@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from jsonpath_ng import JSONPath
@@ -103,12 +104,75 @@ ValueExpect = Annotated[
 ]
 
 
+FormValue = str | int | float | bool
+
+
+class FilePart(Strict):
+    """One file of a multipart request: a file next to the suite, or text written inline.
+
+    A path stays in the suite's directory: a suite must not be able to send the API under
+    test (code under review) a file of the gate's host.
+    """
+
+    path: str | None = Field(
+        None,
+        description="File relative to the suite file, in its directory or below; sent as is.",
+    )
+    content: str | None = Field(None, description="The file's text, instead of a path.")
+    filename: str | None = Field(
+        None, description="Name the server sees; default: the path's last part."
+    )
+    content_type: str | None = Field(
+        None, description="Default: guessed from the file name (application/octet-stream)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FilePart:
+        if (self.path is None) == (self.content is None):
+            raise ValueError("give exactly one of 'path' and 'content'")
+        if self.content is not None and not self.filename:
+            # Without a name a server (FastAPI's UploadFile among them) sees a form field.
+            raise ValueError("'content' needs 'filename'")
+        if self.path is not None and (
+            not self.path.strip() or self.path.startswith("/") or ".." in Path(self.path).parts
+        ):
+            raise ValueError(
+                f"path '{self.path}' must be relative to the suite file and stay in its "
+                "directory (no '..', not absolute)"
+            )
+        return self
+
+
 class HttpRequest(Strict):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
     path: str = Field(description="Path under the API's base URL; ${name} uses a captured value.")
     json_body: Any = Field(None, alias="json")
+    form: dict[str, FormValue | list[FormValue]] | None = Field(
+        None,
+        description="Fields sent as application/x-www-form-urlencoded, or as multipart "
+        "fields with `files`; string values may use ${name}.",
+    )
+    body: str | None = Field(
+        None, description="Raw body, sent as written with `content_type`; may use ${name}."
+    )
+    content_type: str | None = Field(None, description="Content-Type of `body` (required).")
+    files: dict[str, FilePart] | None = Field(
+        None,
+        min_length=1,
+        description="Multipart file parts: field name -> file. May go with `form`.",
+    )
     headers: dict[str, str] = Field(default_factory=dict)
     auth: bool = Field(True, description="Send the policy's credentials (e.g. a JWT bearer token).")
+
+    def body_keys(self) -> list[str]:
+        """The body keys given a value (`json: null`, as before, sends no body)."""
+        given = {
+            "json": self.json_body is not None,
+            "form": self.form is not None,
+            "body": self.body is not None,
+            "files": self.files is not None,
+        }
+        return [key for key, yes in given.items() if yes]
 
 
 class HttpExpect(Strict):
@@ -169,6 +233,30 @@ class HttpStep(StepBase):
     capture: dict[VariableName, JsonPathStr] = Field(
         default_factory=dict, description="name -> JSONPath into the JSON response."
     )
+
+    @model_validator(mode="after")
+    def _one_body(self) -> HttpStep:
+        # Checked on the step so the message names it; httpx would send one body and drop
+        # the other without a word.
+        req = self.http
+        keys = req.body_keys()
+        if len(keys) > 1 and keys != ["form", "files"]:
+            raise ValueError(
+                f"step '{self.id}' gives {' and '.join(keys)}: a request has one body "
+                "(json, form, body or files; only files may go with form, as multipart fields)"
+            )
+        if (req.body is None) != (req.content_type is None):
+            given, missing = (
+                ("body", "content_type") if req.body is not None else ("content_type", "body")
+            )
+            raise ValueError(f"step '{self.id}': '{given}' needs '{missing}'")
+        if req.content_type is not None and any(
+            name.lower() == "content-type" for name in req.headers
+        ):
+            raise ValueError(
+                f"step '{self.id}' sets the content type twice: in content_type and in headers"
+            )
+        return self
 
 
 class SqlStep(StepBase):
@@ -241,14 +329,17 @@ def variable_uses(step: HttpStep | SqlStep | LogsStep) -> Iterator[tuple[str, Lo
     """Each `${name}` the runner expands in `step`, with where it is written in the step.
 
     The places are the runner's (bot/scenario/runner.py, `_Expander`): the request path,
-    header values and body; the expected JSON values and patterns; SQL parameters and
-    expected values; log patterns. Locations use the YAML keys (`json`, not `json_body`).
+    header values and body (json, form values, a raw body; not files); the expected JSON
+    values and patterns; SQL parameters and expected values; log patterns. Locations use the
+    YAML keys (`json`, not `json_body`).
     """
     if isinstance(step, HttpStep):
         yield from _uses(step.http.path, ("http", "path"))
         for name, value in step.http.headers.items():
             yield from _uses(value, ("http", "headers", name))
         yield from _uses(step.http.json_body, ("http", "json"))
+        yield from _uses(step.http.form, ("http", "form"))
+        yield from _uses(step.http.body, ("http", "body"))
         for path, expected in step.expect.json_paths.items():
             where = ("expect", "json", path)
             if isinstance(expected, JsonExpect):

@@ -25,9 +25,11 @@ from jsonpath_ng.jsonpath import Child, Fields, Index, Root, This
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
+from bot.auth import Credentials, LoginFailed
 from bot.scenario.model import (
     RUN_VARIABLES,
     VARIABLE,
+    HttpRequest,
     HttpStep,
     JsonExpect,
     LogsStep,
@@ -65,7 +67,8 @@ class RunContext:
     api_url: str
     database_url: str
     logs: LogReader
-    auth_headers: dict[str, str]  # sent when a step's http.auth is true (the default)
+    # Asked per suite, against api_url; sent when a step's http.auth is true (the default).
+    credentials: Credentials
     step_timeout: float = 10.0  # seconds, per request or query
     # Log positions where the head API started, per source ("since: api_start").
     api_start_marks: dict[str, int] = field(default_factory=dict)
@@ -92,6 +95,9 @@ class SuiteResult(BaseModel):
     kind: str
     bug_id: str | None = None
     steps: list[StepResult] = Field(default_factory=list)
+    login_error: str | None = Field(
+        None, description="Why logging in failed; then no step ran (`<suite id>/login`)."
+    )
 
 
 # --------------------------------------------------------------------------- loading
@@ -126,6 +132,7 @@ def load_suites(paths: Sequence[Path], variables: Iterable[str] = RUN_VARIABLES)
             )
             continue
         origin[suite_id] = located
+        problems.extend(_resolve_files(file, located))
         loaded.append(located)
     problems.extend(_undefined_variables(loaded[:known], frozenset(variables)))
     if problems:
@@ -151,6 +158,32 @@ def _suite_files(paths: list[Path], problems: list[str]) -> list[Path]:
     for file in files:
         unique.setdefault(file.resolve(), file)
     return list(unique.values())
+
+
+def _resolve_files(file: Path, located: Located[Suite]) -> list[str]:
+    """Point each `files:` path at the file it names, found next to the suite file.
+
+    Checked now, with the line, rather than failing the step: a missing fixture is a mistake
+    in the suite. The file must stay in the suite's directory (a symbolic link out of it is
+    refused too): a suite must not send the API under test a file of the gate's host.
+    """
+    problems: list[str] = []
+    directory = file.parent.resolve()
+    for index, step in enumerate(located.value.steps):
+        if not isinstance(step, HttpStep) or not step.http.files:
+            continue
+        for name, part in step.http.files.items():
+            if part.path is None:
+                continue
+            where = located.position(("steps", index, "http", "files", name, "path"))
+            target = (directory / part.path).resolve()
+            if not target.is_relative_to(directory):
+                problems.append(f"{where}: '{part.path}' leads out of the suite's directory")
+            elif not target.is_file():
+                problems.append(f"{where}: no file '{part.path}' next to {file.name}")
+            else:
+                part.path = str(target)
+    return problems
 
 
 def _undefined_variables(loaded: list[Located[Suite]], known: frozenset[str]) -> list[str]:
@@ -197,15 +230,21 @@ def _why_undefined(
 
 
 def run_suite(suite: Suite, ctx: RunContext) -> SuiteResult:
-    """Run every step in order; a failed step does not stop the ones after it."""
+    """Log in if the suite's requests need it, then run every step in order; a failed step
+    does not stop the ones after it. A failed login is the criterion `<suite id>/login` and
+    no step runs: each would fail for want of credentials, not for what it checks."""
     run = _SuiteRun(suite, ctx)
+    result = SuiteResult(suite_id=suite.id, title=suite.title, kind=suite.kind, bug_id=suite.bug_id)
     try:
-        steps = [run.step(step) for step in suite.steps]
+        login = run.log_in()
+        if login is not None:
+            result.login_error = login.criterion.evidence
+            result.steps = [login, *(_not_run(suite, step, "login failed") for step in suite.steps)]
+        else:
+            result.steps = [run.step(step) for step in suite.steps]
     finally:
         run.close()
-    return SuiteResult(
-        suite_id=suite.id, title=suite.title, kind=suite.kind, bug_id=suite.bug_id, steps=steps
-    )
+    return result
 
 
 @dataclass
@@ -284,6 +323,29 @@ class _SuiteRun:
         }
         self._client: httpx.Client | None = None
         self._db: psycopg.Connection | None = None
+        self.auth_headers: dict[str, str] = {}
+
+    def log_in(self) -> StepResult | None:
+        """Get the suite's credentials from `ctx.credentials`; the failed criterion if a
+        login gave none. Only a suite with a request that sends them asks for them."""
+        if not any(isinstance(s, HttpStep) and s.http.auth for s in self.suite.steps):
+            return None
+        login = self.ctx.credentials.login
+        request = f"{login.method} {login.path}" if login else "credentials"
+        obs = _Observed("http", f"log in: {request}", request if login else "")
+        start = time.perf_counter()
+        try:
+            self.auth_headers = self.ctx.credentials.headers(self.ctx.api_url, self._http_client())
+            return None
+        except LoginFailed as exc:
+            obs.failed.append(str(exc))
+            obs.response_status, obs.excerpt = exc.status, exc.body
+        except Exception as exc:  # fail closed: no credentials, no steps
+            obs.failed.append(f"internal error: {type(exc).__name__}: {_short(str(exc))}")
+        finally:
+            self.ctx.last_request = time.monotonic()
+        obs.duration_ms = _since_ms(start)
+        return _result_of(self.suite, "login", True, obs)
 
     def close(self) -> None:
         if self._client is not None:
@@ -305,7 +367,8 @@ class _SuiteRun:
                 self._logs(step, obs)
         except Exception as exc:
             obs.failed.append(f"internal error: {type(exc).__name__}: {_short(str(exc))}")
-        result = _result(self.suite, step, obs)
+        _check_budget(step.within_ms, obs)
+        result = _result_of(self.suite, step.id, step.required, obs)
         self._record_captures(step, obs, result.criterion.status)
         return result
 
@@ -347,21 +410,34 @@ class _SuiteRun:
         req, expect = step.http, step.expect
         ex = _Expander(self.ctx.variables)
         path = ex.text(req.path)
-        headers = dict(self.ctx.auth_headers) if req.auth else {}
+        headers = dict(self.auth_headers) if req.auth else {}
+        if req.content_type is not None:
+            headers["Content-Type"] = req.content_type
         headers.update({name: ex.text(value) for name, value in req.headers.items()})
-        body = ex.value(req.json_body)
+        body = _body(req, ex)
         paths = {p: _expand_expectation(e, ex) for p, e in expect.json_paths.items()}
         body_pattern = ex.text(expect.body_matches, regex=True) if expect.body_matches else None
         if ex.missing:
             obs.skipped = self._skip_reason(ex.missing)
             return
         obs.request = f"{req.method} {path}"
-        if req.auth and self.ctx.auth_headers:
-            obs.notes.append(f"sent auth headers: {', '.join(sorted(self.ctx.auth_headers))}")
+        if req.auth and self.auth_headers:
+            obs.notes.append(f"sent auth headers: {', '.join(sorted(self.auth_headers))}")
+        try:
+            files = _files(req)
+        except OSError as exc:
+            obs.failed.append(f"cannot read a file to send: {_error_text(exc)}")
+            return
+        if files:
+            obs.notes.append(
+                "sent files: " + ", ".join(f"{name} ({part[0]})" for name, part in files.items())
+            )
 
         start = time.perf_counter()
         try:
-            response = self._http_client().request(req.method, path, headers=headers, json=body)
+            response = self._http_client().request(
+                req.method, path, headers=headers, files=files, **body
+            )
         except httpx.TimeoutException as exc:
             self.ctx.last_request = time.monotonic()
             obs.duration_ms = _since_ms(start)
@@ -545,11 +621,18 @@ def _observed(step: AnyStep) -> _Observed:
     return _Observed("logs", step.title or f"{step.logs.source} log checks", request)
 
 
-def _result(suite: Suite, step: AnyStep, obs: _Observed) -> StepResult:
+def _not_run(suite: Suite, step: AnyStep, why: str) -> StepResult:
+    obs = _observed(step)
+    obs.skipped = why
+    return _result_of(suite, step.id, step.required, obs, prefix="not run")
+
+
+def _result_of(
+    suite: Suite, step_id: str, required: bool, obs: _Observed, prefix: str = "skipped"
+) -> StepResult:
     if obs.skipped:
-        status, evidence = Status.skipped, f"skipped: {obs.skipped}"
+        status, evidence = Status.skipped, f"{prefix}: {obs.skipped}"
     else:
-        _check_budget(step.within_ms, obs)
         if obs.failed:
             status = Status.failed
             evidence = _join(obs.head, f"FAILED: {'; '.join(obs.failed)}", obs.detail)
@@ -559,10 +642,10 @@ def _result(suite: Suite, step: AnyStep, obs: _Observed) -> StepResult:
             # Nothing was checked, so nothing was shown to hold.
             status, evidence = Status.failed, _join(obs.head, "FAILED: no check ran")
     criterion = Criterion(
-        id=f"{suite.id}/{step.id}",
+        id=f"{suite.id}/{step_id}",
         title=obs.title,
         status=status,
-        required=step.required,
+        required=required,
         evidence=_short(evidence, EVIDENCE_CHARS),
         duration_ms=obs.duration_ms,
         suite=suite.id,
@@ -591,6 +674,48 @@ def _check_budget(within_ms: float | None, obs: _Observed) -> None:
         obs.failed.append(f"took {obs.duration_ms:.0f} ms, over the {within_ms:g} ms budget")
     else:
         obs.passed.append(f"{obs.duration_ms:.0f} ms within the {within_ms:g} ms budget")
+
+
+# --------------------------------------------------------------------------- http bodies
+
+
+def _body(req: HttpRequest, ex: _Expander) -> dict[str, Any]:
+    """The httpx keyword of the step's body (one at most: the step model checks), expanded.
+
+    Form values and a raw body are text, so `${name}` becomes the value's text; in `json:` a
+    string that is exactly `${name}` keeps the value's JSON type.
+    """
+    if req.form is not None:
+        return {"data": {name: _form_value(value, ex) for name, value in req.form.items()}}
+    if req.body is not None:
+        return {"content": ex.text(req.body).encode()}
+    if req.json_body is not None:
+        return {"json": ex.value(req.json_body)}
+    return {}
+
+
+def _form_value(value: Any, ex: _Expander) -> Any:
+    if isinstance(value, list):
+        return [_form_value(item, ex) for item in value]
+    return ex.text(value) if isinstance(value, str) else value
+
+
+def _files(req: HttpRequest) -> dict[str, tuple[str, bytes, str | None]] | None:
+    """httpx's multipart parts: (file name, content, content type or None to guess it).
+
+    A `path` was resolved next to the suite file when the suite loaded (`_resolve_files`).
+    """
+    if not req.files:
+        return None
+    parts: dict[str, tuple[str, bytes, str | None]] = {}
+    for name, part in req.files.items():
+        filename = part.filename or Path(part.path or "").name
+        if part.path is not None:
+            content = Path(part.path).read_bytes()
+        else:
+            content = (part.content or "").encode()
+        parts[name] = (filename, content, part.content_type)
+    return parts
 
 
 # --------------------------------------------------------------------------- http checks

@@ -28,6 +28,8 @@ import jwt
 import psycopg
 import pytest
 
+from bot.auth import Credentials
+from bot.policy.model import Auth
 from bot.sandbox.postgres import APP_ROLE
 from bot.scenario.runner import RunContext, load_suites, run_suite
 from tests.helpers import free_port
@@ -397,7 +399,7 @@ def test_check_suites_judge_each_case(
         api_url=api.url,
         database_url=database_url,
         logs=_FileLog(api.log),
-        auth_headers=auth(),
+        credentials=Credentials(Auth(type="bearer", secret_env="T"), "test", {"T": token()}),
     )
     suites = load_suites([ROOT / "checks" / "lifecycle", ROOT / "checks" / "regression"])
     results = {suite.id: run_suite(suite, context) for suite in suites}

@@ -22,6 +22,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from bot.auth import Credentials
+from bot.policy.model import Auth
 from bot.scenario import RunContext, StepResult, Suite, run_suite
 from bot.verdict import Status
 from bot.yamlfile import load_model
@@ -156,7 +158,7 @@ def ctx(api_url: str, logs: FileLogs) -> RunContext:
         api_url=api_url,
         database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none",
         logs=logs,
-        auth_headers={"Authorization": TOKEN},
+        credentials=Credentials(Auth(type="bearer", secret_env="T"), "test", {"T": "test-token"}),
         step_timeout=5.0,
     )
 

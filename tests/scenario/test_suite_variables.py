@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.auth import Credentials
+from bot.policy.model import Auth
 from bot.scenario import RunContext, Suite, load_suites, run_suite
 from bot.scenario.model import RUN_VARIABLES, variable_uses
 from bot.verdict import Status
@@ -162,6 +164,10 @@ steps:
         $.b: {equals: ["${v_equals}"], contains: "${v_contains}", matches: "^${v_matches}"}
         $.c: {type: string}
       body_matches: "${v_body_matches}"
+  - id: form
+    http: {method: POST, path: /f, form: {a: "${v_form}", many: [x, "${v_form_item}"]}}
+  - id: raw
+    http: {method: POST, path: /r, body: "<x>${v_raw}</x>", content_type: application/xml}
   - id: sql
     sql: {query: "SELECT %(p)s AS p", params: {p: {nested: "${v_param}"}}}
     expect: {values: {p: "${v_value}"}}
@@ -186,6 +192,9 @@ def test_every_place_the_runner_expands_is_checked(tmp_path: Path) -> None:
         "v_contains": '"${v_contains}"',
         "v_matches": '"^${v_matches}"',
         "v_body_matches": '"${v_body_matches}"',
+        "v_form": '"${v_form}"',
+        "v_form_item": '"${v_form_item}"',
+        "v_raw": '"<x>${v_raw}</x>"',
         "v_param": '"${v_param}"',
         "v_value": '"${v_value}"',
         "v_error": '"${v_error}"',
@@ -216,7 +225,7 @@ def test_the_load_time_check_sees_what_the_runner_expands() -> None:
         api_url=f"http://127.0.0.1:{free_port()}",
         database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none",
         logs=_NoLogs(),
-        auth_headers={},
+        credentials=Credentials(Auth(), "test", {}),
     )
     result = run_suite(suite, ctx)
     for step, outcome in zip(suite.steps, result.steps, strict=True):
