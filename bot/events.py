@@ -7,7 +7,9 @@ once. `route` returns one of:
 - `Target`: what to validate, read from the payload alone;
 - `NeedsPullRequest`: a `/gatekeeper` command in a pull request comment. The comment payload
   has no head sha, so the caller fetches the pull request and calls `target_from_pull_request`;
-- `Ignored`: not work, with the reason (logged, and shown to whoever asks why nothing ran).
+- `Ignored`: not work, with the reason (logged, and shown to whoever asks why nothing ran);
+- `GroupDestroyed`: a merge queue dropped a merge group; its run, if any, must end now with a
+  final status (GitHub will not look at it again, and a pending one would stay forever).
 
 A payload that lacks a field this module reads, or has it with the wrong type, raises
 `PayloadError` naming the field: callers catch one exception type instead of the KeyError or
@@ -47,6 +49,11 @@ _NOT_WORK_EVENTS = frozenset(
     }
 )
 _OPEN_ACTIONS = frozenset({"opened", "reopened", "synchronize", "ready_for_review"})
+# The branch a merge queue builds a group on: the base, then the last pull request of the group
+# and its head SHA (GitHub's naming, e.g. gh-readonly-queue/main/pr-104-929f82...).
+_QUEUE_REF = re.compile(
+    r"gh-readonly-queue/(?P<base>.+)/pr-(?P<number>[0-9]+)-(?P<sha>[0-9a-f]{40})"
+)
 
 Command = Literal["run", "ok-to-test"]
 
@@ -97,6 +104,26 @@ class Target(BaseModel):
     `target_from_pull_request` on it."""
     delivery_id: str | None = None
     """X-GitHub-Delivery, to tie logs and results to the webhook delivery."""
+    merge_group: bool = False
+    """A merge queue's group: head_sha is what lands on base_ref once the group merges (the
+    queued pull requests merged in order on base_sha), head_ref the queue's temporary
+    `gh-readonly-queue/...` branch; the caller lists the group's pull requests
+    (`bot.mergegroup`)."""
+
+
+class GroupDestroyed(BaseModel):
+    """A merge group was merged, dequeued or invalidated (a pull request ahead of it failed or
+    left the queue): the run validating `head_sha`, if any, ends now."""
+
+    model_config = ConfigDict(frozen=True)
+
+    repository: str
+    installation_id: int | None
+    head_ref: str
+    head_sha: str
+    reason: str
+    """GitHub's: merged, invalidated or dequeued."""
+    delivery_id: str | None = None
 
 
 class Ignored(BaseModel):
@@ -130,7 +157,7 @@ class NeedsPullRequest(BaseModel):
     delivery_id: str | None = None
 
 
-Routed = Target | Ignored | NeedsPullRequest
+Routed = Target | Ignored | NeedsPullRequest | GroupDestroyed
 
 
 # --- The parts of payloads that are read. Strict: JSON has exact types, "2" is not a number.
@@ -254,6 +281,23 @@ class _CheckRunEvent(_Part):
     check_run: _CheckRun
     repository: _Repository
     installation: _Installation | None = None
+
+
+class _MergeGroup(_Part):
+    head_sha: str
+    head_ref: str
+    base_sha: str
+    base_ref: str
+
+
+class _MergeGroupEvent(_Part):
+    action: str
+    merge_group: _MergeGroup
+    repository: _Repository
+    installation: _Installation | None = None
+    sender: _User | None = None
+    # Only in `destroyed`: merged, invalidated or dequeued.
+    reason: str | None = None
 
 
 class _RequestedAction(_Part):
@@ -487,6 +531,51 @@ def _route_check_run(event: str, payload: dict[str, Any], delivery_id: str | Non
     )
 
 
+def queue_pull_number(head_ref: str) -> int | None:
+    """The pull request a merge queue's branch was made for (the last of its group), or None
+    when `head_ref` is not a `gh-readonly-queue/<base>/pr-<n>-<sha>` branch."""
+    found = _QUEUE_REF.fullmatch(head_ref.removeprefix("refs/heads/"))
+    return int(found["number"]) if found else None
+
+
+def _route_merge_group(event: str, payload: dict[str, Any], delivery_id: str | None) -> Routed:
+    """A merge queue asks for checks on a group (`checks_requested`), or drops one
+    (`destroyed`). The group's head, not any pull request's, gets the status: it is the commit
+    that lands on the base, so that is what is validated, against the group's base_sha."""
+    action = _parse(_Action, payload).action
+    if action not in ("checks_requested", "destroyed"):
+        return Ignored(reason=f"{event} action '{action}' needs no validation")
+    parsed = _parse(_MergeGroupEvent, payload)
+    group = parsed.merge_group
+    head_ref = group.head_ref.removeprefix("refs/heads/")
+    if action == "destroyed":
+        return GroupDestroyed(
+            repository=parsed.repository.full_name,
+            installation_id=_installation_id(parsed.installation),
+            head_ref=head_ref,
+            head_sha=group.head_sha,
+            reason=parsed.reason or "destroyed",
+            delivery_id=delivery_id,
+        )
+    return Target(
+        repository=parsed.repository.full_name,
+        installation_id=_installation_id(parsed.installation),
+        pr_number=None,
+        base_ref=group.base_ref.removeprefix("refs/heads/"),
+        head_ref=head_ref,
+        base_sha=group.base_sha,
+        head_sha=group.head_sha,
+        # The queue's branch lives in the repository itself, whoever wrote the changes.
+        head_repository=parsed.repository.full_name,
+        author=parsed.sender.login if parsed.sender else None,
+        author_association=None,
+        clone_url=parsed.repository.clone_url,
+        trigger=f"{event}.{action}",
+        merge_group=True,
+        delivery_id=delivery_id,
+    )
+
+
 def _command(body: str) -> Command | None:
     """The command on the comment's first line, e.g. "/gatekeeper run"; None if there is none."""
     lines = body.strip().splitlines()
@@ -527,6 +616,7 @@ _ROUTES: dict[str, Callable[[str, dict[str, Any], str | None], Routed]] = {
     "check_suite": _route_check_suite,
     "check_run": _route_check_run,
     "issue_comment": _route_issue_comment,
+    "merge_group": _route_merge_group,
 }
 
 
@@ -598,8 +688,12 @@ def check_branches(target: Target, branches: Branches) -> Target | Ignored:
     For merged targets the same holds for the pull request that was merged: only builders'
     merges into targets are re-validated. A push's base is unknown until its pull request is
     found, so only its head is checked here; the caller checks again after the lookup.
+
+    A merge group into a target branch is validated whatever its pull requests' branches: its
+    head is exactly what lands on the target, and a queue whose required check never reports
+    stalls until GitHub times the group out.
     """
-    if not is_builder(target.head_ref, branches):
+    if not target.merge_group and not is_builder(target.head_ref, branches):
         patterns = ", ".join(branches.builder) or "none configured"
         return Ignored(
             reason=f"head branch '{target.head_ref}' is not a builder branch ({patterns})"
@@ -614,12 +708,14 @@ def trusted(target: Target) -> bool:
     """The cheap first check, from the payload alone: may this code run without consent?
 
     True for a branch of the repository itself whose author GitHub reports as OWNER, MEMBER or
-    COLLABORATOR, and for merged targets (someone with write access merged them: the code is
-    the target branch's now). False does not mean untrusted: the caller then checks the
-    author's permission through the API, and failing that waits for a maintainer's
-    `/gatekeeper ok-to-test`. Forks are never trusted here, whoever opened them.
+    COLLABORATOR, for merged targets (someone with write access merged them: the code is
+    the target branch's now) and for merge groups (only people with write access can queue a
+    pull request, and the queue's branch is the repository's own). False does not mean
+    untrusted: the caller then checks the author's permission through the API, and failing
+    that waits for a maintainer's `/gatekeeper ok-to-test`. Forks are never trusted here,
+    whoever opened them.
     """
-    if target.merged:
+    if target.merged or target.merge_group:
         return True
     same_repository = target.head_repository.lower() == target.repository.lower()
     return same_repository and target.author_association in TRUSTED_ASSOCIATIONS

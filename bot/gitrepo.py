@@ -57,6 +57,30 @@ def resolve(repo: Path, ref: str) -> str:
     return proc.stdout.strip()
 
 
+@dataclass
+class ChainLink:
+    """A commit of a first-parent chain: how a merge queue stacks a group's pull requests."""
+
+    sha: str
+    parents: list[str]
+    subject: str
+
+
+def first_parents(repo: Path, base: str, head: str) -> list[ChainLink]:
+    """The commits from `base` (excluded) to `head` along first parents, oldest first: each is
+    one step of a merge queue's group (a merge commit whose second parent is the pull
+    request's head, or a squashed or rebased pull request's commit)."""
+    out = _git(
+        repo, "log", "--first-parent", "--reverse", "--format=%H%x1f%P%x1f%s", f"{base}..{head}"
+    ).stdout
+    links = []
+    for line in out.splitlines():
+        if line:
+            sha, parents, subject = line.split("\x1f", 2)
+            links.append(ChainLink(sha, parents.split(), subject))
+    return links
+
+
 def read_file(repo: Path, sha: str, path: str, limit: int = 1 << 20) -> str | None:
     """The file at `path` in `sha` (None if there is none), at most `limit` + 1 bytes of it:
     the caller's own size check then refuses it without this reading a giant blob whole.

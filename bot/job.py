@@ -5,6 +5,15 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 
+class BatchMember(BaseModel):
+    """One change of a batch: a pull request of a merge group, or a `--head` of the CLI."""
+
+    ref: str = Field(description="The builder branch (or the ref given on the command line).")
+    sha: str
+    pr_number: int | None = None
+    title: str | None = None
+
+
 class Job(BaseModel):
     repository: str = Field(description="owner/name on GitHub, or a local path.")
     base_ref: str
@@ -16,3 +25,8 @@ class Job(BaseModel):
     author: str | None = None
     trigger: str = "cli"
     policy_source: str = ""
+    batch: list[BatchMember] = Field(
+        default_factory=list,
+        description="The changes validated together, in merge order (a merge group's pull "
+        "requests, or several --head); head_sha is their combination. Empty for one change.",
+    )

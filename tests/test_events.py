@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from bot.events import (
+    GroupDestroyed,
     Ignored,
     NeedsPullRequest,
     PayloadError,
@@ -23,6 +24,7 @@ from bot.events import (
     check_branches,
     is_builder,
     is_target,
+    queue_pull_number,
     route,
     target_from_pull_request,
     to_job,
@@ -57,6 +59,25 @@ def _pr_target(trigger: str, **changes: Any) -> Target:
         "delivery_id": "delivery-1",
     }
     return Target(**{**fields, **changes})
+
+
+# Both merge_group examples: octo-org/octo-repo's queue on main, its last pull request #104.
+GROUP = Target(
+    repository="octo-org/octo-repo",
+    installation_id=1,
+    pr_number=None,
+    base_ref="main",
+    head_ref="gh-readonly-queue/main/pr-104-929f8209d40f77f4abc622a499c93a83babdbe64",
+    base_sha="380387fbc80638b734a49e1be1c4dfec1c01b33c",
+    head_sha="2ffea6db159f6b6c47a24e778fb9ef40cf6b1c7d",
+    head_repository="octo-org/octo-repo",
+    author="Codertocat",
+    author_association=None,
+    clone_url="https://github.com/octo-org/octo-repo.git",
+    trigger="merge_group.checks_requested",
+    merge_group=True,
+    delivery_id="delivery-1",
+)
 
 
 # Every fixture file and what route() makes of it. A new file fails
@@ -112,11 +133,9 @@ EXPECTED: dict[str, Target | Ignored | NeedsPullRequest] = {
         author_association=None,
         needs_pr_lookup=True,
     ),
-    # Merge queues are not validated yet: the App ignores the event, Actions fails on it.
-    "merge_group.checks_requested.json": Ignored(reason="unknown event 'merge_group'", known=False),
-    "merge_group.checks_requested.with-repository-properties.json": Ignored(
-        reason="unknown event 'merge_group'", known=False
-    ),
+    # A merge queue's group: its head (what lands on main) against its base, status on the head.
+    "merge_group.checks_requested.json": GROUP,
+    "merge_group.checks_requested.with-repository-properties.json": GROUP,
     "status.json": Ignored(reason="status events need no validation"),
     "workflow_dispatch.json": Ignored(reason="workflow_dispatch events need no validation"),
     "workflow_run.completed.with-pull-requests.json": Ignored(
@@ -550,3 +569,52 @@ def test_to_job() -> None:
     assert (job.base_ref, job.head_ref) == ("master", "builder/fix-1")
     assert (job.base_sha, job.head_sha) == ("b" * 40, PR_HEAD_SHA)
     assert (job.pr_number, job.author, job.trigger) == (2, "Codertocat", "pull_request.opened")
+
+
+# -- merge queues ---------------------------------------------------------------------------
+
+
+def test_a_destroyed_merge_group_asks_to_end_its_run() -> None:
+    """Derived: upstream has no `destroyed` example; the checks_requested one with GitHub's
+    `destroyed` action and its `reason`."""
+    payload = load("merge_group.checks_requested.json")
+    payload["action"], payload["reason"] = "destroyed", "dequeued"
+    assert route("merge_group", payload, "delivery-1") == GroupDestroyed(
+        repository="octo-org/octo-repo",
+        installation_id=1,
+        head_ref=GROUP.head_ref,
+        head_sha=GROUP.head_sha,
+        reason="dequeued",
+        delivery_id="delivery-1",
+    )
+
+
+def test_a_merge_group_without_its_head_sha_names_the_field() -> None:
+    payload = load("merge_group.checks_requested.json")
+    del payload["merge_group"]["head_sha"]
+    with pytest.raises(PayloadError, match=r"merge_group\.head_sha missing"):
+        route("merge_group", payload)
+
+
+def test_a_merge_group_into_a_target_is_work_whatever_its_branch_is_called() -> None:
+    """The queue's branch is no builder branch: the group is what lands on the target."""
+    branches = Branches(builder=["builder/*"], target=["main"])
+    assert check_branches(GROUP, branches) == GROUP
+    assert trusted(GROUP)
+    other = GROUP.model_copy(update={"base_ref": "release"})
+    assert check_branches(other, branches) == Ignored(
+        reason="base 'release' is not a target branch (main)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("ref", "number"),
+    [
+        ("gh-readonly-queue/main/pr-104-929f8209d40f77f4abc622a499c93a83babdbe64", 104),
+        ("refs/heads/gh-readonly-queue/release/v2/pr-7-" + "a" * 40, 7),
+        ("builder/pr-104-929f8209d40f77f4abc622a499c93a83babdbe64", None),
+        ("gh-readonly-queue/main/pr-104-929f82", None),
+    ],
+)
+def test_the_queue_branch_names_its_last_pull_request(ref: str, number: int | None) -> None:
+    assert queue_pull_number(ref) == number

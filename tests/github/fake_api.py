@@ -804,6 +804,49 @@ def list_pull_commits(call: Call) -> Reply:
     return paginate(call, [commit_json(call, repo, repo.git.commit(sha)) for sha in shas])
 
 
+def pull_simple_json(call: Call, repo: Repo, pull: Pull) -> dict[str, Any]:
+    """The `pull-request-simple` shape of list endpoints: the full object's fields it has."""
+    full = pull_json(call, repo, pull)
+    simple = call.spec.skeleton("pull-request-simple")
+    return deep_merge(simple, {key: value for key, value in full.items() if key in simple})
+
+
+@operation("pulls/list")
+def list_pulls(call: Call) -> Reply:
+    """Filtered as GitHub does: `state` (open, closed, all), `head` (owner:branch), `base`."""
+    repo = call.repo()
+    state = call.query.get("state", "open")
+    head = call.query.get("head")
+    base = call.query.get("base")
+    found = []
+    for pull in sorted(repo.pulls.values(), key=lambda p: -p.number):  # newest first
+        sync_pull(call.state, repo, pull)
+        head_repo = call.state.repo(pull.head_repo) or repo
+        if state != "all" and pull.state != state:
+            continue
+        if head and head != f"{head_repo.owner}:{pull.head}":
+            continue
+        if base and base != pull.base:
+            continue
+        found.append(pull_simple_json(call, repo, pull))
+    return paginate(call, found)
+
+
+@operation("repos/list-pull-requests-associated-with-commit")
+def list_pulls_of_commit(call: Call) -> Reply:
+    """The pull requests whose commits hold the SHA (open or not), and the merged one whose
+    merge commit it is, as GitHub lists them."""
+    repo = call.repo()
+    sha = _resolve_or_404(repo, call.params["commit_sha"])
+    found = []
+    for pull in sorted(repo.pulls.values(), key=lambda p: -p.number):
+        sync_pull(call.state, repo, pull)
+        holds = sha in repo.git.commits_between(pull.base_sha, pull.head_sha)
+        if holds or pull.merge_commit_sha == sha and pull.merged:
+            found.append(pull_simple_json(call, repo, pull))
+    return paginate(call, found)
+
+
 _REVIEW_STATES = {
     "APPROVE": "APPROVED",
     "REQUEST_CHANGES": "CHANGES_REQUESTED",
