@@ -13,6 +13,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from pglast import ast, enums, parse_sql
+from pglast.parser import ParseError
+
 from bot.lint.model import find_table, table_key
 from bot.verdict import Criterion, Disproved, Finding, Risk, RiskFactor, Status
 
@@ -186,7 +189,9 @@ def _reapply(seen: Observed) -> list[RiskFactor]:
 
 def _dropped(seen: Observed) -> list[RiskFactor]:
     """Data loss is critical only when rows were there to lose: declared in `tables:`, or in
-    the sandbox. A dropped object of unknown size is high (readers break), never critical."""
+    the sandbox. A dropped object of unknown size is high (readers break), never critical.
+    The schema diff shows a rename as removed + added: a RENAME statement makes it a rename."""
+    renames = _renames(seen.findings)
     out = []
     for line in seen.dropped:
         match = _DROPPED_LINE.match(line)
@@ -195,6 +200,18 @@ def _dropped(seen: Observed) -> list[RiskFactor]:
         more = " ..." if len(refs) > 5 else ""
         where = f"; the code still names it at {', '.join(refs[:5])}{more}" if refs else ""
         target = line.removeprefix("- ")
+        renamed = renames.get(table_key(name))
+        if kind in ("table", "column") and renamed is not None:
+            out.append(
+                RiskFactor(
+                    id="renamed",
+                    level=Risk.high,
+                    reason=f"{target} was renamed, not dropped ({renamed}): no rows lost, but "
+                    f"the release still running reads the old name{where}",
+                    location=name,
+                )
+            )
+            continue
         if kind in ("table", "column"):
             table = name if kind == "table" else name.rsplit(".", 1)[0]
             rows, declared = _size(seen, table)
@@ -221,6 +238,29 @@ def _dropped(seen: Observed) -> list[RiskFactor]:
                 location=name,
             )
         )
+    return out
+
+
+def _renames(findings: list[Finding]) -> dict[str, str]:
+    """Old name (`items`, `items.note`) -> where it was renamed, from the renaming rules'
+    findings (their statements, parsed again: the diff alone cannot tell a rename)."""
+    out = {}
+    for f in findings:
+        if f.rule not in ("renaming-column", "renaming-table") or not f.statement:
+            continue
+        try:
+            node = parse_sql(f.statement)[0].stmt
+        except (ParseError, IndexError):
+            continue
+        if not isinstance(node, ast.RenameStmt) or node.relation is None:
+            continue
+        table = table_key(
+            f"{node.relation.schemaname}.{node.relation.relname}"
+            if node.relation.schemaname
+            else node.relation.relname
+        )
+        column = node.renameType == enums.ObjectType.OBJECT_COLUMN
+        out[f"{table}.{node.subname}" if column else table] = f"RENAME at {f.file}:{f.line}"
     return out
 
 
@@ -300,8 +340,9 @@ def _findings(seen: Observed, findings: list[Finding]) -> list[RiskFactor]:
     """One factor per rule and table (per statement for findings about no table).
 
     A finding is at most high unless it is data loss by itself (TRUNCATE). A medium finding
-    about a lock (its cost is how long the lock is held) on a table of unknown size is low:
-    the size, not the statement, would make it more, and the factor names the entry to add.
+    about a lock on a table is low: its cost is how long the lock is held, and the linter
+    already raised rewrites and scans of tables declared over a million rows to high; what is
+    left is a brief lock, or one on a table of unknown size (the factor names the entry to add).
     """
     groups: dict[tuple[str, str], list[Finding]] = {}
     for f in findings:
@@ -313,9 +354,9 @@ def _findings(seen: Observed, findings: list[Finding]) -> list[RiskFactor]:
         level = first.level if rule in DATA_LOSS_RULES else min(first.level, Risk.high, key=_rank)
         reason = first.message
         if level is Risk.medium and first.lock and first.table:
+            level = Risk.low
             _, declared = _size(seen, first.table)
             if not declared:
-                level = Risk.low
                 reason += f" (size unknown: {_declare(first.table)} rates the lock)"
         if len(group) > 1:
             lines = ", ".join(str(f.line) for f in group if f.line)

@@ -158,3 +158,29 @@ def test_nothing_observed_is_low():
         [],
         "risk low: no factor raised it",
     )
+
+
+def test_a_medium_lock_finding_is_a_brief_lock_whatever_the_declared_size():
+    # ADD COLUMN without lock_timeout on a declared 2,000,000-row table: a catalog change.
+    timeout = finding("require-lock-timeout", Risk.medium, "items", lock="ACCESS EXCLUSIVE")
+    rating = assess(Observed(findings=[timeout], declared_rows={"items": 2_000_000}))
+    assert rating.level is Risk.low
+    assert "tables:" not in rating.factors[0].reason, "the size is declared: nothing to add"
+
+
+def test_a_renamed_column_is_not_data_loss():
+    rename = finding(
+        "renaming-column",
+        Risk.high,
+        statement="ALTER TABLE items RENAME COLUMN note TO description",
+        line=3,
+    )
+    seen = Observed(
+        dropped=["- column public.items.note text"],
+        declared_rows={"items": 1000},
+        findings=[rename],
+    )
+    rating = assess(seen)
+    assert rating.level is Risk.high
+    assert rating.factors[0].id == "renamed"
+    assert "renamed, not dropped (RENAME at m.sql:3)" in rating.factors[0].reason

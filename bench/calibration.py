@@ -1,0 +1,295 @@
+"""Calibration: the gate's decisions and levels against a maintainer's labels.
+
+Why: a gate that rejects healthy changes gets switched off, and one that approves harmful
+ones is worse than none. `tests/data/verdicts/` holds SQL-level cases, each labelled with the
+decision and risk level a careful maintainer would give it and one line of why, written before
+the gate was run on it. This runs every case through the real pipeline — a git repository per
+case (`main`: the base migrations; `builder/<case>`: the change), a directory-mode policy with
+no API, `bot.pipeline.validate` with the local PostgreSQL sandbox — and prints:
+
+- the confusion matrix of decisions (expected x got) and of levels,
+- the false approval rate (a case labelled review or reject that the gate approved),
+- the false reject rate (a case labelled approve that the gate rejected),
+- level agreement (the gate's level equals the label),
+
+against the targets: 0 false approvals, at most 1 in 20 healthy cases rejected, the level equal
+to the label in at least 9 of 10 cases.
+
+    .venv/bin/python bench/calibration.py [--case NAME ...]
+
+Exits 0 when every target is met, 1 when one is missed (each case that missed is listed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a clone: the gate's own package
+    sys.path.insert(0, str(ROOT))
+
+from bot.gitrepo import resolve  # noqa: E402
+from bot.job import Job  # noqa: E402
+from bot.pipeline import validate  # noqa: E402
+from bot.policy.loader import policy_at  # noqa: E402
+from bot.sandbox.local import for_policy  # noqa: E402
+
+CORPUS = ROOT / "tests" / "data" / "verdicts"
+DECISIONS = ("approve", "review", "reject")
+LEVELS = ("low", "medium", "high", "critical")
+# Targets (issue 16): no false approval, at most 1 in 20 healthy cases rejected, the level
+# equal to the label in at least 9 of 10 cases.
+MAX_FALSE_APPROVALS = 0
+MAX_FALSE_REJECT_RATE = 1 / 20
+MIN_LEVEL_AGREEMENT = 9 / 10
+_IDENTITY = ("-c", "user.name=calibration", "-c", "user.email=calibration@localhost")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One labelled change: the base migrations, the change's, and what a maintainer says."""
+
+    name: str
+    why: str
+    decision: str
+    level: str
+    base: list[str]
+    change: list[str]
+    # Replaces base migration files of the same position: an already-applied file edited.
+    edited_base: list[str] = field(default_factory=list)
+    tables: dict[str, int] = field(default_factory=dict)
+    reapply: bool = True
+
+    def policy(self) -> str:
+        """The directory-mode policy the case runs under (the defaults otherwise)."""
+        lines = [
+            "version: 1",
+            "migrations: {mode: directory, directory: migrations, "
+            f"reapply: {'true' if self.reapply else 'false'}}}",
+            "timeouts: {lock_timeout: 2s, statement_timeout: 20s}",
+        ]
+        if self.tables:
+            sizes = ", ".join(f"{t}: {{rows: {n}}}" for t, n in self.tables.items())
+            lines.append(f"tables: {{{sizes}}}")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    case: Case
+    decision: str
+    level: str | None
+    summary: str
+    seconds: float
+
+    @property
+    def false_approval(self) -> bool:
+        return self.decision == "approve" and self.case.decision != "approve"
+
+    @property
+    def false_reject(self) -> bool:
+        return self.decision == "reject" and self.case.decision == "approve"
+
+    @property
+    def level_agrees(self) -> bool:
+        return self.level == self.case.level
+
+
+def load_cases(corpus: Path = CORPUS, names: Iterable[str] = ()) -> list[Case]:
+    wanted = set(names)
+    cases = []
+    for path in sorted(corpus.glob("*.yml")):
+        if wanted and path.stem not in wanted:
+            continue
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        expect = data["expect"]
+        if expect["decision"] not in DECISIONS or expect["level"] not in LEVELS:
+            raise ValueError(f"{path}: expect needs a decision in {DECISIONS}, a level in {LEVELS}")
+        cases.append(
+            Case(
+                name=path.stem,
+                why=data["why"],
+                decision=expect["decision"],
+                level=expect["level"],
+                base=data["base"],
+                change=data.get("change") or [],
+                edited_base=data.get("edited_base") or [],
+                tables=data.get("tables") or {},
+                reapply=data.get("reapply", True),
+            )
+        )
+    missing = wanted - {c.name for c in cases}
+    if missing:
+        raise ValueError(f"no such case(s): {', '.join(sorted(missing))}")
+    return cases
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *_IDENTITY, *args], cwd=repo, check=True, capture_output=True)
+
+
+def _write(repo: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def build_repo(case: Case, root: Path) -> Path:
+    """`root`/<case>: `main` holds the policy and the base migrations (001, 002, ...);
+    `builder/<case>` adds the change's (101, 102, ...) and rewrites any edited base file."""
+    repo = root / case.name
+    repo.mkdir(parents=True)
+    _git(repo, "init", "-q", "-b", "main")
+    base = {f"migrations/{n:03d}_base.sql": sql for n, sql in enumerate(case.base, 1)}
+    _write(repo, {".github/gatekeeper.yml": case.policy(), **base})
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "base")
+    _git(repo, "checkout", "-qb", f"builder/{case.name}")
+    edited = {f"migrations/{n:03d}_base.sql": sql for n, sql in enumerate(case.edited_base, 1)}
+    change = {f"migrations/{100 + n:03d}_change.sql": sql for n, sql in enumerate(case.change, 1)}
+    _write(repo, {**edited, **change})
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", f"change: {case.name}")
+    return repo
+
+
+def run_case(case: Case, root: Path) -> Outcome:
+    """The case through the real pipeline, as `gatekeeper validate` would run it."""
+    started = time.monotonic()
+    repo = build_repo(case, root)
+    head = f"builder/{case.name}"
+    base_sha, head_sha = resolve(repo, "main"), resolve(repo, head)
+    with policy_at(repo, base_sha) as loaded:
+        job = Job(
+            repository=case.name,
+            base_ref="main",
+            head_ref=head,
+            base_sha=base_sha,
+            head_sha=head_sha,
+            trigger="calibration",
+            policy_source=loaded.source,
+        )
+        verdict = validate(job, repo, loaded, for_policy)
+    return Outcome(
+        case=case,
+        decision=verdict.decision.value,
+        level=verdict.risk.value if verdict.risk else None,
+        summary=verdict.summary,
+        seconds=time.monotonic() - started,
+    )
+
+
+def run_all(cases: list[Case]) -> list[Outcome]:
+    with tempfile.TemporaryDirectory(prefix="gatekeeper-calibration-") as tmp:
+        return [run_case(case, Path(tmp)) for case in cases]
+
+
+@dataclass(frozen=True)
+class Scores:
+    healthy: int
+    unhealthy: int
+    false_approvals: int
+    false_rejects: int
+    levels_agreeing: int
+    total: int
+
+    @property
+    def false_approval_rate(self) -> float:
+        return self.false_approvals / self.unhealthy if self.unhealthy else 0.0
+
+    @property
+    def false_reject_rate(self) -> float:
+        return self.false_rejects / self.healthy if self.healthy else 0.0
+
+    @property
+    def level_agreement(self) -> float:
+        return self.levels_agreeing / self.total if self.total else 0.0
+
+    @property
+    def met(self) -> bool:
+        return (
+            self.false_approvals <= MAX_FALSE_APPROVALS
+            and self.false_reject_rate <= MAX_FALSE_REJECT_RATE
+            and self.level_agreement >= MIN_LEVEL_AGREEMENT
+        )
+
+
+def score(outcomes: list[Outcome]) -> Scores:
+    healthy = sum(o.case.decision == "approve" for o in outcomes)
+    return Scores(
+        healthy=healthy,
+        unhealthy=len(outcomes) - healthy,
+        false_approvals=sum(o.false_approval for o in outcomes),
+        false_rejects=sum(o.false_reject for o in outcomes),
+        levels_agreeing=sum(o.level_agrees for o in outcomes),
+        total=len(outcomes),
+    )
+
+
+def matrix(pairs: Iterable[tuple[str, str]], labels: tuple[str, ...], title: str) -> str:
+    """Rows: expected; columns: what the gate said (anything outside `labels` in 'other')."""
+    counts = Counter(pairs)
+    got_labels = [*labels, "other"]
+    width = max(len(x) for x in [*got_labels, title]) + 2
+    lines = [title.ljust(width) + "".join(g.rjust(width) for g in got_labels)]
+    for expected in labels:
+        cells = [counts[(expected, g)] for g in labels]
+        cells.append(sum(n for (e, g), n in counts.items() if e == expected and g not in labels))
+        lines.append(expected.ljust(width) + "".join(str(n).rjust(width) for n in cells))
+    return "\n".join(lines)
+
+
+def render(outcomes: list[Outcome]) -> str:
+    s = score(outcomes)
+    seconds = sum(o.seconds for o in outcomes)
+    out = [
+        f"{len(outcomes)} cases ({s.healthy} labelled approve, {s.unhealthy} review or reject) "
+        f"in {seconds:.1f} s",
+        "",
+        matrix(((o.case.decision, o.decision) for o in outcomes), DECISIONS, "expected \\ got"),
+        "",
+        matrix(((o.case.level, o.level or "none") for o in outcomes), LEVELS, "level \\ got"),
+        "",
+        f"false approvals: {s.false_approvals}/{s.unhealthy} ({s.false_approval_rate:.0%}); "
+        f"target {MAX_FALSE_APPROVALS}",
+        f"false rejects:   {s.false_rejects}/{s.healthy} ({s.false_reject_rate:.0%}); "
+        f"target at most {MAX_FALSE_REJECT_RATE:.0%}",
+        f"level agreement: {s.levels_agreeing}/{s.total} ({s.level_agreement:.0%}); "
+        f"target at least {MIN_LEVEL_AGREEMENT:.0%}",
+        f"targets: {'met' if s.met else 'MISSED'}",
+    ]
+    misses = [o for o in outcomes if o.decision != o.case.decision or not o.level_agrees]
+    if misses:
+        out += ["", "cases that differ from their label:"]
+        for o in misses:
+            out.append(
+                f"- {o.case.name}: expected {o.case.decision} {o.case.level}, got "
+                f"{o.decision} {o.level} ({o.case.why})\n  gate: {o.summary}"
+            )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--case", action="append", default=[], help="run only this case")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("GIT_TERMINAL_PROMPT", "0")
+    outcomes = run_all(load_cases(names=args.case))
+    print(render(outcomes))
+    return 0 if score(outcomes).met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

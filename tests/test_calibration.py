@@ -1,0 +1,75 @@
+"""The calibration corpus (tests/data/verdicts/) through the real pipeline: every labelled
+case in its own git repository and PostgreSQL, held to the bench's targets — no false
+approval, at most 1 in 20 healthy cases rejected, the level equal to the label in 9 of 10.
+
+The whole corpus runs (about 50 s on 2 cores): a target measured on a sample is no target.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "calibration.py"
+
+
+def _bench() -> ModuleType:
+    """bench/ is scripts, not a package: load the calibration bench by path."""
+    spec = importlib.util.spec_from_file_location("calibration", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+calibration = _bench()
+
+
+def test_the_corpus_is_labelled_and_large_enough():
+    cases = calibration.load_cases()
+    assert len(cases) >= 20
+    healthy = [c for c in cases if c.decision == "approve"]
+    assert len(healthy) >= 10 and len(cases) - len(healthy) >= 10
+    assert all(c.why.strip() and c.base for c in cases)
+    # The human validator's LOW for the reference report's guarded start-up fix is a label.
+    reference = next(c for c in cases if c.name == "guarded-startup-ddl")
+    assert (reference.decision, reference.level) == ("approve", "low")
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> list:
+    root = tmp_path_factory.mktemp("calibration")
+    return [calibration.run_case(case, root) for case in calibration.load_cases()]
+
+
+def test_no_false_approval(outcomes):
+    assert [o.case.name for o in outcomes if o.false_approval] == []
+
+
+def test_the_targets_are_met(outcomes):
+    scores = calibration.score(outcomes)
+    assert scores.met, calibration.render(outcomes)
+    assert scores.false_reject_rate <= 1 / 20
+    assert scores.level_agreement >= 0.9
+
+
+def test_every_summary_names_the_factor_that_set_the_level(outcomes):
+    for o in outcomes:
+        assert f"risk {o.level} " in o.summary or f"risk {o.level}:" in o.summary, o.summary
+        assert " set by " in o.summary or "no factor raised it" in o.summary, o.summary
+
+
+def test_the_matrix_counts_expected_against_got():
+    text = calibration.matrix(
+        [("approve", "approve"), ("reject", "approve"), ("reject", "error")],
+        calibration.DECISIONS,
+        "expected \\ got",
+    )
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[1:]}
+    assert rows["approve"] == ["1", "0", "0", "0"]
+    assert rows["reject"] == ["1", "0", "0", "1"]
