@@ -7,19 +7,21 @@ Only what Actions adds is handled here:
 
 - `workflow_dispatch` (a person, or the service's dispatch mode) names the work in `inputs`
   (base_sha, head_sha, pr_number, run_id, merged...), not in a webhook shape;
-- `push` names no pull request: it is looked up through the API (with `GITHUB_TOKEN`);
+- `push` names no pull request: it is looked up through the API (with `GITHUB_TOKEN`), and
+  so are a `merge_group`'s pull requests, which its report lists (bot.pulls);
 - what the step hands back to the workflow: the report in `$GITHUB_STEP_SUMMARY`, outputs in
   `$GITHUB_OUTPUT`, `::error`/`::warning` annotations on migration lines, report.md and
   verdict.json in a directory for `actions/upload-artifact`, and the decision's exit code.
 
 Events that are not work end in `decision=skipped` and exit 0, because a required check that
 failed on every pull request the gate does not apply to would block all of them. An event
-Gatekeeper does not know (`merge_group`, for one) is an error (exit 2): its green job could
-stand for a validation nobody ran. The other exception fails closed (exit 2) too: an open,
-non-draft pull request from a builder branch into a target branch whose event did not run the
-gate (e.g. a workflow also triggered on `labeled`).
-Its job check would otherwise turn green over the verdict of the same commit, and branch
-protection reads the latest check of a name.
+Gatekeeper does not know (`deployment`, for one) is an error (exit 2): its green job could
+stand for a validation nobody ran. A `merge_group` is validated like the webhook's: its head
+against its base, with the status on the group's head. The other exception fails closed
+(exit 2) too: an open, non-draft pull request from a builder branch into a target branch
+whose event did not run the gate (e.g. a workflow also triggered on `labeled`). Its job check
+would otherwise turn green over the verdict of the same commit, and branch protection reads
+the latest check of a name.
 
 The step runs the change's code (build commands, the API under test), so the token is taken
 out of the environment before anything runs: child processes never inherit it.
@@ -34,9 +36,9 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
-from bot import events
+from bot import events, pulls
 from bot.github.limits import annotations, truncate_markdown, utf8_size
 from bot.gitrepo import GitError, resolve
 from bot.job import Job
@@ -126,13 +128,9 @@ class DispatchInputs:
 # -- lookups that need the API --------------------------------------------------------------
 
 
-class PullRequests(Protocol):
-    """The API reads some events need (a push names no pull request, a dispatch a number):
-    a `bot.github.client.GitHubClient`, or `_NoApi` when the step has no token."""
-
-    def pull_request(self, repo: str, number: int) -> dict[str, Any]: ...
-
-    def pulls_for_commit(self, repo: str, sha: str) -> list[dict[str, Any]]: ...
+# The API reads some events need (a push names no pull request, a dispatch a number, a merge
+# group several): a `bot.github.client.GitHubClient`, or `_NoApi` when the step has no token.
+PullRequests = pulls.PullRequests
 
 
 class _NoApi:
@@ -148,7 +146,7 @@ class _NoApi:
         raise self._refuse(f"pull request #{number} must be read")
 
     def pulls_for_commit(self, repo: str, sha: str) -> list[dict[str, Any]]:
-        raise self._refuse(f"a push of {sha[:7]} names no pull request")
+        raise self._refuse(f"the pull requests of {sha[:7]} must be looked up")
 
 
 # -- event -> Target ------------------------------------------------------------------------
@@ -209,6 +207,10 @@ def resolve_target(
         )
     if isinstance(routed, events.Target) and routed.needs_pr_lookup:
         return _push_target(routed, payload, lookups)
+    if isinstance(routed, events.GroupDestroyed):
+        # GitHub runs no workflow for it; a run still in progress is cancelled by the
+        # workflow's concurrency group, and the group will not merge.
+        return events.Ignored(reason=f"merge group {routed.head_ref} was {routed.reason}")
     return routed
 
 
@@ -522,6 +524,8 @@ def run_step(
             job = events.to_job(checked, base_sha).model_copy(
                 update={"policy_source": loaded.source}
             )
+            if checked.merge_group:
+                job.batch = pulls.group_members(repo, checked, lookups or _NoApi())
             if options.post and publisher_factory is not None:
                 publisher = publisher_factory(checked.repository, loaded)
                 publisher.pending(job.head_sha, "validating: merge, migrate, checks")

@@ -32,7 +32,7 @@ from procrastinate.exceptions import JobAborted
 from procrastinate.job_context import AbortReason
 from pydantic import SecretStr
 
-from bot import events, history, logs, metrics
+from bot import events, history, logs, metrics, pulls
 from bot.github.client import GitHubClient
 from bot.github.http import GitHubError
 from bot.github.publish import Publisher
@@ -44,7 +44,7 @@ from bot.queue import Transient
 from bot.report import render_markdown
 from bot.sandbox.select import factory
 from bot.settings import Settings
-from bot.store import Store
+from bot.store import ACTIVE, Store
 from bot.verdict import Decision, Verdict
 from bot.yamlfile import ConfigError
 
@@ -122,10 +122,13 @@ class Service:
             log.warning("run %s stays marked running until its retry: %s", run_id, exc)
 
     def _stopped(self, run_id: int) -> None:
-        """Asked to abort: a newer SHA superseded the run, or the watchdog ended it."""
+        """Asked to abort: a newer SHA superseded the run, the watchdog ended it, or its merge
+        group was destroyed (ended in the store by the webhook; posted here at once)."""
         run = self.store.run(run_id)
         if run["superseded_by"]:
             self._conclude(run, "superseded")
+        elif run["target"].get("cancelled"):
+            self.post(run_id)
 
     # -- one run -----------------------------------------------------------------------------
 
@@ -149,6 +152,13 @@ class Service:
         checked = events.check_branches(target, loaded.policy.branches)
         if isinstance(checked, events.Ignored):
             self._finish_quietly(run, checked.reason)
+            return
+        if target.merge_group and loaded.policy.runner == "actions":
+            self._finish_quietly(
+                run,
+                "runner: actions: the repository's workflow validates merge groups on its own "
+                "merge_group trigger",
+            )
             return
         options = {"review": loaded.policy.report.review, "labels": loaded.policy.report.labels}
         deadline = loaded.policy.timeouts.deadline
@@ -177,6 +187,8 @@ class Service:
         if check_run_id is None:
             check_run_id = publisher.start_check(target.head_sha)
             self.store.update(run["id"], check_run_id=check_run_id)
+            if self._ended_meanwhile(run["id"], target.head_sha, publisher, check_run_id):
+                return
         else:  # started before a retry or a wait for a resource: carried on
             publisher.resume_check(check_run_id)
         verdict = self._validate(target, stop, aborted)
@@ -198,6 +210,22 @@ class Service:
         )
         metrics.verdict(verdict)
 
+    def _ended_meanwhile(
+        self, run_id: int, sha: str, publisher: Publisher, check_run_id: int
+    ) -> bool:
+        """Whether the run ended (its merge group destroyed, the watchdog) while its check run
+        was being created. Its final status may have gone out before the check run's id was
+        recorded, so the check run is completed here the same way: never left in progress."""
+        now = self.store.run(run_id)
+        if now["state"] in ACTIVE:
+            return False
+        reason = now["detail"] or f"the run ended ({now['state']})"
+        if now["target"].get("cancelled"):
+            publisher.cancelled(sha, reason, check_run_id=check_run_id)
+        else:
+            publisher.error(sha, reason, check_run_id=check_run_id)
+        return True
+
     def _block(
         self, run: dict[str, Any], target: events.Target, publisher: Publisher, resource: str
     ) -> None:
@@ -216,6 +244,8 @@ class Service:
         data = run["target"]
         if data.get("kind") != "needs-pull-request":
             target = events.Target.model_validate(data)
+            if target.needs_pr_lookup:
+                return self._push(run, target)
             if target.author is None and target.pr_number is not None:
                 pull = self.github.for_installation(target.installation_id).pull_request(
                     target.repository, target.pr_number
@@ -248,6 +278,23 @@ class Service:
             return None
         if not self.store.resolve(run["id"], routed.model_dump(mode="json"), approved=True):
             return None  # a newer run of the pull request validates instead
+        return routed
+
+    def _push(self, run: dict[str, Any], push: events.Target) -> events.Target | None:
+        """A push to a branch is validated as its open pull request: the pull_request
+        delivery may never come (lost, or an App subscribed to pushes only). When it does come,
+        its run validates the commit and this one ends without a word (`Store.adopt`)."""
+        client = self.github.for_installation(push.installation_id)
+        routed = pulls.open_pull_of_push(push, client)
+        if isinstance(routed, events.Ignored):
+            self._finish_quietly(run, routed.reason)
+            return None
+        other = self.store.adopt(run["id"], routed.model_dump(mode="json"))
+        if other is not None:
+            self._finish_quietly(
+                run, f"#{routed.pr_number} at {routed.head_sha[:7]} is validated by run {other}"
+            )
+            return None
         return routed
 
     def _finish_quietly(self, run: dict[str, Any], reason: str) -> None:
@@ -284,7 +331,9 @@ class Service:
         target = events.Target.model_validate(run["target"])
         publisher = self._publisher(target, run["id"], run["publish"])
         sha, check_run_id = target.head_sha, run["check_run_id"]
-        if run["state"] == "superseded":
+        if run["target"].get("cancelled"):
+            publisher.cancelled(sha, run["detail"], check_run_id=check_run_id)
+        elif run["state"] == "superseded":
             publisher.superseded(sha, run["superseded_by"], check_run_id=check_run_id)
         elif run["state"] == "done" and run["verdict"] is not None:
             publisher.finish(
@@ -338,6 +387,9 @@ class Service:
             except GitError as exc:
                 raise RuntimeError(f"cannot validate: {exc}") from None
             job = events.to_job(target, base_sha)
+            if target.merge_group:
+                client = self.github.for_installation(target.installation_id)
+                job.batch = pulls.group_members(clone, target, client)
             with policy_at(clone, base_sha, self.settings.default_policy) as loaded:
                 job = job.model_copy(update={"policy_source": loaded.source})
                 return validate(

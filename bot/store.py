@@ -214,6 +214,44 @@ class Store:
             self._supersede_older(conn, run_id, target, target["head_sha"])
             return True
 
+    def adopt(self, run_id: int, target: dict[str, Any]) -> int | None:
+        """A push's run now knows its open pull request (`target`). Returns the id of another
+        run of that pull request at the same head SHA (its pull_request delivery's): this one
+        then validates nothing, one commit gets one validation. Else None: the run becomes the
+        pull request's, superseding its older runs as an accepted delivery would."""
+        with self.connect() as conn, conn.transaction():
+            _lock_pull_request(conn, target)
+            other = conn.execute(
+                "SELECT id FROM gatekeeper.runs WHERE repository = %s AND pr_number = %s"
+                " AND head_sha = %s AND id <> %s AND state <> 'ignored' ORDER BY id DESC LIMIT 1",
+                (target["repository"], target["pr_number"], target["head_sha"], run_id),
+            ).fetchone()
+            if other is not None:
+                return int(other["id"])
+            conn.execute(
+                "UPDATE gatekeeper.runs SET target = %s, pr_number = %s WHERE id = %s",
+                (Jsonb(target), target["pr_number"], run_id),
+            )
+            self._supersede_older(conn, run_id, target, target["head_sha"])
+            return None
+
+    def cancel_group(self, repository: str, head_sha: str, detail: str) -> list[int]:
+        """End the active runs of the merge group whose head is `head_sha`, in `error` with
+        `detail`, their final status owed (`post`, or the sweep, posts it: never left
+        pending); running ones are asked to abort. Returns their ids."""
+        with self.connect() as conn, conn.transaction():
+            ended = conn.execute(
+                "UPDATE gatekeeper.runs SET state = 'error', detail = %s, finished_at = now(),"
+                " unposted = true, target = target || '{\"cancelled\": true}'::jsonb"
+                " WHERE repository = %s AND head_sha = %s AND state = ANY(%s)"
+                " AND (target ->> 'merge_group') = 'true' RETURNING id, job_id",
+                (detail, repository, head_sha, list(ACTIVE)),
+            ).fetchall()
+            for row in ended:
+                if row["job_id"] is not None:
+                    self.jobs.cancel(conn, row["job_id"])
+        return [int(row["id"]) for row in ended]
+
     def _supersede_older(
         self, conn: psycopg.Connection[Any], run_id: int, target: dict[str, Any], head_sha: str
     ) -> None:

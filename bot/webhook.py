@@ -191,11 +191,8 @@ def _record(service: Service, event: str, delivery: str, payload: dict[str, Any]
         routed = events.route(event, payload, delivery)
     except events.PayloadError as exc:
         raise PayloadRefused(f"malformed {event} payload: {exc}") from None
-    if isinstance(routed, events.Target) and routed.needs_pr_lookup:
-        routed = events.Ignored(
-            reason="a push to a pull request's branch is validated through its "
-            "pull_request.synchronize delivery"
-        )
+    if isinstance(routed, events.GroupDestroyed):
+        return _destroyed(service, event, action, delivery, routed)
     if isinstance(routed, events.Ignored):
         fresh = service.store.record_delivery(delivery, event, action, "ignored", routed.reason)
         metrics.delivery(event, "ignored" if fresh else "duplicate")
@@ -221,6 +218,23 @@ def _record(service: Service, event: str, delivery: str, payload: dict[str, Any]
     metrics.delivery(event, "accepted")
     log.info("accepted %s.%s as run %s", event, action or "-", run_id)
     return JSONResponse({"message": "accepted", "run": run_id}, status_code=202)
+
+
+def _destroyed(
+    service: Service, event: str, action: str | None, delivery: str, gone: events.GroupDestroyed
+) -> JSONResponse:
+    """A merge group GitHub dropped: its run ends now, in the store only (the worker, or the
+    sweep for a run no worker holds, posts the final status: nothing slow happens here).
+    Ending comes before recording the delivery: a redelivery after a failure in between ends
+    nothing twice, where the other order could record a delivery that ended nothing."""
+    detail = f"the merge group was destroyed ({gone.reason})"
+    ended = service.store.cancel_group(gone.repository, gone.head_sha, detail)
+    if not service.store.record_delivery(delivery, event, action, "cancelled", gone.reason):
+        metrics.delivery(event, "duplicate")
+        return _answer(200, "duplicate delivery")
+    metrics.delivery(event, "accepted")
+    log.info("merge group %s destroyed (%s): runs %s end", gone.head_ref, gone.reason, ended)
+    return JSONResponse({"message": f"cancelled: {detail}", "runs": ended}, status_code=200)
 
 
 def _signed(secret: bytes, body: bytes, header: str) -> bool:

@@ -9,12 +9,14 @@ What each outcome looks like (branch protection can require the status, the chec
 | reject     | failure                        | failure              | REQUEST_CHANGES         |
 | error      | error                          | failure              | own approvals dismissed |
 | superseded | error, "superseded by abc1234" | cancelled            | —                       |
+| cancelled  | error, "cancelled · dequeued"  | cancelled            | —                       |
 
 `neutral` and `skipped` are never used: branch protection counts them as passing, which would
 turn an undecided run into an approval. `action_required` fails a required check like `failure`
 does, but reads as "a person has to act", which is what `review` means. A superseded run ends
 in `error` rather than `success` so that it can never look like an approval, and never stays
-pending. A `review` decision requests changes rather than commenting, because a comment would
+pending; so does a merge group's run GitHub cancelled by destroying the group. A `review`
+decision requests changes rather than commenting, because a comment would
 leave an earlier approval by the bot standing; the maintainer who reviews dismisses it.
 
 Failure policy: the commit status and the check run are the gate, written first, and a failure
@@ -239,6 +241,13 @@ class Publisher:
             }
         if check_run_id is not None or sha in self._started:
             self._complete(sha, check_run_id, "cancelled", output)
+
+    def cancelled(self, sha: str, reason: str, check_run_id: int | None = None) -> None:
+        """A merge group GitHub destroyed (dequeued, invalidated) before its run ended: a
+        final status that is no approval (`error`) and a cancelled check run, never pending."""
+        self._status(sha, "error", f"cancelled · {reason}")
+        output = {"title": fit_line(f"Cancelled: {reason}"), "summary": reason}
+        self._complete(sha, check_run_id, "cancelled", output)
 
     # -- gate writes ---------------------------------------------------------------------------
 
