@@ -291,11 +291,14 @@ class ContainersSandbox(Sandbox):
             self._api_database_url = self.app_database_url
         elif self.isolated:
             # The change's URL is the namespace's loopback; the gate's goes through a relay.
-            self._run_database(reference, _DB_PORT, deadline)
-            gate = self._relay(_DB_PORT).port
+            # One loopback for every container: the database keeps off the others' ports.
+            taken = {self.settings.api.port, *(p for s in self.settings.services for p in s.ports)}
+            port = next(p for p in range(_DB_PORT, 65536) if p not in taken)
+            self._run_database(reference, port, deadline)
+            gate = self._relay(port).port
             self.database_url = self._url(HOST, gate)
             self._gate_app_url = self._url(HOST, gate, APP_ROLE)
-            self.app_database_url = self._url(HOST, _DB_PORT, APP_ROLE)
+            self.app_database_url = self._url(HOST, port, APP_ROLE)
             self._api_database_url = self.app_database_url
         else:
             self._run_database(reference, _DB_PORT, deadline)
@@ -519,6 +522,11 @@ class ContainersSandbox(Sandbox):
         if self.host_network and _PORT_IN_USE.search(tail):
             message += f" (its port was in use: does it listen on ${spec.port_env}?)"
             raise _PortTaken(ApiStartError(message, tail, returncode))
+        if self.isolated and _PORT_IN_USE.search(tail):
+            message += (
+                f" (its port was in use: with network: isolated the API shares one loopback "
+                f"with the services; containers.api.port is {port})"
+            )
         raise ApiStartError(message, tail, returncode)
 
     def _wait_for_health(self, container: DockerContainer, url: str, timeout: float) -> str | None:

@@ -580,6 +580,23 @@ def test_isolated_containers_reach_their_database_and_nothing_beyond(app: Path, 
 
 
 @needs_engine
+@needs_isolation
+def test_isolated_database_keeps_off_the_ports_of_services(run_id: str):
+    """Every container of an isolated run shares one loopback: a service on PostgreSQL's
+    port moves the database to the next free one, and both answer."""
+    service = ContainerService(
+        name="other",
+        image=PYTHON_IMAGE,
+        command=["python3", "-m", "http.server", "5432", "--bind", "127.0.0.1"],
+        ports=[5432],
+    )
+    settings_ = settings(network="isolated", services=[service])
+    with ContainersSandbox(settings_, run_id=run_id) as sandbox:
+        assert urlsplit(sandbox.app_database_url).port == 5433
+        assert sandbox.psql("SELECT current_setting('port') AS port") == [{"port": "5433"}]
+
+
+@needs_engine
 def test_open_network_modes_say_the_network_is_not_isolated(run_id: str):
     with ContainersSandbox(settings(network=OPEN_NETWORK), run_id=run_id) as sandbox:
         assert sandbox.netns is None
