@@ -92,6 +92,8 @@ class Outcome:
     level: str | None
     summary: str
     seconds: float
+    # Rules whose findings the run disproved (a re-run claim when the re-apply passed).
+    disproved: tuple[str, ...] = ()
 
     @property
     def false_approval(self) -> bool:
@@ -188,6 +190,7 @@ def run_case(case: Case, root: Path) -> Outcome:
         level=verdict.risk.value if verdict.risk else None,
         summary=verdict.summary,
         seconds=time.monotonic() - started,
+        disproved=tuple(d.finding.rule for d in verdict.disproved),
     )
 
 

@@ -64,6 +64,12 @@ def test_every_summary_names_the_factor_that_set_the_level(outcomes):
         assert " set by " in o.summary or "no factor raised it" in o.summary, o.summary
 
 
+def test_a_rerun_claim_the_reapply_contradicts_is_disproved(outcomes):
+    (renamed,) = [o for o in outcomes if o.case.name == "rename-index-if-exists"]
+    assert renamed.disproved == ("prefer-robust-stmts",)
+    assert (renamed.decision, renamed.level) == ("approve", "low")
+
+
 def test_the_matrix_counts_expected_against_got():
     text = calibration.matrix(
         [("approve", "approve"), ("reject", "approve"), ("reject", "error")],
