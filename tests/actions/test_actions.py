@@ -29,6 +29,7 @@ from bot.demo import load_builder
 from bot.resources import data_path
 from bot.verdict import Decision, Finding, Risk, Verdict
 from tests.github.conftest import POLICY, REPO, commit_all
+from tests.github.test_merge_queue import ADD_CODE_TEXT, group_event, serve_group
 from tests.github.test_service import (  # the same service the App tests use
     Running,
     make_service,
@@ -516,16 +517,42 @@ def test_an_event_that_skips_the_gate_on_a_builder_pull_request_fails_closed(tmp
 
 
 def test_an_event_the_gate_does_not_know_fails_instead_of_passing(tmp_path, repo):
-    """A workflow triggered on `merge_group`: a green job would pass a merge group nobody
-    validated, so the step ends in an error that says so (the real payload)."""
+    """A workflow triggered on `deployment`: a green job would pass as a validation nobody
+    ran, so the step ends in an error that says so."""
     workspace = checkout(repo, tmp_path / "workspace")
-    step = run_step(
-        tmp_path / "step", workspace, "merge_group", payload("merge_group.checks_requested")
-    )
+    step = run_step(tmp_path / "step", workspace, "deployment", payload("ping"))
     assert step.code == 2, step.proc.stderr
     assert step.outputs["decision"] == "error"
-    assert "unknown event 'merge_group'" in step.outputs["reason"]
+    assert "unknown event 'deployment'" in step.outputs["reason"]
     assert "remove the event from the workflow's triggers" in step.outputs["reason"]
+
+
+def test_a_merge_group_is_validated_and_reported_on_its_head(fake_github, repo, tmp_path):
+    """The real merge_group payload on a queue branch of two builder fixes: the step
+    validates the group's head against its base and posts on the head."""
+    fake = fake_github
+    base, head, ref = serve_group(
+        fake,
+        repo,
+        {"builder/add-name": {}, "builder/add-code": {"migrations/003_code.sql": ADD_CODE_TEXT}},
+    )
+    event = group_event(fake, base, head, ref)
+    event.pop("installation")  # Actions payloads carry none
+    workspace = checkout(repo, tmp_path / "workspace")
+    api = {"GITHUB_TOKEN": fake.issue_token(), "GITHUB_API_URL": fake.url}
+    step = run_step(tmp_path / "step", workspace, "merge_group", event, "--post", env=api)
+    assert step.code == 0, step.proc.stderr
+    assert step.outputs["decision"] == "approve"
+    assert [s["state"] for s in fake.statuses(REPO, head)] == ["pending", "success"]
+    (check,) = fake.check_runs(REPO)
+    assert check.data["head_sha"] == head and check.data["conclusion"] == "success"
+    job = json.loads((step.out / "verdict.json").read_text())["job"]
+    assert (job["base_sha"], job["head_sha"]) == (base, head)
+    assert [m["pr_number"] for m in job["batch"]] == [7, 8]
+    assert "merged in this order: #7 **builder/add-name**" in step.summary
+    # The group's pull requests are read through the API: without a token, say how to pass it.
+    step = run_step(tmp_path / "no-token", workspace, "merge_group", event)
+    assert step.code == 2 and "GITHUB_TOKEN" in step.outputs["reason"]
 
 
 def test_a_shallow_checkout_is_an_error_that_says_fetch_depth_0(tmp_path, repo):

@@ -167,3 +167,14 @@ def test_the_action_installs_from_its_own_path_and_exposes_the_decision():
     assert 'pip install --quiet "$GITHUB_ACTION_PATH"' in run
     assert '--github-event "$GITHUB_EVENT_PATH"' in run
     assert "${{" not in run  # inputs reach the shell through env, never spliced into it
+
+
+def test_the_pull_request_template_reports_on_merge_groups():
+    """A merge queue waits for the required status on each group: the template triggers on
+    merge_group, runs each group once (its own queue branch) and posts on it."""
+    path = ROOT / "workflows" / "gatekeeper-pr.yml"
+    data = load(path)
+    assert data["on"]["merge_group"] == {"types": ["checks_requested"]}
+    assert "github.event.merge_group.head_ref" in data["concurrency"]["group"]
+    (gate,) = [s for s in steps(path) if "/gatekeeper@" in str(s.get("uses", ""))]
+    assert "github.event_name == 'merge_group'" in gate["with"]["post"]
