@@ -26,7 +26,7 @@ from bot import demo as demo_module
 from bot import history
 from bot.actions import DEFAULT_OUT, StepOptions, policy_for
 from bot.gitrepo import GitError, resolve
-from bot.job import Job
+from bot.job import BatchMember, Job
 from bot.pipeline import validate as run_validation
 from bot.policy import LoadedPolicy, Policy, load_policy
 from bot.report import write_outputs
@@ -74,9 +74,11 @@ def validate(
         str | None, typer.Option(help="Target branch or commit (default: main).")
     ] = None,
     head: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            help="Builder branch or commit to validate (required without --github-event)."
+            help="Builder branch or commit to validate (required without --github-event). "
+            "Repeat it to validate a batch: the heads merged in order onto the base, and when "
+            "the batch is rejected, the head that breaks it named."
         ),
     ] = None,
     policy: Annotated[
@@ -134,7 +136,7 @@ def validate(
     if sandbox is not None and sandbox not in KINDS:
         fail(f"unknown sandbox '{sandbox}': use --sandbox {' or --sandbox '.join(KINDS)}")
     if github_event is not None:
-        if base is not None or head is not None:
+        if base is not None or head:
             fail("--base and --head come from the event with --github-event; drop them")
         code = _validate_github_event(
             StepOptions(
@@ -153,12 +155,15 @@ def validate(
         raise typer.Exit(code)
     if post:
         fail("--post needs --github-event (the pull request to post on comes from the event)")
-    if head is None:
+    if not head:
         fail("missing option '--head' (or give --github-event)")
+    if len(set(head)) < len(head):
+        fail("the same --head is given twice: a batch merges each branch once")
     base = base or "main"
     repo = repo.resolve()
     try:
-        base_sha, head_sha = resolve(repo, base), resolve(repo, head)
+        base_sha = resolve(repo, base)
+        heads = [BatchMember(ref=ref, sha=resolve(repo, ref)) for ref in head]
     except GitError as exc:
         fail(str(exc))
     try:
@@ -166,19 +171,41 @@ def validate(
             job = Job(
                 repository=str(repo),
                 base_ref=base,
-                head_ref=head,
+                head_ref=heads[0].ref,
                 base_sha=base_sha,
-                head_sha=head_sha,
+                head_sha=heads[0].sha,
                 policy_source=loaded.source,
             )
             kind = kind_of(loaded, sandbox)
             if kind == "containers":
                 require_engine()
-            verdict = run_job(job, repo, loaded, sandbox=kind)
+            if len(heads) == 1:
+                verdict = run_job(job, repo, loaded, sandbox=kind)
+            else:
+                verdict = _validate_batch(job, heads, repo, loaded, kind)
     except ConfigError as exc:
         fail(str(exc))
     emit(verdict, out, as_json)
     raise typer.Exit(verdict.exit_code)
+
+
+def _validate_batch(
+    job: Job, heads: list[BatchMember], repo: Path, loaded: LoadedPolicy, sandbox: str
+) -> Verdict:
+    """The heads merged in order, validated as one Job; a rejected batch is searched for the
+    head that breaks it (bot.batch), named first among the verdict's reasons."""
+    from bot.batch import Batch, find_culprit, with_culprit
+
+    def validate(one: Job, where: Path) -> Verdict:
+        return run_job(one, where, loaded, sandbox=sandbox)
+
+    with Batch(repo, job, heads) as batch:
+        verdict = validate(batch.job(), batch.clone)
+        if verdict.decision is not Decision.reject:
+            return verdict
+        err.print("[yellow]the batch is rejected: looking for the head that breaks it[/]")
+        found = find_culprit(batch, validate, verdict)
+    return with_culprit(verdict, found)
 
 
 def _validate_github_event(options: StepOptions, as_json: bool, sandbox: str | None) -> int:

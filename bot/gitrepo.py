@@ -167,6 +167,8 @@ class Merge:
     ok: bool
     sha: str | None
     conflicts: list[str]
+    at: int | None = None
+    """`merge_sequence`: the index of the head that did not merge onto those before it."""
 
 
 class Scratch:
@@ -202,6 +204,19 @@ class Scratch:
         message = f"gatekeeper: merge {head[:12]} into {base[:12]}"
         commit = _git(self.clone, "commit-tree", lines[0], "-p", base, "-p", head, "-m", message)
         return Merge(True, commit.stdout.strip(), [])
+
+    def merge_sequence(self, base: str, heads: list[str]) -> Merge:
+        """Merge `heads` one after the other onto `base`, as a merge queue does: each onto the
+        merge of those before it. On a conflict, `at` names the head that did not merge (the
+        pair is that head and the ones before it); the result of a clean run is the last merge
+        commit, whose first-parent chain has one merge per head."""
+        current = base
+        for index, head in enumerate(heads):
+            merged = self.merge(current, head)
+            if not merged.ok or merged.sha is None:
+                return Merge(False, None, merged.conflicts, at=index)
+            current = merged.sha
+        return Merge(True, current, [])
 
     def private_dirs(self) -> tuple[Path, Path]:
         """A HOME and a TMPDIR for the change's processes, removed with the clone."""
