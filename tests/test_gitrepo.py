@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.gitrepo import GitError, Scratch, extract, read_file, resolve
+from bot.gitrepo import GitError, Scratch, extract, first_parents, read_file, resolve
 from tests.helpers import git
 
 
@@ -102,3 +102,17 @@ def test_read_file_keeps_bytes_that_are_not_utf8_and_stops_at_the_limit(repo):
     assert read_file(repo, sha, "latin1.yml") == "name: caf\udce9\n"
     assert read_file(repo, sha, "big.txt", limit=100) == "x" * 101
     assert read_file(repo, sha, "missing.yml") is None
+
+
+def test_a_sequence_merges_each_head_onto_those_before_it(repo):
+    """builder/ok merges onto base; builder/clash then conflicts with main's a.txt: `at`
+    names it (the second head), and a clean sequence is a first-parent chain of merges."""
+    base = resolve(repo, "main")
+    ok, clash = resolve(repo, "builder/ok"), resolve(repo, "builder/clash")
+    with Scratch(repo) as scratch:
+        clean = scratch.merge_sequence(base, [ok])
+        assert clean.ok and clean.at is None and clean.sha
+        chain = first_parents(scratch.clone, base, clean.sha)
+        assert [link.parents for link in chain] == [[base, ok]]
+        broken = scratch.merge_sequence(base, [ok, clash])
+    assert not broken.ok and broken.at == 1 and broken.conflicts == ["a.txt"]
