@@ -325,13 +325,26 @@ def demo(
         str,
         typer.Option(help="local (processes) or containers (the demo API's Dockerfile)."),
     ] = "local",
+    target: Annotated[
+        list[str] | None,
+        typer.Option(help="Only this example target (repeatable): sessions-api, items-api."),
+    ] = None,
 ) -> None:
-    """Build the demo repository, validate every builder fix, and compare with expectations."""
+    """Build the example repositories, validate every builder fix, compare with expectations."""
     if sandbox not in KINDS:
         fail(f"unknown sandbox '{sandbox}': use --sandbox {' or --sandbox '.join(KINDS)}")
+    unknown = [name for name in target or () if name not in demo_module.TARGETS]
+    if unknown:
+        fail(f"unknown target '{unknown[0]}': use {' or '.join(demo_module.TARGETS)}")
     if sandbox == "containers":
         require_engine()
-    code = demo_module.run(out.resolve(), as_json=as_json, console=err, sandbox=sandbox)
+    code = demo_module.run(
+        out.resolve(),
+        as_json=as_json,
+        console=err,
+        sandbox=sandbox,
+        targets=tuple(dict.fromkeys(target or demo_module.TARGETS)),
+    )
     raise typer.Exit(code)
 
 

@@ -22,22 +22,23 @@ from typing import Any, NoReturn
 import psycopg
 from psycopg.sql import SQL, Identifier
 
-from bot import ddl, masking, rollback, schema, shell, sqllog
-from bot.auth import auth_headers
+from bot import ddl, masking, replay, rollback, schema, shell, sqllog
+from bot.auth import Credentials
+from bot.buildcache import BuildCache
 from bot.decision import decide, is_required, root_cause
 from bot.gitrepo import Scratch
 from bot.job import Job
 from bot.lint import LintOptions, lint_sql
 from bot.lint.model import table_key
 from bot.locks import LockMonitor, ObservedLock, lock_strength
-from bot.migrations import MigrationFailed, Migrator
+from bot.migrations import MigrationFailed, Migrator, TwoHeads
 from bot.policy import LoadedPolicy, api_env, duration_seconds
 from bot.risk import Observed, assess
 from bot.sandbox import ApiSpec, ApiStartError, Sandbox, SandboxError, confine, environment
 from bot.sandbox.base import BuildFailed
 from bot.sandbox.postgres import APP_ROLE
 from bot.scenario import RunContext, StepResult, SuiteResult, load_suites, run_suite
-from bot.verdict import Criterion, Decision, Finding, Stage, Status, Verdict
+from bot.verdict import Criterion, Decision, Finding, Risk, Stage, Status, Verdict
 from bot.yamlfile import ConfigError
 
 Progress = Callable[[str], None]
@@ -129,6 +130,7 @@ class _Run:
         self.locks: list[ObservedLock] = []
         self.scratch: Scratch | None = None
         self.child_env: dict[str, str] = {}  # what the change's commands get (environment.py)
+        self.variables: dict[str, str] = {}  # passed by the operator (GATEKEEPER_PASS_ENV)
         self.confinement = confine.NOT_ISOLATED
         self.started = time.monotonic()
         self.deadline = self.started + self.policy.timeouts.run
@@ -176,8 +178,16 @@ class _Run:
             suites = load_suites(self.loaded.suite_paths())
             # The policy reads only what the operator passes (GATEKEEPER_PASS_ENV).
             variables = environment.passed(self.environ)
-            headers = auth_headers(self.policy.auth, self.loaded.source, variables)
-            env = api_env(self.loaded, variables)
+            # A login's ${NAME}: the passed variables and api.env (its database parts empty).
+            headers = Credentials(
+                self.policy.auth,
+                self.loaded.source,
+                {**variables, **api_env(self.loaded, {**variables, **environment.database("")})},
+            )
+            # Checked now, so a wrong name fails before anything runs; expanded for real
+            # once the sandbox's database exists (${DB_HOST} …).
+            api_env(self.loaded, {**variables, **environment.database("")})
+            self.variables = variables
             confine.sweep()
             with (
                 Scratch(self.repo) as scratch,
@@ -185,8 +195,7 @@ class _Run:
                 self._watch(),
             ):
                 self.evidence["isolation"] = self.confinement.note
-                self.child_env = {**environment.base(*scratch.private_dirs()), **env}
-                self._in_scratch(scratch, suites, headers, env)
+                self._in_scratch(scratch, suites, headers)
         except Aborted:
             pass
         except Cancelled:
@@ -237,9 +246,7 @@ class _Run:
             done.set()
             watcher.join()
 
-    def _in_scratch(
-        self, scratch: Scratch, suites: list, headers: dict[str, str], env: dict[str, str]
-    ) -> None:
+    def _in_scratch(self, scratch: Scratch, suites: list, headers: Credentials) -> None:
         job = self.job
         self.scratch = scratch
         with self.stage("merge"):
@@ -276,33 +283,6 @@ class _Run:
             head_dir = scratch.checkout(merge.sha, "merge")
             self.confinement.give(base_dir, head_dir, *scratch.private_dirs())
 
-        with self.stage("build"):
-            builds = self._build(head_dir, "merge")
-            ok = all(b["exit"] == 0 for b in builds)
-            failed = next((b for b in builds if b["exit"] != 0), None)
-            self.criterion(
-                "build",
-                "the merge result builds",
-                ok,
-                f"{len(builds)} command(s) ran"
-                if ok
-                else f"`{failed['command']}` exited {failed['exit']}:\n{failed['tail']}",
-                gate=True,
-            )
-            if not ok:
-                self._skip_all(suites, "not run: the build failed")
-                raise Aborted
-            if self.policy.migrations.mode == "startup":
-                # The base branch's API must run to create the base schema: build it too.
-                base_builds = self._build(base_dir, "base")
-                broken = next((b for b in base_builds if b["exit"] != 0), None)
-                if broken:
-                    raise Infrastructure(
-                        f"the base branch does not build (`{broken['command']}` exited "
-                        f"{broken['exit']}): no baseline to compare against",
-                        broken["tail"],
-                    )
-
         with ExitStack() as stack:
             with self.stage("sandbox"):
                 sandbox = self.sandbox = self.sandbox_factory(self.loaded)
@@ -310,7 +290,20 @@ class _Run:
                     sandbox.netns = self.confinement.netns
                 stack.enter_context(sandbox)
                 self.evidence["isolation"] += sandbox.network_note
+                env = self._environment(sandbox, scratch)
+            with self.stage("build"):
+                self._build_both(base_dir, head_dir, suites)
             self._in_sandbox(sandbox, base_dir, head_dir, suites, headers, env, changed)
+
+    def _environment(self, sandbox: Sandbox, scratch: Scratch) -> dict[str, str]:
+        """What the change's build, migration, seed and API commands all get: the scratch
+        HOME and TMPDIR, the database in parts (${DB_HOST} …) and the policy's api.env
+        expanded with them. Returns the API's own variables (the containers sandbox passes
+        them into its container)."""
+        database = environment.database(sandbox.app_database_url)
+        env = {**database, **api_env(self.loaded, {**self.variables, **database})}
+        self.child_env = {**environment.base(*scratch.private_dirs()), **env}
+        return env
 
     # -- inside the sandbox ------------------------------------------------------------------
 
@@ -337,12 +330,33 @@ class _Run:
                     ) from None
                 base_log = sandbox.logs("database", base_log_mark)
 
+            if policy.seed.commands or policy.seed.sql:
+                with self.stage("seed"):
+                    try:
+                        migrator.seed(base_dir)
+                    except MigrationFailed as exc:
+                        raise Infrastructure(
+                            f"the seed failed on the base branch: {exc}; no baseline to "
+                            "compare against",
+                            exc.log_tail,
+                        ) from None
+
             with self.stage("base checks"):
                 self._baseline(sandbox, migrator, base_dir, suites, headers)
                 sandbox.stop_api()
                 base_mark = ddl.mark(conn)
                 before = schema.snapshot(conn)
                 stats_before = schema.table_stats(conn)
+
+            replay_db = self._replay_database(sandbox, migrator)
+            if replay_db:
+                with self.stage("clone base"):
+                    # A template must have no session: the gate's own close first.
+                    conn.close()
+                    migrator.close()
+                    sandbox.close_connection()
+                    replay.clone(sandbox.database_url, policy.database.name, replay_db, APP_ROLE)
+                    conn = psycopg.connect(sandbox.database_url, autocommit=True)
 
             with self.stage("migrate"):
                 db_mark = sandbox.log_mark("database")
@@ -374,6 +388,13 @@ class _Run:
                 conn, base_mark, head_mark, before, after, stats_before, stats_after, applied, again
             )
             self._lint(migrator, head_dir, changed, before, base_log, head_log)
+            if replay_db:
+                with self.stage("populated replay"):
+                    self._replay(sandbox, migrator, head_dir, replay_db, before, after, head_log)
+            if policy.migrations.versioned:
+                self._versioned_checks(migrator, head_dir, conn, before, after)
+            with self.stage("rollback"):
+                self._check_rollback(conn, before)
         finally:
             conn.close()
             if migrator is not None:
@@ -449,6 +470,10 @@ class _Run:
             applied = migrator.apply_head(head_dir)
         except BuildFailed as exc:
             self._image_failed(exc, suites)
+        except TwoHeads as exc:
+            self.criterion("migrate.heads", "one head after the merge", False, str(exc), gate=True)
+            self._skip_all(suites, "not run: the revision graph has two heads")
+            raise Aborted from None
         except (MigrationFailed, ApiStartError) as exc:
             self._raise_missing_extension(exc)
             self.criterion(
@@ -467,7 +492,14 @@ class _Run:
             self._skip_all(suites, "not run: the migrations did not apply")
             raise Aborted from None
         self.observed.edited_migrations = migrator.edited
-        what = ", ".join(applied) if applied else "the API's start-up migrations"
+        if self.policy.migrations.versioned:
+            self.criterion(
+                "migrate.heads",
+                "one head after the merge",
+                True,
+                "one head: the revisions form a single line from the base's head",
+            )
+        what = ", ".join(applied) if applied else _NOTHING_NEW[self.policy.migrations.mode]
         self.criterion(
             "migrate.apply",
             "the change's migrations apply on the base schema",
@@ -503,6 +535,176 @@ class _Run:
             else "applied again and the schema changed:\n" + "\n".join(again.lines()),
         )
         return again
+
+    def _versioned_checks(self, migrator: Migrator, head_dir: Path, conn, before, after) -> None:
+        """A versioned tool's own promises: the models match the migrated schema, and the
+        change's revisions come down to the base's schema and go back up."""
+        settings = self.policy.migrations
+        if settings.check_models:
+            with self.stage("models"):
+                ok, differences = migrator.check_models(head_dir)
+                self.criterion(
+                    "migrate.models",
+                    "the models match the migrated schema (alembic check)",
+                    ok,
+                    "no difference between the models and the schema"
+                    if ok
+                    else "the models differ from what the revisions create:\n"
+                    + tail(differences, 15),
+                )
+        if settings.downgrade == "skip":
+            return
+        with self.stage("down and up"):
+            problem = self._down_and_up(migrator, head_dir, conn, before, after)
+        required = settings.downgrade == "required"
+        self.criteria.append(
+            Criterion(
+                id="migrate.downgrade",
+                title="the change's revisions downgrade to the base schema and upgrade again",
+                status=Status.failed if problem else Status.passed,
+                required=required and is_required("migrate.downgrade", True, self.policy.decision),
+                evidence=problem
+                or "downgraded to the base's head (schema equal to the base's), "
+                "upgraded again (schema equal to the first upgrade's)",
+            )
+        )
+        if problem and not required:
+            self.findings.append(
+                Finding(
+                    rule="downgrade-fails",
+                    level=Risk.high,
+                    message=f"the change cannot be rolled back with its own downgrade: {problem}",
+                )
+            )
+            self.observed.findings = self.findings
+
+    def _replay_database(self, sandbox: Sandbox, migrator: Migrator) -> str | None:
+        """The replay's database name, or None (with the reason on record) when none runs."""
+        if self.policy.replay.rows == 0:
+            self.evidence["replay"] = {"skipped": "replay.rows is 0"}
+            return None
+        if self.policy.migrations.mode == "startup":
+            # The API migrates the database its sandbox gives it; a second one is not ours to
+            # point it at.
+            self.evidence["replay"] = {
+                "skipped": "start-up migrations run inside the API, against its own database"
+            }
+            return None
+        return f"{self.policy.database.name}_replay"
+
+    def _replay(self, sandbox, migrator, head_dir, database, before, after, head_log) -> None:
+        """The change once more on production-like rows (bot/replay.py)."""
+        touched = _touched(before, after, head_log, self.observed.locked)
+        admin = replay.url_for(sandbox.database_url, database)
+        filled = replay.populate(admin, before, touched, self.policy.replay.rows, after)
+        counts_before = replay.dml_counts(admin)
+        parts = environment.database(replay.url_for(sandbox.app_database_url, database))
+        environ = {**self.child_env, **parts, **api_env(self.loaded, {**self.variables, **parts})}
+        record: dict[str, Any] = {
+            "database": database,
+            "rows": filled.rows,
+            "not_filled": filled.skipped,
+            "fill_seconds": round(filled.seconds, 3),
+        }
+        self.evidence["replay"] = record
+        title = "the change's migrations apply on production-like rows"
+        try:
+            migrator.replay(
+                head_dir,
+                environ,
+                replay.url_for(sandbox.app_database_url, database),
+                replay.url_for(sandbox.gate_app_url, database),
+            )
+        except MigrationFailed as exc:
+            where = ", ".join(f"{t} ({n} rows)" for t, n in filled.rows.items())
+            evidence = f"on generated rows in {where}: {exc}"
+            if _ANY_ROW_FAILS.search(f"{exc}\n{exc.log_tail}"):
+                # A NULL where NOT NULL is demanded fails on every row: production too.
+                self.criterion("migrate.populated", title, False, evidence)
+                return
+            # Orphans, duplicates, values too long, failed casts depend on the values: the
+            # generated ones are not production's. A maintainer should look, not be overruled.
+            self.criterion("migrate.populated", title, None, evidence)
+            self.criteria[-1].required = False
+            self.findings.append(
+                Finding(
+                    rule="fails-on-rows",
+                    level=Risk.high,
+                    message=f"the change's migrations fail on generated rows: {exc}; check "
+                    "that production's data cannot do the same",
+                )
+            )
+            self.observed.findings = self.findings
+            return
+        filled_text = ", ".join(f"{t} ({n} rows)" for t, n in filled.rows.items())
+        self.criterion(
+            "migrate.populated",
+            title,
+            True,
+            f"applied on a copy of the base with generated rows in {filled_text}"
+            if filled.rows
+            else "applied on a copy of the base (no table it touches existed before)",
+        )
+        changes = _dml_changes(counts_before, replay.dml_counts(admin))
+        self._unmatched_dml(head_log, filled.rows, changes)
+
+    def _unmatched_dml(self, head_log: str, filled: dict[str, int], changes) -> None:
+        """A backfill that updates or deletes nothing on rows it was written for: its WHERE
+        matches nothing (the column's DEFAULT already filled it, a wrong condition)."""
+        tables = {table_key(t): t for t in filled}
+        for statement, written, verb in sqllog.dml(head_log):
+            table = tables.get(table_key(written))
+            if table is None or changes.get(table, {}).get(verb, 0) > 0:
+                continue
+            self.findings.append(
+                Finding(
+                    rule="dml-no-rows",
+                    level=Risk.medium,
+                    table=table,
+                    statement=statement,
+                    message=f"{verb} on {table} touched 0 of {filled[table]} production-like "
+                    "rows: its WHERE clause matches nothing (did a DEFAULT already fill them?)",
+                )
+            )
+        self.observed.findings = self.findings
+
+    def _check_rollback(self, conn: psycopg.Connection, before: schema.Snapshot) -> None:
+        """Apply the derived rollback (the run's last use of the database) and compare the
+        schema it leaves with the base's: which steps work, which cannot, what remains."""
+        steps = self.evidence.get("rollback") or []
+        if not steps:
+            return
+        if self.sandbox is not None:
+            self.sandbox.stop_api()  # its sessions would hold locks the rollback waits on
+        results = rollback.check(conn, steps)
+        remaining = schema.diff(before, schema.snapshot(conn))
+        self.evidence["rollback_check"] = {
+            "steps": results,
+            "restores_base": remaining.is_empty,
+            "remaining": remaining.lines()[:20],
+        }
+
+    def _down_and_up(self, migrator: Migrator, head_dir: Path, conn, before, after) -> str:
+        """'' when down and up work and land on the same schemas, else what went wrong."""
+        try:
+            migrator.down_to_base(head_dir)
+        except MigrationFailed as exc:
+            return f"the downgrade failed: {exc}"
+        down = schema.diff(before, schema.snapshot(conn))
+        if not down.is_empty:
+            return "after the downgrade the schema differs from the base's:\n" + "\n".join(
+                down.lines()[:10]
+            )
+        try:
+            migrator.up_again(head_dir)
+        except MigrationFailed as exc:
+            return f"the upgrade after the downgrade failed: {exc}"
+        up = schema.diff(after, schema.snapshot(conn))
+        if not up.is_empty:
+            return "upgraded again, the schema differs from the first upgrade's:\n" + "\n".join(
+                up.lines()[:10]
+            )
+        return ""
 
     def _database_errors(self, log: str) -> None:
         """Errors the server logged while the change's migrations ran (both applications)."""
@@ -552,6 +754,7 @@ class _Run:
             matches = [t for t in rows if table_key(t) == table_key(name)] or [name]
             rows.update(dict.fromkeys(matches, size.rows))
         self.observed.table_rows = rows
+        self.observed.declared_rows = {n: size.rows for n, size in self.policy.tables.items()}
         self.evidence["migration"] = {
             "mode": self.policy.migrations.mode,
             "applied": applied,
@@ -608,7 +811,10 @@ class _Run:
                 name: {column.name: column.type for column in table.columns}
                 for name, table in before.tables.items()
             },
-            require_idempotent=self.policy.migrations.reapply
+            # A versioned tool records what it applied and never runs a revision twice.
+            require_idempotent=(
+                self.policy.migrations.reapply and not self.policy.migrations.versioned
+            )
             if rules.require_idempotent is None
             else rules.require_idempotent,
             pg_version=rules.pg_version,
@@ -625,13 +831,16 @@ class _Run:
         lint_log = self.policy.migrations.mode != "directory"
         located = []
         files = sqllog.read_changed(head_dir, self.added_lines)
-        for statement in sqllog.introduced(base_log, head_log):
+        for statement, revision in self._introduced(migrator, base_log, head_log):
             path, line = sqllog.locate(statement.sql, files, self.added_lines)
+            if revision is not None and path != revision.path:
+                # Alembic's op.* calls hold no SQL text: the revision's upgrade() issued it.
+                path, line = revision.path, _upgrade_line(head_dir / revision.path)
             located.append({**statement.__dict__, "file": path, "line": line})
             if lint_log:
                 result = lint_sql(
                     statement.sql,
-                    file=path or "(run at start-up)",
+                    file=path or _UNLOCATED.get(self.policy.migrations.mode, "(migration)"),
                     options=options,
                     line_offset=(line or 1) - 1,
                 )
@@ -644,12 +853,24 @@ class _Run:
             f.model_dump(mode="json") for f in _dedupe(suppressed)
         ]
 
-    def _context(self, sandbox: Sandbox, headers: dict[str, str], marks: dict[str, int]):
+    @staticmethod
+    def _introduced(migrator: Migrator, base_log: str, head_log: str):
+        """The change's new statements, each with the revision that ran it (versioned tools
+        apply one revision at a time, each with its own slice of the log)."""
+        if not migrator.revision_logs:
+            return [(statement, None) for statement in sqllog.introduced(base_log, head_log)]
+        return [
+            (statement, revision)
+            for revision, log in migrator.revision_logs
+            for statement in sqllog.introduced(base_log, log)
+        ]
+
+    def _context(self, sandbox: Sandbox, headers: Credentials, marks: dict[str, int]):
         return RunContext(
             api_url=sandbox.api_url or "",
             database_url=sandbox.database_url,
             logs=sandbox,
-            auth_headers=headers,
+            credentials=headers,
             step_timeout=self.policy.timeouts.step,
             api_start_marks=marks,
             variables={"run_id": self.job.head_sha[:8]},
@@ -657,7 +878,8 @@ class _Run:
 
     def _baseline(self, sandbox, migrator, base_dir, suites, headers) -> None:
         """Run the suites against the base branch too, so the report can say what the change
-        fixed and what it broke. Informational: a baseline failure never decides anything."""
+        fixed and what it broke. Informational: a baseline failure never decides anything,
+        except a failed login: the policy's credentials do not work on reviewed code."""
         if migrator.spec is None or not suites:
             return
         if sandbox.api_url is None:
@@ -668,7 +890,13 @@ class _Run:
                 return
         ctx = self._context(sandbox, headers, migrator.start_marks)
         for suite in suites:
-            for step in run_suite(suite, ctx).steps:
+            result = run_suite(suite, ctx)
+            if result.login_error:
+                raise Infrastructure(
+                    f"the base branch's login failed ({suite.id}): {result.login_error}; "
+                    "no baseline"
+                )
+            for step in result.steps:
                 self.baseline[step.criterion.id] = step
 
     def _compare_with_baseline(self) -> None:
@@ -760,7 +988,62 @@ class _Run:
                     )
                 )
 
+    def _build_both(self, base_dir: Path, head_dir: Path, suites) -> None:
+        """Each side runs its migrations, seed and API in its own build: the merge result's
+        failing is the change's (a reject), the base's an error (no baseline)."""
+        builds = self._build(head_dir, "merge")
+        ok = all(b["exit"] == 0 for b in builds)
+        failed = next((b for b in builds if b["exit"] != 0), None)
+        self.criterion(
+            "build",
+            "the merge result builds",
+            ok,
+            (
+                builds[0]["command"]
+                if builds and builds[0].get("cached")
+                else f"{len(builds)} command(s) ran"
+            )
+            if ok
+            else f"`{failed['command']}` exited {failed['exit']}:\n{failed['tail']}",
+            gate=True,
+        )
+        if not ok:
+            self._skip_all(suites, "not run: the build failed")
+            raise Aborted
+        broken = next((b for b in self._build(base_dir, "base") if b["exit"] != 0), None)
+        if broken:
+            raise Infrastructure(
+                f"the base branch does not build (`{broken['command']}` exited "
+                f"{broken['exit']}): no baseline to compare against",
+                broken["tail"],
+            )
+
     def _build(self, workdir: Path, label: str) -> list[dict[str, Any]]:
+        """`build.commands` in `workdir`, or a cached build whose key files match
+        (bot/buildcache.py); only the base's builds are stored."""
+        cache = BuildCache(self.policy.build)
+        key = cache.key(workdir) if cache.enabled else ""
+        if key and cache.restore(key, workdir):
+            self.confinement.give(
+                *(workdir / p for p in self.policy.build.cache_paths if (workdir / p).exists())
+            )
+            keyed = ", ".join(self.policy.build.cache_key)
+            result = {
+                "label": label,
+                "command": f"reused the cached build {key[:12]} ({keyed} unchanged)",
+                "exit": 0,
+                "seconds": 0.0,
+                "tail": "",
+                "cached": True,
+            }
+            self.evidence.setdefault("build", []).append(result)
+            return [result]
+        results = self._run_build(workdir, label)
+        if key and label == "base" and all(r["exit"] == 0 for r in results):
+            cache.store(key, workdir)
+        return results
+
+    def _run_build(self, workdir: Path, label: str) -> list[dict[str, Any]]:
         results = []
         budget_end = time.monotonic() + self.policy.build.timeout
         for command in self.policy.build.commands:
@@ -792,17 +1075,24 @@ class _Run:
         rated: dict[str, Any] = {}
         if error is None:
             try:
-                risk, score, factors = assess(self.observed)
-                decision, reasons = decide(self.criteria, risk, self.policy.decision)
+                rating = assess(self.observed)
+                decision, reasons = decide(self.criteria, rating.level, self.policy.decision)
             except Exception as exc:  # a bug in rating or deciding must not approve either
                 error = Infrastructure(f"internal error: {type(exc).__name__}: {exc}")
             else:
                 passed = sum(c.status is Status.passed for c in self.criteria)
-                counts = f"risk {risk.value}, {passed}/{len(self.criteria)} criteria passed"
+                # The factor that set the level is named: a rating nobody can trace is ignored.
+                counts = f"{rating.named()}; {passed}/{len(self.criteria)} criteria passed"
                 cause = root_cause(self.criteria) if decision is Decision.reject else None
                 # A reject leads with what broke first; the rest follows from it or beside it.
                 summary = f"{decision.value}: " + (f"{cause} ({counts})" if cause else counts)
-                rated = {"risk": risk, "risk_factors": factors, "risk_score": score}
+                # Findings the run disproved are shown apart and annotate no line.
+                self.findings = rating.findings
+                rated = {
+                    "risk": rating.level,
+                    "risk_factors": rating.factors,
+                    "disproved": rating.disproved,
+                }
         if error is not None:
             if error.log_tail:
                 self.evidence["error_log"] = tail(error.log_tail)
@@ -823,6 +1113,26 @@ class _Run:
         )
 
 
+# The errors no choice of values avoids: a NOT NULL column without a value on a non-empty
+# table (ADD COLUMN … NOT NULL, SET NOT NULL over NULLs, an INSERT leaving it out).
+_ANY_ROW_FAILS = re.compile(r"contains null values|violates not-null constraint")
+# Migration tools' own ledgers: never filled with generated rows (a tool would take them
+# for applied versions).
+_BOOKKEEPING = {
+    "alembic_version",
+    "schema_migrations",
+    "flyway_schema_history",
+    "django_migrations",
+    "goose_db_version",
+    "knex_migrations",
+}
+_UNLOCATED = {"startup": "(run at start-up)", "command": "(run by the migration command)"}
+_NOTHING_NEW = {
+    "startup": "the API's start-up migrations",
+    "directory": "no new migration file",
+    "command": "the migration command",
+    "alembic": "no new revision (`upgrade head` had nothing to do)",
+}
 _MIGRATION_PATH = re.compile(r"(^|/)(migrations?|versions|alembic|db/migrate)/|\.sql$")
 _DDL_LINE = re.compile(r"\b(ADD|DROP|ALTER|CREATE|RENAME)\b|column_name", re.IGNORECASE)
 _LOCKING_TAGS = {"ALTER TABLE", "CREATE INDEX", "DROP INDEX", "CREATE TRIGGER", "ALTER INDEX"}
@@ -840,6 +1150,44 @@ def _table_of(event: ddl.DdlEvent, existing: set[str]) -> str | None:
             rf"\bON\s+(ONLY\s+)?(\w+\.)?\"?{re.escape(short)}\"?\b", query, re.IGNORECASE
         ):
             return table
+    return None
+
+
+def _touched(before, after, head_log: str, locked: Mapping[str, Any]) -> set[str]:
+    """Base tables the change altered, indexed, constrained, locked or wrote to."""
+    names = set(locked)
+    for change in schema.diff(before, after).changes:
+        names.add(change.name)
+        index = after.indexes.get(change.name) or before.indexes.get(change.name)
+        if index is not None:
+            names.add(index.table)
+    written = {table_key(table) for _sql, table, _verb in sqllog.dml(head_log)}
+    return {
+        table
+        for table in before.tables
+        if table.split(".")[-1].strip('"') not in _BOOKKEEPING
+        and (
+            table_key(table) in written
+            or any(name == table or name.startswith(table + ".") for name in names)
+        )
+    }
+
+
+def _dml_changes(before: dict, after: dict) -> dict[str, dict[str, int]]:
+    """Rows inserted/updated/deleted per table between two `replay.dml_counts`."""
+    out = {}
+    for table, (ins, upd, dele, _live) in after.items():
+        old = before.get(table, (0, 0, 0, 0))
+        out[table] = {"INSERT": ins - old[0], "UPDATE": upd - old[1], "DELETE": dele - old[2]}
+    return out
+
+
+def _upgrade_line(path: Path) -> int | None:
+    """The line of a revision file's `def upgrade`, where its statements come from."""
+    with suppress(OSError):
+        for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if text.startswith("def upgrade"):
+                return number
     return None
 
 

@@ -2,10 +2,13 @@
 
 Written from the before/after catalog diff rather than the migration text, so it also
 covers DDL the API ran at start-up. What cannot be undone (dropped data, enum values) is
-said plainly instead of being given a statement that would pretend to.
+said plainly instead of being given a statement that would pretend to. The plan is then
+run (`check`): a derived step that only looks right is worse than none.
 """
 
 from __future__ import annotations
+
+import psycopg
 
 from bot.schema import Change, SchemaDiff
 
@@ -71,3 +74,23 @@ def _undo_column(change: Change) -> str:
         else:
             return f"-- undo by hand: {change.line()}"
     return f"ALTER TABLE {table} {', '.join(parts)};"
+
+
+def check(conn: psycopg.Connection, steps: list[str]) -> list[dict[str, str | bool | None]]:
+    """Run the derived rollback on the migrated database, step by step, as a person rolling
+    back would. A step PostgreSQL refuses (a cast that cannot go back: uuid to integer) is
+    irreversible, with the server's reason; a comment step is irreversible or manual as it
+    says. The caller compares the resulting schema with the base's."""
+    results: list[dict[str, str | bool | None]] = []
+    for step in steps:
+        if step.lstrip().startswith("--"):
+            results.append({"step": step, "ok": None, "error": None})
+            continue
+        try:
+            conn.execute(step.split(";  --")[0])
+        except psycopg.Error as exc:
+            message = exc.diag.message_primary or str(exc).strip()
+            results.append({"step": step, "ok": False, "error": message})
+        else:
+            results.append({"step": step, "ok": True, "error": None})
+    return results

@@ -79,6 +79,22 @@ def _logged(log: str) -> list[tuple[Logged, pglast.ast.Node | None]]:
     return statements
 
 
+def dml(log: str) -> list[tuple[str, str, str]]:
+    """UPDATE and DELETE statements of the log, once each: (sql, table as written, verb).
+    The populated replay checks each touched rows where rows were there to touch."""
+    out: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    for statement, node in _logged(log):
+        if isinstance(node, pglast.ast.UpdateStmt | pglast.ast.DeleteStmt):
+            relation = node.relation
+            table = ".".join(p for p in (relation.schemaname, relation.relname) if p)
+            verb = "UPDATE" if isinstance(node, pglast.ast.UpdateStmt) else "DELETE"
+            if _normal(statement.sql) not in seen:
+                seen.add(_normal(statement.sql))
+                out.append((statement.sql, table, verb))
+    return out
+
+
 def locate(
     sql: str, files: dict[str, list[str]], added: dict[str, set[int]]
 ) -> tuple[str | None, int | None]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from bot.rollback import plan
-from bot.schema import Change, SchemaDiff
+import psycopg
+
+from bot.rollback import check, plan
+from bot.schema import Change, SchemaDiff, diff, snapshot
 
 
 def test_inverse_of_each_change_newest_first():
@@ -53,3 +55,30 @@ def test_added_enum_is_dropped_as_a_type():
         "DROP SEQUENCE IF EXISTS public.ticket_no;",
         "DROP TYPE IF EXISTS public.mood;",
     ]
+
+
+def test_the_derived_rollback_is_run_and_an_impossible_cast_is_named(fresh_database):
+    """int -> uuid looks reversible in a plan; PostgreSQL says it is not."""
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE item (id integer PRIMARY KEY, name text)")
+        before = snapshot(conn)
+        conn.execute("ALTER TABLE item ALTER COLUMN id TYPE uuid USING gen_random_uuid()")
+        conn.execute("ALTER TABLE item ADD COLUMN note text")
+        results = check(conn, plan(diff(before, snapshot(conn))))
+        failed = [r for r in results if r["ok"] is False]
+        assert len(failed) == 1 and "uuid" in str(failed[0]["error"])
+        assert "integer" in str(failed[0]["step"])
+        remaining = diff(before, snapshot(conn))
+        # The added column went; the id is still a uuid: the base schema is not restored.
+        assert [c.name for c in remaining.changes] == ["public.item.id"]
+
+
+def test_a_rollback_of_additions_restores_the_base_schema(fresh_database):
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE item (id integer PRIMARY KEY)")
+        before = snapshot(conn)
+        conn.execute("ALTER TABLE item ADD COLUMN note text DEFAULT 'x'")
+        conn.execute("CREATE INDEX item_note ON item (note)")
+        results = check(conn, plan(diff(before, snapshot(conn))))
+        assert all(r["ok"] for r in results)
+        assert diff(before, snapshot(conn)).is_empty

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -343,7 +345,7 @@ def _cmdline(process: psutil.Process) -> str:
         return ""
 
 
-def test_ctrl_c_during_a_run_leaves_nothing_behind(repo, tmp_path):
+def test_ctrl_c_during_a_run_leaves_nothing_behind(repo, request):
     commit(
         repo,
         {
@@ -352,9 +354,12 @@ def test_ctrl_c_during_a_run_leaves_nothing_behind(repo, tmp_path):
         "slow build",
     )
     branch(repo, "builder/slow", {"README": "x\n"})
-    # A temp dir of its own: what the run leaves there is all its own doing.
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
+    # A temp dir of its own: what the run leaves there is all its own doing. Not under
+    # pytest's 0700 tmp_path: PostgreSQL's account must reach its cluster in there (the
+    # sandbox starts before the build).
+    scratch = Path(tempfile.mkdtemp(prefix="gatekeeper-ctrl-c-"))
+    scratch.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(scratch, ignore_errors=True))
     proc = subprocess.Popen(
         [*GATEKEEPER, "validate", "--repo", str(repo), "--head", "builder/slow"],
         env={**os.environ, "TMPDIR": str(scratch)},

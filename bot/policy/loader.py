@@ -13,7 +13,7 @@ from pathlib import Path
 from bot.gitrepo import extract, read_file
 from bot.policy.model import Policy
 from bot.resources import data_path
-from bot.sandbox.environment import PASS_ENV
+from bot.sandbox.environment import DATABASE_VARIABLES, PASS_ENV
 from bot.yamlfile import ConfigError, load_model
 
 # Where a repository keeps its own policy (read from the base branch, never the PR's head).
@@ -162,7 +162,10 @@ def expand(value: str, environ: Mapping[str, str], where: str) -> str:
         name = exc.args[0]
         raise ConfigError(
             where,
-            [f"{where} needs ${{{name}}}, which is not passed: set it and name it in {PASS_ENV}"],
+            [
+                f"{where} needs ${{{name}}}, which is neither the sandbox database's "
+                f"({', '.join(DATABASE_VARIABLES)}) nor passed: set it and name it in {PASS_ENV}"
+            ],
         ) from None
     except ValueError as exc:
         raise ConfigError(where, [f"{where}: {exc}"]) from None

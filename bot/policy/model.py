@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -81,6 +82,29 @@ class Build(Strict):
         description="Give the build commands the host's network (to install dependencies); "
         "otherwise they run, like everything of the change, with loopback only.",
     )
+    cache_key: list[str] = Field(
+        default_factory=list,
+        description="Files whose content keys a cached build (e.g. requirements.txt, "
+        "uv.lock): a side whose files match reuses `cache_paths` instead of building. Only "
+        "the base branch's builds are stored (reviewed code: a change cannot plant files "
+        "in a later run's build); either side reuses them.",
+    )
+    cache_paths: list[str] = Field(
+        default_factory=list,
+        description="What a cached build keeps, relative to the checkout (e.g. .venv). They "
+        "move between checkouts: call tools as `.venv/bin/python -m tool`, since console "
+        "scripts keep the path they were built at.",
+    )
+
+    @model_validator(mode="after")
+    def _cache_needs_both(self) -> Build:
+        if bool(self.cache_key) != bool(self.cache_paths):
+            raise ValueError("a build cache needs both 'cache_key' and 'cache_paths'")
+        for entry in (*self.cache_key, *self.cache_paths):
+            _relative_path(entry)
+            if ".." in entry.split("/"):
+                raise ValueError(f"'{entry}' leaves the checkout")
+        return self
 
 
 class Api(Strict):
@@ -112,14 +136,38 @@ class Database(Strict):
 
 
 class Migrations(Strict):
-    mode: Literal["startup", "directory", "command"] = Field(
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    mode: Literal["startup", "directory", "command", "alembic"] = Field(
         "startup",
-        description="startup: the API applies them when it starts; directory: *.sql files "
-        "applied in name order; command: a shell command with the database URL in its env.",
+        validation_alias=AliasChoices("tool", "mode"),
+        description="tool (or mode): startup: the API applies them when it starts; "
+        "directory: *.sql files applied in name order; command: a shell command with the "
+        "database URL in its env; alembic: a versioned tool, revision by revision.",
     )
     directory: str | None = Field(None, description="For mode 'directory', relative to the repo.")
     command: str | None = Field(None, description="For mode 'command'.")
     reapply: bool = Field(True, description="Apply a second time to prove idempotency.")
+    workdir: str = Field(
+        ".", description="alembic: the directory holding alembic.ini, relative to the repo."
+    )
+    config: str = Field("alembic.ini", description="alembic: the config file, in workdir.")
+    python: str = Field(
+        "python",
+        description="alembic: the interpreter that has the project and Alembic installed, "
+        "relative to workdir or on PATH (e.g. .venv/bin/python from the build).",
+    )
+    downgrade: Literal["review", "required", "skip"] = Field(
+        "review",
+        description="alembic: downgrade to the base's head, compare with the base schema and "
+        "upgrade again. review: a failure is a high-risk finding; required: a failed "
+        "criterion; skip: not run.",
+    )
+    check_models: bool = Field(
+        True,
+        description="alembic: compare the models with the migrated schema (`alembic "
+        "check`); a difference is a failed criterion listing it.",
+    )
 
     @model_validator(mode="after")
     def _mode_needs(self) -> Migrations:
@@ -128,6 +176,45 @@ class Migrations(Strict):
         if self.mode == "command" and not self.command:
             raise ValueError("mode 'command' needs 'command'")
         return self
+
+    @property
+    def versioned(self) -> bool:
+        """A tool that records what it applied never runs a revision twice."""
+        return self.mode == "alembic"
+
+
+class Replay(Strict):
+    """The populated replay (bot/replay.py): the change migrates once more on a copy of the
+    base database whose touched tables hold generated rows."""
+
+    rows: int = Field(
+        1000,
+        ge=0,
+        le=1_000_000,
+        description="Rows generated per table the change touches (and per table those "
+        "reference); 0: no replay.",
+    )
+
+
+class Seed(Strict):
+    """Data the base schema gets before the change migrates: the rows the migration and the
+    checks meet (a first admin, reference data). A failure is the base's, never the change's."""
+
+    commands: list[str] = Field(
+        default_factory=list,
+        description="Shell commands run in the base checkout with the run's environment.",
+    )
+    sql: list[str] = Field(
+        default_factory=list,
+        description="SQL files of the base checkout, applied as the application's role.",
+    )
+
+    @field_validator("sql")
+    @classmethod
+    def _relative(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            _relative_path(entry)
+        return value
 
 
 class Login(Strict):
@@ -441,6 +528,8 @@ class Policy(Strict):
     api: Api | None = Field(None, description="Without it, only migrations and SQL checks run.")
     database: Database = Field(default_factory=Database)
     migrations: Migrations = Field(default_factory=Migrations)
+    seed: Seed = Field(default_factory=Seed)
+    replay: Replay = Field(default_factory=Replay)
     auth: Auth = Field(default_factory=Auth)
     suites: list[SuiteEntry] = Field(
         default_factory=list,

@@ -146,7 +146,9 @@ class Sandbox(ABC):
         pgcrypto); the pipeline checks the policy's list against it."""
         return {row["name"] for row in self.psql("SELECT name FROM pg_available_extensions")}
 
-    def _close_connection(self) -> None:
+    def close_connection(self) -> None:
+        """Close the shared connection (it reopens on the next `psql`): at teardown, and
+        before the database serves as a template, which must have no session."""
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -159,7 +161,7 @@ class Sandbox(ABC):
         wait until all have run."""
         with signals_deferred(), ExitStack() as steps:
             # ExitStack runs its callbacks last-in first-out.
-            for step in reversed((self.stop_api, self._close_connection, *self._teardown_steps())):
+            for step in reversed((self.stop_api, self.close_connection, *self._teardown_steps())):
                 steps.callback(step)
             atexit.unregister(self.stop)
 

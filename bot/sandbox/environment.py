@@ -21,6 +21,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from psycopg.conninfo import conninfo_to_dict
+
 PASS_ENV = "GATEKEEPER_PASS_ENV"
 
 # Gatekeeper's settings (GATEKEEPER_*: webhook secret, App key, tokens), GitHub's and Actions'
@@ -67,3 +69,24 @@ def base(home: Path, tmp: Path) -> dict[str, str]:
 def server() -> dict[str, str]:
     """PostgreSQL's own processes: a path, a locale, nothing of ours."""
     return {"PATH": ":".join(_SYSTEM_PATH), "LANG": "C.UTF-8", "TZ": "UTC"}
+
+
+# The sandbox database in parts, for services that read a host, a port and a password rather
+# than a URL (`POSTGRES_SERVER: ${DB_HOST}` in `api.env`). Build, migration, seed and API
+# commands all get them.
+DATABASE_VARIABLES = ("DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "DB_NAME")
+
+
+def database(url: str) -> dict[str, str]:
+    """DB_HOST … DB_NAME of a PostgreSQL URL; with an empty URL, empty values (what a policy's
+    references are checked against before the sandbox exists)."""
+    if not url:
+        return dict.fromkeys(DATABASE_VARIABLES, "")
+    parts = conninfo_to_dict(url)
+    return {
+        "DB_HOST": str(parts.get("host", "")),
+        "DB_PORT": str(parts.get("port", "5432")),
+        "DB_USER": str(parts.get("user", "")),
+        "DB_PASSWORD": str(parts.get("password", "")),
+        "DB_NAME": str(parts.get("dbname", "")),
+    }

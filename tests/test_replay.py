@@ -1,0 +1,115 @@
+"""The populated replay: what an empty sandbox table forgives, generated rows do not.
+
+Each case is a directory-mode repository whose `items` table (and an `orders` table that
+references it) is empty on main, validated by the CLI against real PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bot import replay
+from bot.schema import snapshot
+from tests.helpers import ITEMS_POLICY, items_repo
+from tests.test_validate import branch, criterion, validate
+
+pytestmark = pytest.mark.timeout(300)
+
+ORDERS = (
+    "CREATE TABLE orders (id uuid PRIMARY KEY, item_id bigint NOT NULL REFERENCES items (id),"
+    " placed timestamptz NOT NULL, state text NOT NULL CHECK (state <> ''));\n"
+)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = items_repo(
+        tmp_path_factory.mktemp("replay"), ITEMS_POLICY, "id bigint PRIMARY KEY, name text"
+    )
+    branch(repo, "builder/orders-base", {"migrations/002_orders.sql": ORDERS})
+    return repo
+
+
+def test_a_required_column_without_default_fails_on_rows_only(repo):
+    branch(
+        repo,
+        "builder/required",
+        {
+            "migrations/002_sku.sql": (
+                "ALTER TABLE items ADD COLUMN IF NOT EXISTS sku text NOT NULL;\n"
+            )
+        },
+    )
+    proc, verdict = validate(repo, "builder/required")
+    # The empty sandbox table takes it: only the replay has rows.
+    assert criterion(verdict, "migrate.apply")["status"] == "passed"
+    populated = criterion(verdict, "migrate.populated")
+    assert populated["status"] == "failed"
+    assert 'column "sku"' in populated["evidence"] and "null values" in populated["evidence"]
+    assert "public.items (1000 rows)" in populated["evidence"]
+    assert proc.returncode == 1
+
+
+def test_a_backfill_that_updates_nothing_is_named(repo):
+    branch(
+        repo,
+        "builder/backfill",
+        {
+            "migrations/002_seen.sql": (
+                "ALTER TABLE items ADD COLUMN IF NOT EXISTS seen timestamptz DEFAULT now();\n"
+                "UPDATE items SET seen = now() - interval '1 day' WHERE seen IS NULL;\n"
+            )
+        },
+    )
+    _proc, verdict = validate(repo, "builder/backfill")
+    assert criterion(verdict, "migrate.populated")["status"] == "passed"
+    found = [f for f in verdict["findings"] if f["rule"] == "dml-no-rows"]
+    assert len(found) == 1 and "0 of 1000" in found[0]["message"]
+    assert "WHERE seen IS NULL" in found[0]["statement"]
+
+
+def test_a_backfill_that_updates_rows_passes_without_a_finding(repo):
+    branch(
+        repo,
+        "builder/real-backfill",
+        {
+            "migrations/002_label.sql": (
+                "ALTER TABLE items ADD COLUMN IF NOT EXISTS label text;\n"
+                "UPDATE items SET label = name WHERE label IS NULL;\n"
+            )
+        },
+    )
+    proc, verdict = validate(repo, "builder/real-backfill")
+    assert criterion(verdict, "migrate.populated")["status"] == "passed"
+    assert not [f for f in verdict["findings"] if f["rule"] == "dml-no-rows"]
+    assert proc.returncode == 0, verdict["summary"]
+
+
+def test_rows_are_generated_parents_first_within_constraints(pg_sandbox, fresh_database):
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, name varchar(8) NOT NULL UNIQUE"
+            " CHECK (name ~ '^[A-Z]+$'))"
+        )
+        conn.execute(ORDERS)
+        conn.execute("CREATE TYPE mood AS ENUM ('ok', 'sad')")
+        conn.execute('CREATE TABLE "user" (id serial PRIMARY KEY, m mood NOT NULL)')
+        base = snapshot(conn)
+    tables = {"public.orders", 'public."user"'}
+    filled = replay.populate(fresh_database, base, tables, 50)
+    # items is wanted because orders references it, but its CHECK refuses generated names:
+    # it stays empty, with the reason, and orders (a NOT NULL reference to it) with it.
+    assert set(filled.rows) == {'public."user"'}
+    assert set(filled.skipped) == {"public.items", "public.orders"}
+    assert "check constraint" in filled.skipped["public.items"]
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        assert conn.execute('SELECT count(DISTINCT m) FROM "user"').fetchone() == (2,)
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute("ALTER TABLE items DROP CONSTRAINT items_name_check")
+    again = replay.populate(fresh_database, base, {"public.orders"}, 5)
+    assert again.rows == {"public.items": 5, "public.orders": 5}
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        orphans = "SELECT count(*) FROM orders o LEFT JOIN items i ON i.id = o.item_id"
+        assert conn.execute(orphans + " WHERE i.id IS NULL").fetchone() == (0,)
