@@ -543,6 +543,12 @@ class _Run:
         if settings.check_models:
             with self.stage("models"):
                 ok, differences = migrator.check_models(head_dir)
+                if "does not provide a MetaData object" in differences:
+                    raise Infrastructure(
+                        "alembic check needs the models: the project's env.py gives no "
+                        "target_metadata (set it to the models' MetaData, or "
+                        "migrations.check_models: false)"
+                    )
                 self.criterion(
                     "migrate.models",
                     "the models match the migrated schema (alembic check)",
@@ -1024,9 +1030,6 @@ class _Run:
         cache = BuildCache(self.policy.build)
         key = cache.key(workdir) if cache.enabled else ""
         if key and cache.restore(key, workdir):
-            self.confinement.give(
-                *(workdir / p for p in self.policy.build.cache_paths if (workdir / p).exists())
-            )
             keyed = ", ".join(self.policy.build.cache_key)
             result = {
                 "label": label,

@@ -214,16 +214,16 @@ class Service:
         self, run_id: int, sha: str, publisher: Publisher, check_run_id: int
     ) -> bool:
         """Whether the run ended (its merge group destroyed, the watchdog) while its check run
-        was being created. Its final status may have gone out before the check run's id was
-        recorded, so the check run is completed here the same way: never left in progress."""
+        was being created. A final status still owed is posted with the check run's id, now
+        recorded, by whoever posts it; one already posted went out without it, so the check
+        run is completed here: never left in progress, and the status is not posted twice."""
         now = self.store.run(run_id)
         if now["state"] in ACTIVE:
             return False
-        reason = now["detail"] or f"the run ended ({now['state']})"
-        if now["target"].get("cancelled"):
-            publisher.cancelled(sha, reason, check_run_id=check_run_id)
-        else:
-            publisher.error(sha, reason, check_run_id=check_run_id)
+        if not now["unposted"]:
+            reason = now["detail"] or f"the run ended ({now['state']})"
+            conclusion = "cancelled" if now["target"].get("cancelled") else "failure"
+            publisher.end_check(sha, check_run_id, conclusion, reason)
         return True
 
     def _block(

@@ -41,6 +41,10 @@ def test_a_stored_build_is_restored_where_the_key_files_match(tmp_path):
     assert tool.read_text() == "#!/bin/sh\necho hi\n" and os.access(tool, os.X_OK)
     assert os.readlink(head / ".venv" / "bin" / "python") == "/usr/bin/python3"
     assert not (head / "dist").exists()  # a cache path the build did not make stays absent
+    # Linked, not copied: the stored file is the restored one (so it must stay ours).
+    stored = cache.root / key / "paths" / ".venv" / "bin" / "tool"
+    assert tool.stat().st_ino == stored.stat().st_ino
+    assert tool.stat().st_uid == os.getuid()
 
 
 def test_the_key_follows_content_commands_and_missing_files(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.demo import load_builder
+from bot.demo import TARGETS, load_builder
 
 
 def strings(value) -> list[str]:
@@ -21,32 +21,37 @@ def strings(value) -> list[str]:
 
 
 @pytest.mark.slow
-def test_demo_decides_every_case_as_expected(tmp_path: Path):
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_demo_decides_every_case_as_expected(tmp_path: Path, target: str):
     out = tmp_path / "reports"
     proc = subprocess.run(
-        [sys.executable, "-m", "bot", "demo", "--json", "--out", str(out)],
+        [sys.executable, "-m", "bot", "demo", "--json", "--out", str(out), "--target", target],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["all_match"] is True
-    cases = {case.name: case for case in load_builder().build(tmp_path / "repo")}
+    builder = load_builder(TARGETS[target].builder)
+    cases = {case.name: case for case in builder.build(tmp_path / "repo")}
     assert {c["case"] for c in result["cases"]} == set(cases) and len(cases) >= 5
     for row in result["cases"]:
         case = cases[row["case"]]
+        assert row["target"] == target
         assert row["decision"] == case.expected_decision, row
         if case.expected_risk:
             assert row["risk"] in case.expected_risk, row
-        verdict = json.loads((out / case.name / "verdict.json").read_text())
+        verdict = json.loads((out / target / case.name / "verdict.json").read_text())
         text = "\n".join(strings(verdict))
         for needle in case.evidence:
             assert needle in text, f"{case.name}: {needle!r} missing from the verdict"
-        report = (out / case.name / "report.md").read_text()
+        report = (out / target / case.name / "report.md").read_text()
         assert f"Gatekeeper: {case.expected_decision.upper()}" in report
-    regression = json.loads((out / "regression" / "verdict.json").read_text())
-    assert any(
-        c["bug_id"] == "P1-DATABASE-001" and c["status"] == "failed" for c in regression["criteria"]
-    )
-    assert any("P1-DATABASE-001" in reason for reason in regression["reasons"])
+    if target == "sessions-api":  # the demo's regression case names the fix it broke again
+        regression = json.loads((out / target / "regression" / "verdict.json").read_text())
+        assert any(
+            c["bug_id"] == "P1-DATABASE-001" and c["status"] == "failed"
+            for c in regression["criteria"]
+        )
+        assert any("P1-DATABASE-001" in reason for reason in regression["reasons"])

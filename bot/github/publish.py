@@ -249,6 +249,12 @@ class Publisher:
         output = {"title": fit_line(f"Cancelled: {reason}"), "summary": reason}
         self._complete(sha, check_run_id, "cancelled", output)
 
+    def end_check(self, sha: str, check_run_id: int, conclusion: str, reason: str) -> None:
+        """Complete a check run whose run's final status went out without it (it was being
+        created when the run ended), with that end's `conclusion` (never a passing one)."""
+        output = {"title": fit_line(reason), "summary": reason}
+        self._complete(sha, check_run_id, conclusion, output)
+
     # -- gate writes ---------------------------------------------------------------------------
 
     def _status(
