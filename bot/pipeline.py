@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -996,9 +997,28 @@ class _Run:
 
     def _build_both(self, base_dir: Path, head_dir: Path, suites) -> None:
         """Each side runs its migrations, seed and API in its own build: the merge result's
-        failing is the change's (a reject), the base's an error (no baseline)."""
-        builds = self._build(head_dir, "merge")
-        ok = all(b["exit"] == 0 for b in builds)
+        failing is the change's (a reject), the base's an error (no baseline).
+
+        The two are independent: they build side by side, unless they would build the same
+        cached thing, when the base builds it and the merge result reuses it."""
+        cache = BuildCache(self.policy.build)
+        if cache.enabled and cache.key(base_dir) == cache.key(head_dir):
+            base_builds = self._build(base_dir, "base", cache)
+            builds = self._build(head_dir, "merge", cache) if _built(base_builds) else []
+        else:
+            with ThreadPoolExecutor(2, thread_name_prefix="gatekeeper-build") as pool:
+                head = pool.submit(self._build, head_dir, "merge", cache)
+                base_builds = self._build(base_dir, "base", cache)
+                builds = head.result()
+        self.evidence["build"] = [*builds, *base_builds]
+        broken = next((b for b in base_builds if b["exit"] != 0), None)
+        if broken:
+            raise Infrastructure(
+                f"the base branch does not build (`{broken['command']}` exited "
+                f"{broken['exit']}): no baseline to compare against",
+                broken["tail"],
+            )
+        ok = _built(builds)
         failed = next((b for b in builds if b["exit"] != 0), None)
         self.criterion(
             "build",
@@ -1016,18 +1036,10 @@ class _Run:
         if not ok:
             self._skip_all(suites, "not run: the build failed")
             raise Aborted
-        broken = next((b for b in self._build(base_dir, "base") if b["exit"] != 0), None)
-        if broken:
-            raise Infrastructure(
-                f"the base branch does not build (`{broken['command']}` exited "
-                f"{broken['exit']}): no baseline to compare against",
-                broken["tail"],
-            )
 
-    def _build(self, workdir: Path, label: str) -> list[dict[str, Any]]:
+    def _build(self, workdir: Path, label: str, cache: BuildCache) -> list[dict[str, Any]]:
         """`build.commands` in `workdir`, or a cached build whose key files match
         (bot/buildcache.py); only the base's builds are stored."""
-        cache = BuildCache(self.policy.build)
         key = cache.key(workdir) if cache.enabled else ""
         if key and cache.restore(key, workdir):
             keyed = ", ".join(self.policy.build.cache_key)
@@ -1039,7 +1051,6 @@ class _Run:
                 "tail": "",
                 "cached": True,
             }
-            self.evidence.setdefault("build", []).append(result)
             return [result]
         results = self._run_build(workdir, label)
         if key and label == "base" and all(r["exit"] == 0 for r in results):
@@ -1068,7 +1079,6 @@ class _Run:
             )
             if result.code != 0:
                 break
-        self.evidence.setdefault("build", []).extend(results)
         return results
 
     # -- the verdict -------------------------------------------------------------------------
@@ -1154,6 +1164,10 @@ def _table_of(event: ddl.DdlEvent, existing: set[str]) -> str | None:
         ):
             return table
     return None
+
+
+def _built(builds: list[dict[str, Any]]) -> bool:
+    return all(b["exit"] == 0 for b in builds)
 
 
 def _touched(before, after, head_log: str, locked: Mapping[str, Any]) -> set[str]:
