@@ -842,7 +842,7 @@ def list_pulls_of_commit(call: Call) -> Reply:
     for pull in sorted(repo.pulls.values(), key=lambda p: -p.number):
         sync_pull(call.state, repo, pull)
         holds = sha in repo.git.commits_between(pull.base_sha, pull.head_sha)
-        if holds or pull.merge_commit_sha == sha and pull.merged:
+        if holds or (pull.merge_commit_sha == sha and pull.merged):
             found.append(pull_simple_json(call, repo, pull))
     return paginate(call, found)
 
