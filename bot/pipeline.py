@@ -351,12 +351,14 @@ class _Run:
 
             replay_db = self._replay_database(sandbox, migrator)
             if replay_db:
+                # Two copies: the replay, and a larger sample for timing a rewrite.
                 with self.stage("clone base"):
                     # A template must have no session: the gate's own close first.
                     conn.close()
                     migrator.close()
                     sandbox.close_connection()
-                    replay.clone(sandbox.database_url, policy.database.name, replay_db, APP_ROLE)
+                    for copy in (replay_db, f"{replay_db}_10x"):
+                        replay.clone(sandbox.database_url, policy.database.name, copy, APP_ROLE)
                     conn = psycopg.connect(sandbox.database_url, autocommit=True)
 
             with self.stage("migrate"):
@@ -602,26 +604,19 @@ class _Run:
     def _replay(self, sandbox, migrator, head_dir, database, before, after, head_log) -> None:
         """The change once more on production-like rows (bot/replay.py)."""
         touched = _touched(before, after, head_log, self.observed.locked)
+        rows = self.policy.replay.rows
         admin = replay.url_for(sandbox.database_url, database)
-        filled = replay.populate(admin, before, touched, self.policy.replay.rows, after)
+        filled = replay.populate(admin, before, touched, rows, after)
         counts_before = replay.dml_counts(admin)
-        parts = environment.database(replay.url_for(sandbox.app_database_url, database))
-        environ = {**self.child_env, **parts, **api_env(self.loaded, {**self.variables, **parts})}
-        record: dict[str, Any] = {
+        self.evidence["replay"] = {
             "database": database,
             "rows": filled.rows,
             "not_filled": filled.skipped,
             "fill_seconds": round(filled.seconds, 3),
         }
-        self.evidence["replay"] = record
         title = "the change's migrations apply on production-like rows"
         try:
-            migrator.replay(
-                head_dir,
-                environ,
-                replay.url_for(sandbox.app_database_url, database),
-                replay.url_for(sandbox.gate_app_url, database),
-            )
+            first = self._apply_on_copy(sandbox, migrator, head_dir, database)
         except MigrationFailed as exc:
             where = ", ".join(f"{t} ({n} rows)" for t, n in filled.rows.items())
             evidence = f"on generated rows in {where}: {exc}"
@@ -654,6 +649,63 @@ class _Run:
         )
         changes = _dml_changes(counts_before, replay.dml_counts(admin))
         self._unmatched_dml(head_log, filled.rows, changes)
+        self._time_rewrites(sandbox, migrator, head_dir, f"{database}_10x", before, after, first)
+
+    def _apply_on_copy(self, sandbox, migrator: Migrator, head_dir: Path, database: str) -> str:
+        """The change's migrations on the copy `database`, as on the first database; returns
+        the server's log of it, each statement with its duration."""
+        admin = replay.url_for(sandbox.database_url, database)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                SQL("ALTER DATABASE {} SET log_min_duration_statement = 0").format(
+                    Identifier(database)
+                )
+            )
+        parts = environment.database(replay.url_for(sandbox.app_database_url, database))
+        environ = {**self.child_env, **parts, **api_env(self.loaded, {**self.variables, **parts})}
+        mark = sandbox.log_mark("database")
+        migrator.replay(
+            head_dir,
+            environ,
+            replay.url_for(sandbox.app_database_url, database),
+            replay.url_for(sandbox.gate_app_url, database),
+        )
+        return sandbox.logs("database", mark)
+
+    def _time_rewrites(self, sandbox, migrator, head_dir, database, before, after, first) -> None:
+        """How long a rewritten, declared table stays locked in production: the ALTERs timed
+        at two sample sizes, the fixed cost taken out, the rest scaled to the declared rows."""
+        declared = {
+            table: rows
+            for table in self.observed.rewritten
+            if (rows := _declared(self.policy.tables, table)) is not None
+        }
+        if not declared:
+            return
+        small, large = self.policy.replay.rows, self.policy.replay.rows * 10
+        admin = replay.url_for(sandbox.database_url, database)
+        replay.populate(admin, before, set(declared), large, after)
+        try:
+            second = self._apply_on_copy(sandbox, migrator, head_dir, database)
+        except MigrationFailed:
+            return  # it applied on the smaller sample: no timing, no claim
+        at_small, at_large = sqllog.alter_ms(first), sqllog.alter_ms(second)
+        for table, rows in declared.items():
+            t1 = next(
+                (ms for name, ms in at_small.items() if table_key(name) == table_key(table)), None
+            )
+            t2 = next(
+                (ms for name, ms in at_large.items() if table_key(name) == table_key(table)), None
+            )
+            if t1 is None or t2 is None:
+                continue
+            per_row = max(t2 - t1, 0.0) / (large - small)
+            predicted = (t2 + per_row * max(rows - large, 0)) / 1000
+            self.observed.measured_blocking[table] = (
+                f"{t1:.0f} ms at {small:,} rows, {t2:.0f} ms at {large:,} rows → "
+                f"~{predicted:.1f} s at {rows:,} declared",
+                predicted,
+            )
 
     def _unmatched_dml(self, head_log: str, filled: dict[str, int], changes) -> None:
         """A backfill that updates or deletes nothing on rows it was written for: its WHERE
@@ -761,6 +813,7 @@ class _Run:
             matches = [t for t in rows if table_key(t) == table_key(name)] or [name]
             rows.update(dict.fromkeys(matches, size.rows))
         self.observed.table_rows = rows
+        self.observed.blocking_budget = duration_seconds(self.policy.locks.max_blocking)
         self.observed.declared_rows = {n: size.rows for n, size in self.policy.tables.items()}
         self.evidence["migration"] = {
             "mode": self.policy.migrations.mode,
@@ -1164,6 +1217,13 @@ def _table_of(event: ddl.DdlEvent, existing: set[str]) -> str | None:
         ):
             return table
     return None
+
+
+def _declared(tables: Mapping[str, Any], table: str) -> int | None:
+    """The declared production rows of `table`, however the policy spells its name."""
+    return next(
+        (size.rows for name, size in tables.items() if table_key(name) == table_key(table)), None
+    )
 
 
 def _built(builds: list[dict[str, Any]]) -> bool:

@@ -54,6 +54,10 @@ class Observed:
     lines_changed: int = 0
     files_changed: int = 0
     slow_steps: list[str] = field(default_factory=list)
+    # table -> (how it was measured, predicted seconds at its declared size), from the
+    # populated replay's two sample sizes; tables missing here are predicted from a rate.
+    measured_blocking: dict[str, tuple[str, float]] = field(default_factory=dict)
+    blocking_budget: float = BLOCKING_BUDGET_SECONDS  # the policy's locks.max_blocking
 
 
 @dataclass
@@ -274,8 +278,9 @@ def _rewrites(seen: Observed) -> list[RiskFactor]:
             level = Risk.low
             what = f"size unknown: {_declare(table)} predicts how long reads and writes wait"
         else:
-            seconds = rows / REWRITE_ROWS_PER_SECOND
-            budget = BLOCKING_BUDGET_SECONDS
+            budget = seen.blocking_budget
+            measured = seen.measured_blocking.get(table)
+            seconds = measured[1] if measured else rows / REWRITE_ROWS_PER_SECOND
             level = (
                 Risk.low
                 if seconds <= budget
@@ -284,10 +289,13 @@ def _rewrites(seen: Observed) -> list[RiskFactor]:
                 else Risk.high
             )
             verdict = "within" if seconds <= budget else "over"
-            what = (
-                f"~{seconds:.1f} s predicted for {rows:,} declared rows at "
-                f"~{REWRITE_ROWS_PER_SECOND:,} rows/s, {verdict} the {budget:g} s budget"
+            how = (
+                f"measured: {measured[0]}"
+                if measured
+                else f"~{seconds:.1f} s predicted for {rows:,} declared rows at "
+                f"~{REWRITE_ROWS_PER_SECOND:,} rows/s"
             )
+            what = f"{how}, {verdict} the {budget:g} s budget"
         out.append(
             RiskFactor(
                 id="table-rewrite",

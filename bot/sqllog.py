@@ -95,6 +95,18 @@ def dml(log: str) -> list[tuple[str, str, str]]:
     return out
 
 
+def alter_ms(log: str) -> dict[str, float]:
+    """Milliseconds of ALTER TABLE per table (as written), from a log with durations: how
+    long each table was held under its lock."""
+    out: dict[str, float] = {}
+    for statement, node in _logged(log):
+        if isinstance(node, pglast.ast.AlterTableStmt) and statement.duration_ms is not None:
+            relation = node.relation
+            table = ".".join(p for p in (relation.schemaname, relation.relname) if p)
+            out[table] = out.get(table, 0.0) + statement.duration_ms
+    return out
+
+
 def locate(
     sql: str, files: dict[str, list[str]], added: dict[str, set[int]]
 ) -> tuple[str | None, int | None]:

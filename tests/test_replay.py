@@ -113,3 +113,20 @@ def test_rows_are_generated_parents_first_within_constraints(pg_sandbox, fresh_d
     with psycopg.connect(fresh_database, autocommit=True) as conn:
         orphans = "SELECT count(*) FROM orders o LEFT JOIN items i ON i.id = o.item_id"
         assert conn.execute(orphans + " WHERE i.id IS NULL").fetchone() == (0,)
+
+
+def test_a_rewrite_of_a_declared_table_is_timed_at_two_sample_sizes(tmp_path):
+    policy = ITEMS_POLICY.replace("{items: {rows: 1000}}", "{items: {rows: 2000000}}")
+    policy += "locks: {max_blocking: 1h}\n"
+    repo = items_repo(tmp_path, policy, "id integer PRIMARY KEY, name text")
+    branch(
+        repo,
+        "builder/bigint",
+        {"migrations/002_bigint.sql": "ALTER TABLE items ALTER COLUMN id TYPE bigint;\n"},
+    )
+    _proc, verdict = validate(repo, "builder/bigint")
+    rewrite = next(f for f in verdict["risk_factors"] if f["id"] == "table-rewrite")
+    assert "measured:" in rewrite["reason"] and "ms at 1,000 rows" in rewrite["reason"]
+    assert "ms at 10,000 rows" in rewrite["reason"] and "2,000,000 declared" in rewrite["reason"]
+    # An hour's budget: whatever the machine measured, the prediction is within it.
+    assert rewrite["level"] == "low" and "within the 3600 s budget" in rewrite["reason"]

@@ -183,6 +183,21 @@ class Migrations(Strict):
         return self.mode == "alembic"
 
 
+class Locks(Strict):
+    max_blocking: str = Field(
+        "2s",
+        description="How long a deploy may block a declared table's reads and writes: a "
+        "rewrite predicted over it is high risk, ten times over it critical.",
+    )
+
+    @field_validator("max_blocking")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        if duration_seconds(value) <= 0:
+            raise ValueError("max_blocking must be more than 0")
+        return value
+
+
 class Replay(Strict):
     """The populated replay (bot/replay.py): the change migrates once more on a copy of the
     base database whose touched tables hold generated rows."""
@@ -530,6 +545,7 @@ class Policy(Strict):
     migrations: Migrations = Field(default_factory=Migrations)
     seed: Seed = Field(default_factory=Seed)
     replay: Replay = Field(default_factory=Replay)
+    locks: Locks = Field(default_factory=Locks)
     auth: Auth = Field(default_factory=Auth)
     suites: list[SuiteEntry] = Field(
         default_factory=list,
