@@ -5,7 +5,7 @@ ones is worse than none. `tests/data/verdicts/` holds SQL-level cases, each labe
 decision and risk level a careful maintainer would give it and one line of why, written before
 the gate was run on it. This runs every case through the real pipeline — a git repository per
 case (`main`: the base migrations; `builder/<case>`: the change), a directory-mode policy with
-no API, `bot.pipeline.validate` with the local PostgreSQL sandbox — and prints:
+no API, `bot.engine.pipeline.validate` with the local PostgreSQL sandbox — and prints:
 
 - the confusion matrix of decisions (expected x got) and of levels,
 - the false approval rate (a case labelled review or reject that the gate approved),
@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a clone: the gate's own package
     sys.path.insert(0, str(ROOT))
 
+from bot.engine.job import Job  # noqa: E402
+from bot.engine.pipeline import validate  # noqa: E402
 from bot.gitrepo import resolve  # noqa: E402
-from bot.job import Job  # noqa: E402
-from bot.pipeline import validate  # noqa: E402
 from bot.policy.loader import policy_at  # noqa: E402
 from bot.sandbox.local import for_policy  # noqa: E402
 

@@ -3,13 +3,14 @@
     .venv/bin/pip install -e '.[test,bench]'     # squawk-cli ships the `squawk` binary
     .venv/bin/python bench/lint_compare.py [--repeat N] [--no-speed] [--details]
 
-Comparison: Squawk (`squawk --reporter json`, its default rule set) and `bot.lint.lint_sql` run
-over every corpus file. Squawk's rule names are mapped to Gatekeeper's through FAMILIES below;
-for each family the script prints how many files both flag, only Squawk flags, only Gatekeeper
-flags. A Squawk finding whose family's Gatekeeper rules are all absent from that file is a
-*miss*. A miss is explained when tests/data/migrations/README.md lists it (table between
-`<!-- squawk-explained:begin -->` and `<!-- squawk-explained:end -->`: Squawk rule, files, why);
-a Squawk rule that maps to no Gatekeeper rule must be listed in the README's table of rules
+Comparison: Squawk (`squawk --reporter json`, its default rule set) and
+`bot.judging.lint.lint_sql` run over every corpus file. Squawk's rule names are mapped to
+Gatekeeper's through FAMILIES below; for each family the script prints how many files both
+flag, only Squawk flags, only Gatekeeper flags. A Squawk finding whose family's Gatekeeper
+rules are all absent from that file is a *miss*. A miss is explained when
+tests/data/migrations/README.md lists it (table between `<!-- squawk-explained:begin -->` and
+`<!-- squawk-explained:end -->`: Squawk rule, files, why); a Squawk rule that maps to no
+Gatekeeper rule must be listed in the README's table of rules
 Gatekeeper deliberately does not have (`<!-- squawk-unmapped:begin -->` ...). Exit 1 when a
 miss or an unmapped rule is unexplained, 2 when Squawk is not installed, 0 otherwise.
 
@@ -42,7 +43,7 @@ from pglast import parse_sql
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bot.lint import RULES, LintOptions, lint_sql  # noqa: E402
+from bot.judging.lint import RULES, LintOptions, lint_sql  # noqa: E402
 
 CORPUS = REPO / "tests" / "data" / "migrations"
 README = CORPUS / "README.md"

@@ -3,7 +3,7 @@
 Why: bench/webhook.py times the acknowledgement alone, and its runs end `ignored` after one
 policy read. This drives the rest of the path under load, in one process, all on 127.0.0.1:
 the real FastAPI app under uvicorn, the real Store on a real PostgreSQL (LocalSandbox), the
-real procrastinate worker and sweeps (`bot.server.working`) and the real GitHubClient
+real procrastinate worker and sweeps (`bot.app.server.working`) and the real GitHubClient
 (personal-token mode) against a GitHub stand-in (http.server). Only `Service._validate`, the
 clone + sandbox + checks, is replaced by a stub that sleeps 20 ms and approves.
 
@@ -60,16 +60,17 @@ import uvicorn
 from procrastinate import JobContext
 from psycopg.rows import dict_row
 
-from bot import events, logs
+from bot.app import logs
+from bot.app.server import store_for, working
+from bot.app.service import Service
+from bot.app.settings import Settings
+from bot.app.store import ACTIVE
+from bot.app.webhook import create_app
+from bot.github import events
 from bot.github.auth import TokenCredentials
 from bot.github.client import DEFAULT_PACING, GitHubClient, Pacing
+from bot.judging.verdict import Decision, Risk, Stage, Verdict
 from bot.sandbox.local import LocalSandbox
-from bot.server import store_for, working
-from bot.service import Service
-from bot.settings import Settings
-from bot.store import ACTIVE
-from bot.verdict import Decision, Risk, Stage, Verdict
-from bot.webhook import create_app
 
 PAYLOAD = Path(__file__).resolve().parents[1] / "tests/fixtures/github/webhooks"
 HOST = "127.0.0.1"

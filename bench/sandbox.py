@@ -38,7 +38,7 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot import demo  # noqa: E402
+from bot.cli import demo  # noqa: E402
 from bot.policy import api_env, load_policy  # noqa: E402
 from bot.sandbox import images  # noqa: E402
 from bot.sandbox.base import ApiSpec, Sandbox  # noqa: E402

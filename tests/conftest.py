@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from bot.app.store import Store
 from bot.sandbox.local import LocalSandbox
-from bot.store import Store
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,11 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from bot.auth import Credentials, LoginFailed
+from bot.checking import RunContext, Suite, run_suite
+from bot.checking.auth import Credentials, LoginFailed
+from bot.judging.verdict import Status
 from bot.policy.model import Auth
-from bot.scenario import RunContext, Suite, run_suite
-from bot.verdict import Status
-from bot.yamlfile import ConfigError, load_model
+from bot.policy.yamlfile import ConfigError, load_model
 from tests.helpers import ITEMS_POLICY, commit, free_port, git, items_repo, serving
 
 PASSWORD = "s3cret-pw"

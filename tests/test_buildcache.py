@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bot.buildcache import KEEP, BuildCache
 from bot.policy.model import Build
+from bot.sandbox.buildcache import KEEP, BuildCache
 
 BUILD = Build(
     commands=["make venv"], cache_key=["requirements.txt"], cache_paths=[".venv", "dist/app"]

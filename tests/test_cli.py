@@ -13,7 +13,7 @@ def test_an_internal_error_exits_2_with_one_line_and_the_traceback_kept():
     program = textwrap.dedent(
         """
         import sys
-        from bot import cli
+        from bot.cli import main as cli
 
         @cli.app.command("boom")
         def boom() -> None:

@@ -27,20 +27,20 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from bot import metrics
-from bot.dashboard import render_report
+from bot.app import metrics
+from bot.app.dashboard import render_report
+from bot.app.service import Service
+from bot.app.settings import Settings
+from bot.app.store import Store
+from bot.engine.job import Job
+from bot.engine.pipeline import validate
 from bot.github.auth import TokenCredentials
 from bot.github.client import GitHubClient
 from bot.gitrepo import resolve
-from bot.job import Job
-from bot.pipeline import validate
+from bot.judging.verdict import Verdict
 from bot.policy.loader import policy_at
-from bot.report import render_markdown
+from bot.reporting import render_markdown
 from bot.sandbox.local import for_policy
-from bot.service import Service
-from bot.settings import Settings
-from bot.store import Store
-from bot.verdict import Verdict
 from tests.github.fake import FakeGitHub
 from tests.github.openapi import github_spec
 from tests.github.test_service import Running as ServiceServer

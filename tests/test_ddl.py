@@ -1,4 +1,5 @@
-"""bot.ddl against a real PostgreSQL: what the event triggers record, and what they must not do."""
+"""bot.observing.ddl against a real PostgreSQL: what the event triggers record, and what they
+must not do."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from bot import ddl
+from bot.observing import ddl
 from bot.sandbox.postgres import APP_ROLE
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.demo import TARGETS, load_builder
+from bot.cli.demo import TARGETS, load_builder
 
 
 def strings(value) -> list[str]:

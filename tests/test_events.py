@@ -1,4 +1,5 @@
-"""bot.events against real GitHub webhook payloads (octokit/webhooks examples, see SOURCE.md).
+"""bot.github.events against real GitHub webhook payloads (octokit/webhooks examples, see
+SOURCE.md).
 
 Upstream has no merged pull_request.closed, no issue_comment on a pull request, no pull request
 from a fork and no draft opened: the tests below that need one derive it from a copy of a real
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bot.events import (
+from bot.github.events import (
     GroupDestroyed,
     Ignored,
     NeedsPullRequest,

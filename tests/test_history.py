@@ -17,16 +17,16 @@ from typing import Any
 
 import pytest
 
-from bot import history
+from bot.app import history
+from bot.app.history import RunFilter
+from bot.app.service import Service
+from bot.app.settings import Settings
+from bot.app.store import Store
+from bot.engine.job import Job
 from bot.github.auth import TokenCredentials
 from bot.github.client import GitHubClient
-from bot.history import RunFilter
-from bot.job import Job
-from bot.report import render_markdown
-from bot.service import Service
-from bot.settings import Settings
-from bot.store import Store
-from bot.verdict import Criterion, Decision, Risk, RiskFactor, Stage, Status, Verdict
+from bot.judging.verdict import Criterion, Decision, Risk, RiskFactor, Stage, Status, Verdict
+from bot.reporting import render_markdown
 
 NOW = datetime.now(UTC)
 

@@ -1,4 +1,5 @@
-"""bot.locks against a real PostgreSQL: the locks real statements take, as the monitor saw them.
+"""bot.observing.locks against a real PostgreSQL: the locks real statements take, as the
+monitor saw them.
 
 Every lock under test is held for at least HOLD seconds while the monitor samples every 5 ms,
 so a sample sees it on any machine that is not stalled for a third of a second.
@@ -16,8 +17,8 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from bot import locks
-from bot.locks import LockMonitor, ObservedLock
+from bot.observing import locks
+from bot.observing.locks import LockMonitor, ObservedLock
 
 HOLD = 0.3
 DEADLINE = 10.0

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import pytest
 
-from bot import logs
+from bot.app import logs
 
 
 class Lines:

@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from bot.masking import MASK, Masker, from_environment
-from bot.verdict import Criterion, Decision, Risk, Status, Verdict
+from bot.judging.verdict import Criterion, Decision, Risk, Status, Verdict
+from bot.reporting.masking import MASK, Masker, from_environment
 
 SECRET = 's3cr"t\\value-0123'
 

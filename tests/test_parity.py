@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.demo import SECRET_ENV, case_job, load_builder
-from bot.pipeline import validate
+from bot.cli.demo import SECRET_ENV, case_job, load_builder
+from bot.engine.pipeline import validate
+from bot.judging.verdict import Verdict
 from bot.policy import load_policy
 from bot.resources import data_path
 from bot.sandbox import images
 from bot.sandbox.environment import PASS_ENV
 from bot.sandbox.select import factory
-from bot.verdict import Verdict
 
 ENGINE_PROBLEM = images.engine_problem(images.LOCAL_IMAGES)
 

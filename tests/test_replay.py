@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bot import replay
-from bot.schema import snapshot
+from bot.migrating import replay
+from bot.observing.schema import snapshot
 from tests.helpers import ITEMS_POLICY, items_repo
 from tests.test_validate import branch, criterion, validate
 

@@ -3,8 +3,8 @@ factor's level, nothing adds up, unknown sizes never raise it, observations beat
 
 from __future__ import annotations
 
-from bot.risk import Observed, assess
-from bot.verdict import Criterion, Finding, Risk, Status
+from bot.judging.risk import Observed, assess
+from bot.judging.verdict import Criterion, Finding, Risk, Status
 
 PASSED = Criterion(id="schema/items", title="items", status=Status.passed)
 

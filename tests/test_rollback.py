@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
-from bot.rollback import check, plan
-from bot.schema import Change, SchemaDiff, diff, snapshot
+from bot.judging.rollback import check, plan
+from bot.observing.schema import Change, SchemaDiff, diff, snapshot
 
 
 def test_inverse_of_each_change_newest_first():

@@ -1,4 +1,4 @@
-"""bot.schema against a real PostgreSQL: snapshots, table stats and the readable diff."""
+"""bot.observing.schema against a real PostgreSQL: snapshots, table stats and the readable diff."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from bot import ddl, schema
+from bot.observing import ddl, schema
 
 
 @pytest.fixture

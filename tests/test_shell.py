@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.shell import reason
+from bot.sandbox.shell import reason
 
 SQLALCHEMY = """\
 Traceback (most recent call last):

@@ -19,11 +19,11 @@ import httpx
 import psycopg
 import pytest
 
+from bot.app.service import DEADLINE_SAMPLES, Service
+from bot.app.settings import Settings
+from bot.app.store import MIGRATIONS, Store
 from bot.github.auth import TokenCredentials
 from bot.github.client import GitHubClient
-from bot.service import DEADLINE_SAMPLES, Service
-from bot.settings import Settings
-from bot.store import MIGRATIONS, Store
 from tests.helpers import free_port, gatekeeper_process, wait_serving
 
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import bot
-from bot.decision import decide, root_cause
+from bot.judging.decision import decide, root_cause
+from bot.judging.verdict import EXIT_CODES, Criterion, Decision, Risk, Status, Verdict
 from bot.policy.model import Decide
-from bot.verdict import EXIT_CODES, Criterion, Decision, Risk, Status, Verdict
 
 
 def test_kept_schema_matches_the_model():

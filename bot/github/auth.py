@@ -20,7 +20,7 @@ import jwt
 import requests
 from requests.adapters import HTTPAdapter
 
-from bot import metrics
+from bot.app import metrics
 from bot.github.http import (
     API_VERSION,
     DEFAULT_RETRIES,

@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from github import Auth, Github
 
-from bot import metrics
+from bot.app import metrics
 from bot.github.auth import AppCredentials, Credentials
 from bot.github.http import (
     API_VERSION,

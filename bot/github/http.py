@@ -35,7 +35,7 @@ import requests
 from github.GithubException import GithubException
 from github.GithubRetry import GithubRetry
 
-from bot import metrics
+from bot.app import metrics
 
 API_VERSION = "2022-11-28"
 USER_AGENT = "gatekeeper"

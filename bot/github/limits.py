@@ -15,8 +15,8 @@ import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from bot.report.markdown import BADGES, RISK_BADGES, STATUS_BADGES
-from bot.verdict import Decision, Finding, Risk, Status, Verdict
+from bot.judging.verdict import Decision, Finding, Risk, Status, Verdict
+from bot.reporting.markdown import BADGES, RISK_BADGES, STATUS_BADGES
 
 STATUS_DESCRIPTION_LIMIT = 140
 CHECK_TEXT_LIMIT = 65_535  # output.summary and output.text, each

@@ -50,7 +50,7 @@ from bot.github.limits import (
     truncate_markdown,
     truncation_note,
 )
-from bot.verdict import Decision, Risk, Verdict
+from bot.judging.verdict import Decision, Risk, Verdict
 
 log = logging.getLogger("gatekeeper.github")
 

@@ -1,4 +1,9 @@
-"""Policies: YAML files that say how a repository's gate runs and decides."""
+"""Policies: YAML files that say how a repository's gate runs and decides; the hardened YAML
+loader they and the suites go through (`yamlfile`).
+
+May import: judging (rule ids, risk levels), checking (JSONPath checks), sandbox (which
+variables may be passed).
+"""
 
 from bot.policy.loader import (
     REPO_POLICY_PATH,

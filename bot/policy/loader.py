@@ -12,9 +12,9 @@ from pathlib import Path
 
 from bot.gitrepo import extract, read_file
 from bot.policy.model import Policy
+from bot.policy.yamlfile import ConfigError, load_model
 from bot.resources import data_path
 from bot.sandbox.environment import DATABASE_VARIABLES, PASS_ENV
-from bot.yamlfile import ConfigError, load_model
 
 # Where a repository keeps its own policy (read from the base branch, never the PR's head).
 REPO_POLICY_PATH = ".github/gatekeeper.yml"

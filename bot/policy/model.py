@@ -22,8 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-from bot.scenario.model import JsonPathStr
-from bot.verdict import Decision, Risk
+from bot.checking.model import JsonPathStr
+from bot.judging.verdict import Decision, Risk
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)?\s*$")
 
@@ -199,8 +199,8 @@ class Locks(Strict):
 
 
 class Replay(Strict):
-    """The populated replay (bot/replay.py): the change migrates once more on a copy of the
-    base database whose touched tables hold generated rows."""
+    """The populated replay (bot/migrating/replay.py): the change migrates once more on a copy
+    of the base database whose touched tables hold generated rows."""
 
     rows: int = Field(
         1000,
@@ -369,7 +369,7 @@ class Lint(Strict):
     @field_validator("severity", "disabled")
     @classmethod
     def _known_rules(cls, value: dict[str, object]) -> dict[str, object]:
-        from bot.lint.rules import ENGINE_FINDINGS, RULES
+        from bot.judging.lint.rules import ENGINE_FINDINGS, RULES
 
         known = sorted([*RULES, *ENGINE_FINDINGS])
         for rule in value:

@@ -26,7 +26,7 @@ def kind_of(loaded: LoadedPolicy, override: str | None = None) -> Kind:
 def factory(
     override: str | None = None, environ: Mapping[str, str] | None = None
 ) -> Callable[[LoadedPolicy], Sandbox]:
-    """A sandbox factory for `bot.pipeline.validate`."""
+    """A sandbox factory for `bot.engine.pipeline.validate`."""
 
     def make(loaded: LoadedPolicy) -> Sandbox:
         policy = loaded.policy

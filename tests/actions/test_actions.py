@@ -4,7 +4,7 @@ Event files are the real payloads (tests/fixtures/github/webhooks/), retargeted 
 local repository; variants upstream has no example of (a merged pull request, a dispatch with
 gatekeeper's inputs) are derived from them here, and each test says so. The step is run as a
 process, with temp files for $GITHUB_OUTPUT and $GITHUB_STEP_SUMMARY whose exact formats are
-asserted. The webhook path (bot.service on the fake GitHub) and the Actions path must reach the
+asserted. The webhook path (bot.app.service on the fake GitHub) and the Actions path must reach the
 same verdict on the same payload.
 """
 
@@ -24,10 +24,11 @@ from typing import Any
 
 import pytest
 
-from bot import actions, events
-from bot.demo import load_builder
+from bot.actions import run as actions
+from bot.cli.demo import load_builder
+from bot.github import events
+from bot.judging.verdict import Decision, Finding, Risk, Verdict
 from bot.resources import data_path
-from bot.verdict import Decision, Finding, Risk, Verdict
 from tests.github.conftest import POLICY, REPO, commit_all
 from tests.github.test_merge_queue import ADD_CODE_TEXT, group_event, serve_group
 from tests.github.test_service import (  # the same service the App tests use
@@ -160,6 +161,22 @@ def parse_github_output(text: str) -> dict[str, str]:
     return values
 
 
+# Clocks, durations and what the lock monitor's sampling happened to catch.
+VOLATILE = frozenset(
+    {
+        "started_at",
+        "seconds",
+        "duration_ms",
+        "fill_seconds",
+        "held_ms",
+        "first_seen",
+        "last_seen",
+        "samples",
+        "pid",
+    }
+)
+
+
 def comparable(verdict: dict[str, Any]) -> dict[str, Any]:
     """The verdict without what differs between any two runs of the same case: clocks and
     durations, and what follows from them (the scratch merge commit's SHA, which holds its
@@ -177,11 +194,7 @@ def comparable(verdict: dict[str, Any]) -> dict[str, Any]:
 
     def clean(value: Any) -> Any:
         if isinstance(value, dict):
-            return {
-                k: clean(v)
-                for k, v in value.items()
-                if k not in ("started_at", "seconds", "duration_ms")
-            }
+            return {k: clean(v) for k, v in value.items() if k not in VOLATILE}
         if isinstance(value, list):
             return [clean(v) for v in value]
         if isinstance(value, str):
@@ -294,7 +307,7 @@ def test_the_token_is_read_and_every_credential_removed_from_the_environment():
     assert actions.take_token({}) is None
 
 
-# -- events -> targets: the one mapping of bot.events ---------------------------------------
+# -- events -> targets: the one mapping of bot.github.events ---------------------------------------
 
 
 class StubPulls:
@@ -653,7 +666,7 @@ def test_post_reports_on_the_pull_request_with_the_workflow_token(served, repo, 
 
 
 def test_dispatch_mode_posts_the_status_the_service_waits_for(served, repo, tmp_path):
-    """The inputs the service's dispatch mode sends (bot.service): the workflow validates
+    """The inputs the service's dispatch mode sends (bot.app.service): the workflow validates
     exactly the SHAs it was given and reports back on them with its own token."""
     fake = served
     pull = fake.state.repos[REPO].pulls[7]
@@ -755,11 +768,14 @@ def test_a_hostile_build_in_the_step_leaks_no_secret_of_the_step(tmp_path, repo)
     (repo / ".github" / "gatekeeper.yml").write_text(
         POLICY
         + "api: {command: 'true', env: {API_KEY: '${PASSED_SECRET}'}}\n"
-        + "build: {commands: ['env; echo $API_KEY | base64; exit 3']}\n"
+        # The change's build.sh; the base (both sides build) has none and builds nothing.
+        + "build: {commands: ['test ! -e build.sh || sh build.sh']}\n"
     )
     commit_all(repo, "gate: a build that prints its environment")
     git(repo, "checkout", "-q", "builder/add-name")
     git(repo, "rebase", "-q", "main")
+    (repo / "build.sh").write_text("env; echo $API_KEY | base64; exit 3\n")
+    commit_all(repo, "hostile: print the environment")
     git(repo, "checkout", "-q", "main")
     secrets = {"MY_DEPLOY_SECRET": "canary-step-3f9a0c7d21", "PASSED_SECRET": "canary-pass-81be4d"}
     workspace = checkout(repo, tmp_path / "workspace")

@@ -23,7 +23,7 @@ WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 TEMPLATES = sorted((ROOT / "workflows").glob("*.yml"))
 ACTION = ROOT / "action.yml"
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
-# What bot.service's dispatch mode sends (`Service._dispatch`); GitHub refuses a dispatch
+# What bot.app.service's dispatch mode sends (`Service._dispatch`); GitHub refuses a dispatch
 # with inputs the workflow does not declare.
 DISPATCH_INPUTS = {"base_ref", "base_sha", "head_ref", "head_sha", "pr_number", "run_id"}
 

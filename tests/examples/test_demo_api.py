@@ -28,10 +28,10 @@ import jwt
 import psycopg
 import pytest
 
-from bot.auth import Credentials
+from bot.checking.auth import Credentials
+from bot.checking.runner import RunContext, load_suites, run_suite
 from bot.policy.model import Auth
 from bot.sandbox.postgres import APP_ROLE
-from bot.scenario.runner import RunContext, load_suites, run_suite
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

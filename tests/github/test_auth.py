@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bot.engine.job import Job
 from bot.github.auth import (
     KEY_ENV,
     KEY_FILE_ENV,
@@ -23,9 +24,8 @@ from bot.github.auth import (
 from bot.github.client import GitHubClient, Pacing
 from bot.github.http import GitHubError, Retries
 from bot.github.publish import Publisher
-from bot.job import Job
-from bot.report import render_markdown
-from bot.verdict import Criterion, Decision, Risk, Status, Verdict
+from bot.judging.verdict import Criterion, Decision, Risk, Status, Verdict
+from bot.reporting import render_markdown
 
 REPO = "octo/demo"
 FAST = Retries(attempts=2, backoff=0.01, backoff_max=0.05, jitter=0.01, timeout=10)

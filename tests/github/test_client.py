@@ -11,14 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.engine.job import Job
 from bot.github.auth import AppCredentials, TokenCredentials
 from bot.github.client import GitHubClient, Pacing, WriteBudget
 from bot.github.http import GitHubError, Retries
 from bot.github.limits import REPORT_MARKER
 from bot.github.publish import REVIEW_MARKER, Publisher
-from bot.job import Job
-from bot.report import render_markdown
-from bot.verdict import Criterion, Decision, Finding, Risk, Status, Verdict
+from bot.judging.verdict import Criterion, Decision, Finding, Risk, Status, Verdict
+from bot.reporting import render_markdown
 
 REPO = "octo/demo"
 HEAD = "builder/fix-orders"  # the demo_git_repo fixture's builder branch

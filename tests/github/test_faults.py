@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.app.store import Store
 from bot.sandbox.local import LocalSandbox
-from bot.store import Store
 from tests.helpers import free_port, gatekeeper_process
 from tests.helpers import run_git as git
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.engine.job import Job
 from bot.github.limits import (
     ANNOTATIONS_MAX,
     CHECK_TEXT_LIMIT,
@@ -20,9 +21,8 @@ from bot.github.limits import (
     truncate_utf8,
     utf8_size,
 )
-from bot.job import Job
-from bot.report import render_markdown
-from bot.verdict import Criterion, Decision, Finding, Risk, Status, Verdict
+from bot.judging.verdict import Criterion, Decision, Finding, Risk, Status, Verdict
+from bot.reporting import render_markdown
 
 # 1-, 2-, 3- and 4-byte characters, and a combining mark.
 MIXED = "aé€😀e\u0301"

@@ -21,12 +21,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 import pytest
 
-from bot import login
+from bot.app import login
+from bot.app.service import Service
+from bot.app.settings import Settings
+from bot.app.store import Store
 from bot.github.auth import TokenCredentials
 from bot.github.client import GitHubClient
-from bot.service import Service
-from bot.settings import Settings
-from bot.store import Store
 
 from .fake import FakeGitHub
 from .test_service import Running

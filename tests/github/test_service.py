@@ -24,15 +24,15 @@ import psycopg
 import pytest
 import uvicorn
 
-from bot import events
+from bot.app.server import working
+from bot.app.service import Service
+from bot.app.settings import Settings
+from bot.app.store import Store
+from bot.app.webhook import create_app
+from bot.github import events
 from bot.github.auth import AppCredentials
 from bot.github.client import GitHubClient
 from bot.github.publish import Publisher
-from bot.server import working
-from bot.service import Service
-from bot.settings import Settings
-from bot.store import Store
-from bot.webhook import create_app
 from tests.helpers import WEBHOOKS, free_port, gatekeeper_process, wait_serving
 from tests.helpers import run_git as git
 

@@ -28,11 +28,11 @@ from hypothesis import event as tally
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from bot.app.service import Service
+from bot.app.settings import Settings
+from bot.app.store import Store
 from bot.github.auth import TokenCredentials
 from bot.github.client import GitHubClient
-from bot.service import Service
-from bot.settings import Settings
-from bot.store import Store
 
 from .test_service import Running, payload
 

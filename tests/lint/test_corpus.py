@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.lint import RULES, LintOptions, lint_sql
+from bot.judging.lint import RULES, LintOptions, lint_sql
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "migrations"
 FILES = sorted(p.relative_to(CORPUS).as_posix() for p in CORPUS.rglob("*.sql"))

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from bot.lint import RULES, LintOptions, lint_sql
-from bot.verdict import Finding, Risk
+from bot.judging.lint import RULES, LintOptions, lint_sql
+from bot.judging.verdict import Finding, Risk
 
 # (rule, sql, expected line, expected level, options)
 FLAGGED: list[tuple[str, str, int, Risk, dict[str, Any]]] = [
@@ -673,7 +673,7 @@ def test_changing_column_type_says_what_it_rewrites() -> None:
 def test_readme_lists_every_rule() -> None:
     from pathlib import Path
 
-    from bot.lint import rules_markdown
+    from bot.judging.lint import rules_markdown
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     kept = readme.split("<!-- rules:begin -->\n")[1].split("<!-- rules:end -->")[0]

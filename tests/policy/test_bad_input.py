@@ -18,7 +18,7 @@ import pytest
 
 from bot.policy import load_policy
 from bot.policy.loader import policy_at
-from bot.yamlfile import MAX_BYTES, MAX_DEPTH, ConfigError
+from bot.policy.yamlfile import MAX_BYTES, MAX_DEPTH, ConfigError
 from tests.helpers import git
 
 GATEKEEPER = [sys.executable, "-m", "bot"]

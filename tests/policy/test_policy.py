@@ -12,8 +12,8 @@ import pytest
 from bot.policy import load_policy
 from bot.policy.loader import api_env, default_policy_path
 from bot.policy.model import duration_seconds
+from bot.policy.yamlfile import ConfigError
 from bot.resources import data_path
-from bot.yamlfile import ConfigError
 
 GATEKEEPER = [sys.executable, "-m", "bot"]
 

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bot.checking import load_suites
+from bot.checking.model import compile_jsonpath
 from bot.policy import Policy, load_policy, load_policy_text
 from bot.resources import data_path
-from bot.scenario import load_suites
-from bot.scenario.model import compile_jsonpath
 from tests.policy.yaml_strategies import documents, edits_of, model_keys, only_config_errors
 
 pytestmark = pytest.mark.timeout(600)

@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from bot.yamlfile import ConfigError
+from bot.policy.yamlfile import ConfigError
 
 # Scalars that have broken YAML loaders: non-finite and huge numbers, YAML 1.1 surprises,
 # tags of other schemas, paths out of a tree, bad patterns, variables nobody defines.

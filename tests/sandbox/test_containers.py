@@ -820,9 +820,9 @@ def test_validate_with_the_policys_containers_sandbox(tmp_path: Path):
 def test_a_change_whose_image_does_not_build_is_rejected_with_the_build_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
+    from bot.engine.job import Job
+    from bot.engine.pipeline import validate
     from bot.gitrepo import resolve
-    from bot.job import Job
-    from bot.pipeline import validate
     from bot.policy import load_policy
     from bot.sandbox.select import factory
 

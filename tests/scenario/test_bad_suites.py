@@ -1,6 +1,6 @@
 """A bad suite file ends the check in exit 2 naming the suite's file and line.
 
-Suites come through the same loader as policies (bot/yamlfile.py), so these are the
+Suites come through the same loader as policies (bot/policy/yamlfile.py), so these are the
 suite-shaped cases of tests/policy/test_bad_input.py, seen from `gatekeeper policy check`
 of a policy that names them.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.scenario import load_suites
-from bot.yamlfile import ConfigError
+from bot.checking import load_suites
+from bot.policy.yamlfile import ConfigError
 
 GATEKEEPER = [sys.executable, "-m", "bot"]
 POLICY = "version: 1\nmigrations: {mode: directory, directory: migrations}\nsuites: [checks]\n"

@@ -18,11 +18,11 @@ from urllib.parse import parse_qs
 import pytest
 from fastapi import FastAPI, Request
 
-from bot.auth import Credentials
+from bot.checking import RunContext, StepResult, load_suites, run_suite
+from bot.checking.auth import Credentials
+from bot.judging.verdict import Status
 from bot.policy.model import Auth
-from bot.scenario import RunContext, StepResult, load_suites, run_suite
-from bot.verdict import Status
-from bot.yamlfile import ConfigError
+from bot.policy.yamlfile import ConfigError
 from tests.helpers import free_port, serving
 
 

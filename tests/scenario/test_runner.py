@@ -22,11 +22,11 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from bot.auth import Credentials
+from bot.checking import RunContext, StepResult, Suite, run_suite
+from bot.checking.auth import Credentials
+from bot.judging.verdict import Status
 from bot.policy.model import Auth
-from bot.scenario import RunContext, StepResult, Suite, run_suite
-from bot.verdict import Status
-from bot.yamlfile import load_model
+from bot.policy.yamlfile import load_model
 from tests.helpers import free_port
 
 TOKEN = "Bearer test-token"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.scenario import load_suites
-from bot.yamlfile import ConfigError
+from bot.checking import load_suites
+from bot.policy.yamlfile import ConfigError
 
 CHECKS = Path(__file__).resolve().parents[2] / "checks"
 SUITE_FILES = sorted(p for p in CHECKS.rglob("*") if p.suffix in (".yml", ".yaml"))

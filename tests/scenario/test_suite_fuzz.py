@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.scenario import Suite, load_suites
-from bot.scenario.model import compile_jsonpath
+from bot.checking import Suite, load_suites
+from bot.checking.model import compile_jsonpath
 from tests.policy.yaml_strategies import documents, edits_of, model_keys, only_config_errors
 
 pytestmark = pytest.mark.timeout(600)

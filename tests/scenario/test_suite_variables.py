@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.auth import Credentials
+from bot.checking import RunContext, Suite, load_suites, run_suite
+from bot.checking.auth import Credentials
+from bot.checking.model import RUN_VARIABLES, variable_uses
+from bot.judging.verdict import Status
 from bot.policy.model import Auth
-from bot.scenario import RunContext, Suite, load_suites, run_suite
-from bot.scenario.model import RUN_VARIABLES, variable_uses
-from bot.verdict import Status
-from bot.yamlfile import ConfigError, load_model
+from bot.policy.yamlfile import ConfigError, load_model
 from tests.helpers import free_port, git
 
 GATEKEEPER = [sys.executable, "-m", "bot"]

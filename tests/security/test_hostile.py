@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.engine.job import Job
+from bot.engine.pipeline import Cancelled, validate
 from bot.gitrepo import resolve
-from bot.job import Job
-from bot.pipeline import Cancelled, validate
 from bot.policy.loader import policy_at
 from bot.sandbox import confine
 from bot.sandbox.select import factory
@@ -50,11 +50,18 @@ def repo(tmp_path: Path) -> Path:
     return items_repo(tmp_path, POLICY)
 
 
+BUILD = "build: {commands: ['sh build.sh']}\n"
+
+
 def _hostile(repo: Path, name: str, files: dict[str, str], policy: str = "") -> None:
     """A builder branch; `policy` extends the base's policy (on main: the gate reads it
-    from the base branch, never from the change)."""
+    from the base branch, never from the change). A hostile `build.sh` is the change's: main
+    builds with a harmless one (both sides are built)."""
     if policy:
-        commit(repo, {".github/gatekeeper.yml": POLICY + policy}, f"policy for {name}")
+        main = {".github/gatekeeper.yml": POLICY + policy}
+        if "build.sh" in files:
+            main["build.sh"] = "true\n"
+        commit(repo, main, f"policy for {name}")
     git(repo, "checkout", "-qb", name, "main")
     commit(repo, files, f"hostile: {name}")
     git(repo, "checkout", "-q", "main")
@@ -87,8 +94,8 @@ def _criterion(verdict: dict, cid: str) -> dict:
 
 def test_a_build_that_prints_its_environment_leaks_nothing(repo, tmp_path):
     policy = "api:\n  command: 'true'\n  env: {API_SECRET: '${PASSED_SECRET}'}\n"
-    policy += "build: {commands: ['env; echo $API_SECRET | base64; cat /proc/1/environ; exit 3']}"
-    _hostile(repo, "builder/env", {"README": "x\n"}, policy)
+    script = "env; echo $API_SECRET | base64; cat /proc/1/environ; exit 3\n"
+    _hostile(repo, "builder/env", {"build.sh": script}, policy + BUILD)
     proc, verdict = _validate(repo, "builder/env", tmp_path / "out")
     assert proc.returncode == 1, proc.stderr
     build = _criterion(verdict, "build")
@@ -147,8 +154,7 @@ def test_the_change_runs_unprivileged_and_nothing_it_starts_outlives_the_run(rep
         echo "uid=$(id -u)"
         exit 3
         """
-    policy = "build: {commands: ['sh build.sh']}\n"
-    _hostile(repo, "builder/daemon", {"build.sh": script}, policy)
+    _hostile(repo, "builder/daemon", {"build.sh": script}, BUILD)
     _proc, verdict = _validate(repo, "builder/daemon", tmp_path / "out")
     evidence = _criterion(verdict, "build")["evidence"]
     assert "uid=0" not in evidence and "uid=" in evidence
@@ -199,8 +205,9 @@ if sys.argv[1:] == ["connect"]:
 def test_the_change_reaches_no_address_but_its_sandbox(repo, tmp_path):
     """Loopback only, unless the policy gives the build the network: the metadata address is
     unreachable at once (no packet leaves: there is no route)."""
-    build = "build: {%scommands: ['python3 probe.py %s; exit 3']}\n"
-    _hostile(repo, "builder/net", {"probe.py": PROBE}, build % ("", "connect"))
+    build = "build: {%scommands: ['sh build.sh %s']}\n"
+    script = 'python3 probe.py "$@"; exit 3\n'
+    _hostile(repo, "builder/net", {"probe.py": PROBE, "build.sh": script}, build % ("", "connect"))
     _proc, verdict = _validate(repo, "builder/net", tmp_path / "out")
     evidence = _criterion(verdict, "build")["evidence"]
     assert "interfaces=lo\n" in evidence
@@ -257,7 +264,7 @@ def test_the_change_leaves_no_file_outside_its_scratch_dir(repo, tmp_path):
     (places[0] / f"{marker}-planted").write_text("another run's file")
     writes = "; ".join(f"echo x > {place}/{marker}" for place in places)
     command = f"{writes}; ls /tmp; cat /tmp/{marker}-planted; exit 3"
-    _hostile(repo, "builder/outside", {"README": "x\n"}, f'build: {{commands: ["{command}"]}}\n')
+    _hostile(repo, "builder/outside", {"build.sh": command + "\n"}, BUILD)
     try:
         _proc, verdict = _validate(repo, "builder/outside", tmp_path / "out")
         evidence = _criterion(verdict, "build")["evidence"]
