@@ -1,7 +1,7 @@
 """Hypothesis strategies for the YAML a person, a typo or a hostile branch could write.
 
 Shared by the fuzz tests of the policy loader (tests/policy) and of the suite loader
-(tests/scenario). Random bytes rarely get past the parser, so besides them there are
+(tests/checking). Random bytes rarely get past the parser, so besides them there are
 documents built from YAML's own pieces (anchors, aliases, tags, complex keys, odd numbers)
 around the keys the models know, and shipped files with random edits: inputs that reach
 the models and every check after them.

@@ -675,7 +675,7 @@ def test_readme_lists_every_rule() -> None:
 
     from bot.judging.lint import rules_markdown
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     kept = readme.split("<!-- rules:begin -->\n")[1].split("<!-- rules:end -->")[0]
     assert kept == rules_markdown(), "README's rule table is stale: paste rules_markdown()"
 

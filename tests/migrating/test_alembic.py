@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.engine.test_validate import branch, criterion, validate
 from tests.helpers import commit, git
-from tests.test_validate import branch, criterion, validate
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -17,7 +17,7 @@ import yaml
 
 from bot.judging.lint import RULES, LintOptions, lint_sql
 
-CORPUS = Path(__file__).resolve().parent.parent / "data" / "migrations"
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "migrations"
 FILES = sorted(p.relative_to(CORPUS).as_posix() for p in CORPUS.rglob("*.sql"))
 EXPECTED: dict[str, list[str]] = yaml.safe_load((CORPUS / "expected.yml").read_text())
 

@@ -14,7 +14,7 @@ from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "calibration.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "calibration.py"
 
 
 def _bench() -> ModuleType:

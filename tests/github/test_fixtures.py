@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import GITHUB_FIXTURES
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "github"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "github"
 
 
 def test_the_copies_have_their_sources_and_licences() -> None:

@@ -12,8 +12,8 @@ import pytest
 
 from bot.migrating import replay
 from bot.observing.schema import snapshot
+from tests.engine.test_validate import branch, criterion, validate
 from tests.helpers import ITEMS_POLICY, items_repo
-from tests.test_validate import branch, criterion, validate
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -409,7 +409,7 @@ def test_enum_add_value_in_transaction_depends_on_version(
 
 def test_at_least_twenty_rules_one_module_each_named_after_the_rule() -> None:
     assert len(RULES) >= 20
-    rules_dir = Path(__file__).parents[2] / "bot" / "judging" / "lint" / "rules"
+    rules_dir = Path(__file__).parents[3] / "bot" / "judging" / "lint" / "rules"
     files = {p.stem for p in rules_dir.glob("*.py") if not p.stem.startswith("_")}
     assert files == {rule_id.replace("-", "_") for rule_id in RULES}
     for module in MODULES:
