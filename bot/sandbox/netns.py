@@ -113,6 +113,10 @@ class Relay:
         except OSError:
             client.close()
             return
+        # A relay forwards what it gets at once: Nagle's algorithm would hold a request's
+        # tail until the previous segment's (delayed) ACK, 40 ms a request.
+        for each in (client, upstream):
+            each.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             if self._closed:
                 client.close()
