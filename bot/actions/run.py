@@ -1,18 +1,15 @@
-"""The GitHub Actions edge: `gatekeeper validate --github-event "$GITHUB_EVENT_PATH"`.
+"""The GitHub Actions edge: `gatekeeper validate --github-event "$GITHUB_EVENT_PATH"`, the step
+from its event file to its exit code.
 
 A workflow step gets the same payload a webhook delivery carries (in the file named by
-`GITHUB_EVENT_PATH`, with the event's name in `GITHUB_EVENT_NAME`), so the step maps it to work
-through `bot.github.events`, exactly as the webhook service does: `route`, `check_branches`,
-`to_job`.
-Only what Actions adds is handled here:
-
-- `workflow_dispatch` (a person, or the service's dispatch mode) names the work in `inputs`
-  (base_sha, head_sha, pr_number, run_id, merged...), not in a webhook shape;
-- `push` names no pull request: it is looked up through the API (with `GITHUB_TOKEN`), and
-  so are a `merge_group`'s pull requests, which its report lists (bot.github.pulls);
-- what the step hands back to the workflow: the report in `$GITHUB_STEP_SUMMARY`, outputs in
-  `$GITHUB_OUTPUT`, `::error`/`::warning` annotations on migration lines, report.md and
-  verdict.json in a directory for `actions/upload-artifact`, and the decision's exit code.
+`GITHUB_EVENT_PATH`, with the event's name in `GITHUB_EVENT_NAME`). `run_step` ties the step
+together: the event becomes a Target and a base commit (`bot.actions.event`), the base commit's
+policy says whether it is work (`bot.github.events.check_branches`, as in the webhook service),
+the Target becomes a Job (`to_job`; a `merge_group`'s pull requests, which its report lists,
+looked up through bot.github.pulls) and is validated. Then the step hands back to the workflow
+(`bot.actions.outputs` writes GitHub's formats): the report in `$GITHUB_STEP_SUMMARY`, outputs
+in `$GITHUB_OUTPUT`, `::error`/`::warning` annotations on migration lines, report.md and
+verdict.json in a directory for `actions/upload-artifact`, and the decision's exit code.
 
 Events that are not work end in `decision=skipped` and exit 0, because a required check that
 failed on every pull request the gate does not apply to would block all of them. An event
@@ -30,8 +27,6 @@ out of the environment before anything runs: child processes never inherit it.
 
 from __future__ import annotations
 
-import secrets
-import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager, suppress
@@ -39,11 +34,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from bot.actions.dispatch import DispatchInputs
+from bot.actions.errors import ActionsError
+from bot.actions.event import (
+    _FETCH_HINT,
+    PullRequests,
+    _repository,
+    base_commit,
+    read_event,
+    resolve_in_checkout,
+    resolve_target,
+)
+from bot.actions.outputs import (
+    annotation_commands,
+    append_step_summary,
+    summary_note,
+    workflow_command,
+    write_github_output,
+)
 from bot.engine.job import Job
 from bot.github import events, pulls
-from bot.github.limits import annotations, truncate_markdown, utf8_size
-from bot.github.payload import PayloadRefused
-from bot.github.payload import parse as parse_payload
 from bot.gitrepo import GitError, resolve
 from bot.judging.verdict import EXIT_CODES, Decision, Verdict
 from bot.policy import LoadedPolicy, load_policy
@@ -51,13 +61,7 @@ from bot.policy.loader import policy_at
 from bot.policy.yamlfile import ConfigError
 from bot.reporting import render_markdown, write_outputs
 
-# GitHub refuses a step summary over 1 MiB (the step then shows an error instead of it).
-STEP_SUMMARY_LIMIT = 1024 * 1024
-# GitHub shows at most 10 errors and 10 warnings per step and 50 annotations per job; the
-# report lists every finding, so a few more than shown are emitted and the rest left out.
-ANNOTATIONS_MAX = 50
 DEFAULT_OUT = Path("gatekeeper-report")
-MAX_EVENT_BYTES = 25 * 1024 * 1024  # GitHub caps webhook payloads, and so event files
 SKIPPED = "skipped"
 EXIT_ERROR = EXIT_CODES[Decision.error]
 # Variables a step may hold that the change's code must never see. The token is read first.
@@ -70,360 +74,7 @@ _SCRUBBED_ENV = (
     "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
     "ACTIONS_ID_TOKEN_REQUEST_URL",
 )
-_LEVEL_COMMANDS = {"failure": "error", "warning": "warning", "notice": "notice"}
 _PULL_REQUEST_EVENTS = ("pull_request", "pull_request_target")
-
-
-class ActionsError(Exception):
-    """The step cannot even start: unreadable event file, missing inputs, no token for a
-    lookup. The message says what to change in the workflow; the step exits 2."""
-
-
-# -- workflow_dispatch inputs ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DispatchInputs:
-    """What a `workflow_dispatch` (or a `workflow_call` from one) asks to validate.
-
-    The service's dispatch mode sends base_sha, head_sha, pr_number and run_id; a person
-    usually gives a branch (head_ref) or a pull request number. Values arrive as strings in
-    the event file (GitHub's `github.event.inputs`), booleans as "true"/"false".
-    """
-
-    base_ref: str | None = None
-    head_ref: str | None = None
-    base_sha: str | None = None
-    head_sha: str | None = None
-    pr_number: int | None = None
-    run_id: str | None = None
-    merged: bool = False
-
-    @classmethod
-    def from_payload(cls, payload: Mapping[str, Any]) -> DispatchInputs:
-        raw = payload.get("inputs") or {}
-        if not isinstance(raw, dict):
-            raise ActionsError("the event's inputs are not an object")
-
-        def text(name: str) -> str | None:
-            value = raw.get(name)
-            if value is None or isinstance(value, bool):
-                return None
-            return str(value).strip() or None
-
-        number = text("pr_number")
-        if number is not None and not number.isdigit():
-            raise ActionsError(f"input pr_number must be a number, got '{number}'")
-        merged = raw.get("merged", False)
-        return cls(
-            base_ref=text("base_ref"),
-            head_ref=text("head_ref"),
-            base_sha=text("base_sha"),
-            head_sha=text("head_sha"),
-            pr_number=int(number) if number else None,
-            run_id=text("run_id"),
-            merged=merged is True or str(merged).strip().lower() == "true",
-        )
-
-
-# -- lookups that need the API --------------------------------------------------------------
-
-
-# The API reads some events need (a push names no pull request, a dispatch a number, a merge
-# group several): a `bot.github.client.GitHubClient`, or `_NoApi` when the step has no token.
-PullRequests = pulls.PullRequests
-
-
-class _NoApi:
-    """Stands in when the step has no token: says how to give it one."""
-
-    def _refuse(self, why: str) -> ActionsError:
-        return ActionsError(
-            f"{why}: gatekeeper must ask the API, so pass the token to the step "
-            f"(env {TOKEN_ENV}: ${{{{ github.token }}}}, with permission pull-requests: read)"
-        )
-
-    def pull_request(self, repo: str, number: int) -> dict[str, Any]:
-        raise self._refuse(f"pull request #{number} must be read")
-
-    def pulls_for_commit(self, repo: str, sha: str) -> list[dict[str, Any]]:
-        raise self._refuse(f"the pull requests of {sha[:7]} must be looked up")
-
-
-# -- event -> Target ------------------------------------------------------------------------
-
-
-def read_event(path: Path) -> dict[str, Any]:
-    """The event file as GitHub writes it: a regular file of at most GitHub's 25 MB payload
-    limit (checked before reading: /dev/zero never ends, a FIFO blocks), parsed as the
-    webhook parses a body."""
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise ActionsError(f"event file {path} is not a regular file (GITHUB_EVENT_PATH)")
-        with open(path, "rb") as handle:
-            body = handle.read(MAX_EVENT_BYTES + 1)
-    except FileNotFoundError:
-        raise ActionsError(f"event file {path} does not exist (GITHUB_EVENT_PATH)") from None
-    except OSError as exc:
-        raise ActionsError(f"event file {path} cannot be read: {exc}") from None
-    if len(body) > MAX_EVENT_BYTES:
-        raise ActionsError(f"event file {path} is larger than GitHub's 25 MB payloads")
-    try:
-        return parse_payload(body)
-    except PayloadRefused as exc:
-        raise ActionsError(f"event file {path}: {exc}") from None
-
-
-def _repository(payload: Mapping[str, Any]) -> tuple[str, str]:
-    repo = payload.get("repository")
-    if not isinstance(repo, dict) or not isinstance(repo.get("full_name"), str):
-        raise events.PayloadError("repository.full_name missing")
-    return repo["full_name"], str(repo.get("clone_url") or "")
-
-
-def resolve_target(
-    event_name: str,
-    payload: dict[str, Any],
-    lookups: PullRequests,
-    resolve_ref: Callable[[str], str],
-) -> events.Target | events.Ignored:
-    """The Target of an Actions event, through `bot.github.events` wherever the payload is GitHub's.
-
-    `resolve_ref` turns a branch into a commit of the checkout (dispatch inputs may name one).
-    Raises PayloadError for a malformed payload, ActionsError for unusable inputs.
-    """
-    if event_name == "workflow_dispatch":
-        return _dispatch_target(payload, DispatchInputs.from_payload(payload), lookups, resolve_ref)
-    routed = events.route(event_name, payload)
-    if isinstance(routed, events.NeedsPullRequest):
-        if routed.commenter_association not in events.TRUSTED_ASSOCIATIONS:
-            return events.Ignored(
-                reason=f"{routed.commenter} ({routed.commenter_association}) may not run "
-                "gatekeeper commands"
-            )
-        pull = lookups.pull_request(routed.repository, routed.pr_number)
-        return events.target_from_pull_request(
-            pull, routed.repository, routed.installation_id, routed.trigger
-        )
-    if isinstance(routed, events.Target) and routed.needs_pr_lookup:
-        return _push_target(routed, payload, lookups)
-    if isinstance(routed, events.GroupDestroyed):
-        # GitHub runs no workflow for it; a run still in progress is cancelled by the
-        # workflow's concurrency group, and the group will not merge.
-        return events.Ignored(reason=f"merge group {routed.head_ref} was {routed.reason}")
-    return routed
-
-
-def _push_target(
-    push: events.Target, payload: dict[str, Any], lookups: PullRequests
-) -> events.Target | events.Ignored:
-    """A push is work when it is the head of an open pull request (a builder's push) or the
-    merge commit of a merged one (the target branch, re-validated with the merge in it)."""
-    for simple in lookups.pulls_for_commit(push.repository, push.head_sha):
-        number = simple.get("number")
-        if not isinstance(number, int):
-            continue
-        if simple.get("merge_commit_sha") == push.head_sha and simple.get("merged_at"):
-            pull = lookups.pull_request(push.repository, number)
-            return _merged_target(pull, payload, push.trigger)
-        head = simple.get("head") or {}
-        if simple.get("state") == "open" and head.get("sha") == push.head_sha:
-            pull = lookups.pull_request(push.repository, number)
-            return events.target_from_pull_request(pull, push.repository, None, push.trigger)
-    return events.Ignored(
-        reason=f"no pull request has {push.head_sha[:7]} as its head or its merge commit"
-    )
-
-
-def _dispatch_target(
-    payload: dict[str, Any],
-    inputs: DispatchInputs,
-    lookups: PullRequests,
-    resolve_ref: Callable[[str], str],
-) -> events.Target | events.Ignored:
-    """The service's dispatch mode sends every field (base_ref, base_sha, head_ref, head_sha,
-    pr_number, run_id): the Target is taken as sent, with no API call, and the status goes on
-    exactly that head SHA. A person may give only a branch, or only a pull request number
-    (then the pull request is read through the API and routed like a webhook's)."""
-    repository, clone_url = _repository(payload)
-    trigger = "workflow_dispatch" + (f" (gatekeeper run {inputs.run_id})" if inputs.run_id else "")
-    if inputs.head_ref is None and inputs.head_sha is None:
-        if inputs.pr_number is None:
-            raise ActionsError(
-                "workflow_dispatch needs the input head_ref (a branch), head_sha or pr_number"
-            )
-        pull = lookups.pull_request(repository, inputs.pr_number)
-        if inputs.merged:
-            return _merged_target(pull, payload, trigger)
-        return events.target_from_pull_request(pull, repository, None, trigger)
-    head_ref = inputs.head_ref or inputs.head_sha or ""
-    sender = payload.get("sender")
-    return events.Target(
-        repository=repository,
-        installation_id=None,
-        pr_number=inputs.pr_number,
-        base_ref=inputs.base_ref or _default_branch(payload),
-        head_ref=head_ref,
-        base_sha=inputs.base_sha,
-        head_sha=inputs.head_sha or resolve_ref(head_ref),
-        head_repository=repository,
-        author=sender.get("login") if isinstance(sender, dict) else None,
-        author_association=None,
-        clone_url=clone_url,
-        trigger=trigger,
-        merged=inputs.merged,
-    )
-
-
-def _merged_target(
-    pull: dict[str, Any], payload: Mapping[str, Any], trigger: str
-) -> events.Target | events.Ignored:
-    """A merged pull request, routed as the very payload the webhook sends for the merge (the
-    one mapping decides), under this event's trigger."""
-    closed = {"action": "closed", "pull_request": pull, "repository": payload["repository"]}
-    routed = events.route("pull_request", closed)
-    if isinstance(routed, events.NeedsPullRequest):  # never for pull_request events
-        raise ActionsError(f"pull request #{pull.get('number')} could not be routed")
-    if isinstance(routed, events.Target):
-        return routed.model_copy(update={"trigger": trigger})
-    return routed
-
-
-def _default_branch(payload: Mapping[str, Any]) -> str:
-    repo = payload.get("repository") or {}
-    branch = repo.get("default_branch") if isinstance(repo, dict) else None
-    return branch if isinstance(branch, str) and branch else "main"
-
-
-def resolve_in_checkout(repo: Path, ref: str) -> str:
-    """A branch or commit of the checkout; branches are remote-tracking ones after
-    actions/checkout, local ones in a plain clone."""
-    for candidate in (f"origin/{ref}", ref):
-        try:
-            return resolve(repo, candidate)
-        except GitError:
-            continue
-    raise GitError(f"unknown ref '{ref}' in {repo}: {_FETCH_HINT}")
-
-
-_FETCH_HINT = (
-    "check out with `fetch-depth: 0` (actions/checkout) so that both the base and the head "
-    "commit are in the repository"
-)
-
-
-def base_commit(repo: Path, target: events.Target) -> str:
-    """The base commit, as the webhook service resolves it: the payload's base SHA, else the
-    base branch's tip. A merged target is judged against the target before the merge: the
-    merge commit's first parent."""
-    if target.base_sha:
-        ref = target.base_sha
-    elif target.merged:
-        ref = f"{target.head_sha}^1"
-    else:
-        return resolve_in_checkout(repo, target.base_ref or "")
-    try:
-        return resolve(repo, ref)
-    except GitError as exc:
-        raise GitError(f"{exc}; {_FETCH_HINT}") from None
-
-
-# -- what the step writes -------------------------------------------------------------------
-
-
-def escape_data(text: str) -> str:
-    """A workflow command's message: GitHub unescapes %25, %0D and %0A."""
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def escape_property(text: str) -> str:
-    """A workflow command's property value: also `:` and `,`, which end a property."""
-    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
-def workflow_command(command: str, message: str, **properties: object) -> str:
-    props = ",".join(
-        f"{name}={escape_property(str(value))}"
-        for name, value in properties.items()
-        if value is not None
-    )
-    return f"::{command}{' ' + props if props else ''}::{escape_data(message)}"
-
-
-def annotation_commands(verdict: Verdict, path_prefix: str = "") -> list[str]:
-    """`::error`/`::warning`/`::notice` for the findings located on a line of a file, riskiest
-    first: the same selection the check run annotates (high and critical are errors)."""
-    lines = []
-    for note in annotations(verdict, limit=ANNOTATIONS_MAX):
-        message = note["message"]
-        if note.get("raw_details"):
-            message += "\n" + note["raw_details"]
-        lines.append(
-            workflow_command(
-                _LEVEL_COMMANDS[note["annotation_level"]],
-                message,
-                file=path_prefix + note["path"],
-                line=note["start_line"],
-                endLine=note["end_line"],
-                col=note.get("start_column"),
-                title=note["title"],
-            )
-        )
-    return lines
-
-
-def _delimiter(value: str) -> str:
-    while True:
-        delimiter = f"ghadelimiter_{secrets.token_hex(16)}"
-        if delimiter not in value:
-            return delimiter
-
-
-def write_github_output(path: Path, values: Mapping[str, str], multiline: set[str]) -> None:
-    """Append outputs in GitHub's file format: `name=value`, or for any value that could
-    hold a newline `name<<DELIM`, the value, `DELIM`, with a random delimiter (a fixed one
-    could appear in the value and let it set other outputs)."""
-    lines = []
-    for name, value in values.items():
-        if name in multiline or "\n" in value or "\r" in value:
-            delimiter = _delimiter(value)
-            lines += [f"{name}<<{delimiter}", value, delimiter]
-        else:
-            lines.append(f"{name}={value}")
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-
-
-def append_step_summary(path: Path, markdown: str, note: str) -> None:
-    """Append the report, cut (at a line end, code blocks closed, `note` after it) so the
-    step's summary stays within GitHub's 1 MiB, counting what the step wrote before."""
-    used = path.stat().st_size if path.exists() else 0
-    room = max(STEP_SUMMARY_LIMIT - used, 0)
-    text = truncate_markdown(markdown, room, note) if utf8_size(markdown) > room else markdown
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(text)
-
-
-def summary_note(env: Mapping[str, str], out: Path) -> str:
-    return (
-        f"\n\n---\n✂️ Cut to fit GitHub's 1 MiB step summary; the full `report.md` is in "
-        f"`{out}` (the run's artifact){_run_link(env)}.\n"
-    )
-
-
-def _run_link(env: Mapping[str, str]) -> str:
-    url = run_url(env)
-    return f", see {url}" if url else ""
-
-
-def run_url(env: Mapping[str, str]) -> str | None:
-    server, repo, run = (
-        env.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
-    )
-    if server and repo and run:
-        return f"{server.rstrip('/')}/{repo}/actions/runs/{run}"
-    return None
 
 
 # -- the step -------------------------------------------------------------------------------
@@ -466,6 +117,22 @@ def take_token(environ: MutableMapping[str, str]) -> str | None:
     for name in _SCRUBBED_ENV:
         environ.pop(name, None)
     return token or None
+
+
+class _NoApi:
+    """Stands in when the step has no token: says how to give it one."""
+
+    def _refuse(self, why: str) -> ActionsError:
+        return ActionsError(
+            f"{why}: gatekeeper must ask the API, so pass the token to the step "
+            f"(env {TOKEN_ENV}: ${{{{ github.token }}}}, with permission pull-requests: read)"
+        )
+
+    def pull_request(self, repo: str, number: int) -> dict[str, Any]:
+        raise self._refuse(f"pull request #{number} must be read")
+
+    def pulls_for_commit(self, repo: str, sha: str) -> list[dict[str, Any]]:
+        raise self._refuse(f"the pull requests of {sha[:7]} must be looked up")
 
 
 def run_step(

@@ -210,7 +210,8 @@ def _validate_batch(
 
 def _validate_github_event(options: StepOptions, as_json: bool, sandbox: str | None) -> int:
     """The Actions step: the event decides what to validate (see bot.actions.run)."""
-    from bot.actions.run import ActionsError, run_step, take_token
+    from bot.actions.errors import ActionsError
+    from bot.actions.run import run_step, take_token
 
     def validator(job: Job, repo: Path, loaded: LoadedPolicy) -> Verdict:
         kind = kind_of(loaded, sandbox)
@@ -268,7 +269,7 @@ def _publisher_factory(
     client: GitHubClient, context: str, env: dict[str, str]
 ) -> Callable[[str, LoadedPolicy], Publisher]:
     """Publishers like the service's, linking to the Actions run instead of the service."""
-    from bot.actions.run import run_url
+    from bot.actions.outputs import run_url
     from bot.github.publish import Publisher
 
     def make(repository: str, loaded: LoadedPolicy) -> Publisher:

@@ -24,7 +24,17 @@ from typing import Any
 
 import pytest
 
-from bot.actions import run as actions
+from bot.actions.errors import ActionsError
+from bot.actions.event import read_event, resolve_target
+from bot.actions.outputs import (
+    STEP_SUMMARY_LIMIT,
+    annotation_commands,
+    append_step_summary,
+    workflow_command,
+    write_github_output,
+)
+from bot.actions.run import StepOptions, _NoApi, take_token
+from bot.actions.run import run_step as run_step_in_process
 from bot.cli.demo import load_builder
 from bot.github import events
 from bot.judging.verdict import Decision, Finding, Risk, Verdict
@@ -209,7 +219,7 @@ def comparable(verdict: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_workflow_commands_escape_data_and_properties_as_github_unescapes_them():
-    line = actions.workflow_command(
+    line = workflow_command(
         "error",
         "100% wrong\r\nsecond line",
         file="db/a,b:c.sql",
@@ -220,7 +230,7 @@ def test_workflow_commands_escape_data_and_properties_as_github_unescapes_them()
     assert line == (
         "::error file=db/a%2Cb%3Ac.sql,line=3,title=rule%3A x%2C y::100%25 wrong%0D%0Asecond line"
     )
-    assert actions.workflow_command("warning", "plain") == "::warning::plain"
+    assert workflow_command("warning", "plain") == "::warning::plain"
 
 
 def test_findings_become_annotations_with_their_level_riskiest_first():
@@ -247,7 +257,7 @@ def test_findings_become_annotations_with_their_level_riskiest_first():
             finding("no-line", Risk.high, "db/002.sql", None),
         ],
     )
-    lines = actions.annotation_commands(verdict, "svc/")
+    lines = annotation_commands(verdict, "svc/")
     assert lines == [
         "::error file=svc/db/002.sql,line=2,endLine=2,col=5,title=ban-drop-table"
         "::ban-drop-table found%0ASafer: Do it, then that",
@@ -261,7 +271,7 @@ def test_findings_become_annotations_with_their_level_riskiest_first():
 def test_github_output_uses_a_random_delimiter_for_values_that_may_hold_newlines(tmp_path):
     path = tmp_path / "out"
     path.write_text("earlier=1\n")
-    actions.write_github_output(
+    write_github_output(
         path,
         {"decision": "reject", "summary": "two\nlines", "report-path": "/r/report.md"},
         multiline={"summary", "report-path"},
@@ -289,22 +299,22 @@ def test_step_summary_stays_within_one_mebibyte_with_a_marker(tmp_path):
     path = tmp_path / "summary"
     path.write_text("x" * 1000)  # an earlier write of the same step counts too
     report = "# Report\n\n```\n" + "a line of log output\n" * 100_000 + "```\n"
-    actions.append_step_summary(path, report, "\n✂️ cut\n")
+    append_step_summary(path, report, "\n✂️ cut\n")
     data = path.read_bytes()
-    assert len(data) <= actions.STEP_SUMMARY_LIMIT
-    assert len(data) > actions.STEP_SUMMARY_LIMIT - 200
+    assert len(data) <= STEP_SUMMARY_LIMIT
+    assert len(data) > STEP_SUMMARY_LIMIT - 200
     text = data.decode()
     assert text.endswith("```\n\n✂️ cut\n")  # the open code block is closed before the marker
     small = tmp_path / "small"
-    actions.append_step_summary(small, "# short\n", "cut")
+    append_step_summary(small, "# short\n", "cut")
     assert small.read_text() == "# short\n"
 
 
 def test_the_token_is_read_and_every_credential_removed_from_the_environment():
     environ = {"GITHUB_TOKEN": " ghs_abc ", "GH_TOKEN": "x", "ACTIONS_RUNTIME_TOKEN": "y", "A": "1"}
-    assert actions.take_token(environ) == "ghs_abc"
+    assert take_token(environ) == "ghs_abc"
     assert environ == {"A": "1"}
-    assert actions.take_token({}) is None
+    assert take_token({}) is None
 
 
 # -- events -> targets: the one mapping of bot.github.events ---------------------------------------
@@ -335,14 +345,14 @@ def no_refs(ref: str) -> str:
 def test_pull_request_events_map_exactly_as_the_webhook_does():
     for name in ("pull_request.synchronize", "pull_request.opened", "pull_request.labeled"):
         data = payload(name)
-        assert actions.resolve_target("pull_request", data, StubPulls([]), no_refs) == (
+        assert resolve_target("pull_request", data, StubPulls([]), no_refs) == (
             events.route("pull_request", data)
         )
 
 
 def test_a_tag_push_is_skipped_without_asking_the_api():
     lookups = StubPulls([])
-    routed = actions.resolve_target("push", payload("push"), lookups, no_refs)
+    routed = resolve_target("push", payload("push"), lookups, no_refs)
     assert isinstance(routed, events.Ignored) and "is not a branch" in routed.reason
     assert lookups.asked == []
 
@@ -354,7 +364,7 @@ def test_a_push_to_a_builder_branch_validates_its_open_pull_request():
     pull["head"]["ref"], pull["head"]["sha"] = "builder/fix", push["after"]
     pull["author_association"] = "MEMBER"
     lookups = StubPulls([pull])
-    target = actions.resolve_target("push", push, lookups, no_refs)
+    target = resolve_target("push", push, lookups, no_refs)
     assert isinstance(target, events.Target)
     assert target == events.target_from_pull_request(
         pull, push["repository"]["full_name"], None, "push"
@@ -368,7 +378,7 @@ def test_a_push_that_merged_a_pull_request_revalidates_the_target():
     pull = copy.deepcopy(payload("pull_request.closed")["pull_request"])
     pull["merged"], pull["merge_commit_sha"] = True, push["after"]
     pull["merged_at"] = "2019-05-15T15:20:33Z"
-    target = actions.resolve_target("push", push, StubPulls([pull]), no_refs)
+    target = resolve_target("push", push, StubPulls([pull]), no_refs)
     closed = {"action": "closed", "pull_request": pull, "repository": push["repository"]}
     expected = events.route("pull_request", closed)
     assert isinstance(target, events.Target) and target.merged
@@ -378,10 +388,10 @@ def test_a_push_that_merged_a_pull_request_revalidates_the_target():
 
 def test_a_push_no_pull_request_knows_is_skipped_and_without_a_token_is_an_error():
     push = payload("push.with-new-branch")
-    routed = actions.resolve_target("push", push, StubPulls([]), no_refs)
+    routed = resolve_target("push", push, StubPulls([]), no_refs)
     assert isinstance(routed, events.Ignored) and "no pull request" in routed.reason
-    with pytest.raises(actions.ActionsError, match="GITHUB_TOKEN"):
-        actions.resolve_target("push", push, actions._NoApi(), no_refs)
+    with pytest.raises(ActionsError, match="GITHUB_TOKEN"):
+        resolve_target("push", push, _NoApi(), no_refs)
 
 
 def dispatch_event(**inputs: str) -> dict[str, Any]:
@@ -401,7 +411,7 @@ def test_dispatch_mode_inputs_are_taken_as_sent():
         pr_number="7",
         run_id="15",
     )
-    target = actions.resolve_target("workflow_dispatch", data, actions._NoApi(), no_refs)
+    target = resolve_target("workflow_dispatch", data, _NoApi(), no_refs)
     assert isinstance(target, events.Target)
     assert (target.base_ref, target.base_sha, target.head_ref, target.head_sha) == (
         "main",
@@ -415,22 +425,18 @@ def test_dispatch_mode_inputs_are_taken_as_sent():
 
 def test_a_manual_dispatch_of_a_branch_resolves_it_in_the_checkout():
     data = dispatch_event(head_ref="builder/x")
-    target = actions.resolve_target(
-        "workflow_dispatch", data, actions._NoApi(), lambda ref: "c" * 40
-    )
+    target = resolve_target("workflow_dispatch", data, _NoApi(), lambda ref: "c" * 40)
     assert isinstance(target, events.Target)
     assert (target.base_ref, target.head_sha, target.author) == ("master", "c" * 40, "Codertocat")
-    with pytest.raises(actions.ActionsError, match="head_ref"):
-        actions.resolve_target("workflow_dispatch", dispatch_event(), actions._NoApi(), no_refs)
-    with pytest.raises(actions.ActionsError, match="pr_number"):
-        actions.resolve_target(
-            "workflow_dispatch", dispatch_event(pr_number="seven"), actions._NoApi(), no_refs
-        )
+    with pytest.raises(ActionsError, match="head_ref"):
+        resolve_target("workflow_dispatch", dispatch_event(), _NoApi(), no_refs)
+    with pytest.raises(ActionsError, match="pr_number"):
+        resolve_target("workflow_dispatch", dispatch_event(pr_number="seven"), _NoApi(), no_refs)
 
 
 def test_a_dispatch_naming_only_a_pull_request_reads_it():
     pull = copy.deepcopy(payload("pull_request.synchronize")["pull_request"])
-    target = actions.resolve_target(
+    target = resolve_target(
         "workflow_dispatch", dispatch_event(pr_number="2"), StubPulls([pull]), no_refs
     )
     assert isinstance(target, events.Target)
@@ -726,8 +732,8 @@ def test_run_step_in_process_writes_nothing_when_the_runner_files_are_absent(tmp
     event_path = tmp_path / "event.json"
     event_path.write_text(json.dumps(pull_request_event(repo, head="main")))
     stdout = io.StringIO()
-    result = actions.run_step(
-        actions.StepOptions(event_path, "pull_request", repo=repo, out=tmp_path / "o"),
+    result = run_step_in_process(
+        StepOptions(event_path, "pull_request", repo=repo, out=tmp_path / "o"),
         lambda job, repo, loaded: pytest.fail("nothing to validate"),
         lookups=None,
         publisher_factory=None,
@@ -756,8 +762,8 @@ def test_a_bad_event_file_is_a_clear_error(tmp_path, content, message):
         path = tmp_path / "event.json"
         path.write_bytes(content)
     started = time.monotonic()
-    with pytest.raises(actions.ActionsError, match=message):
-        actions.read_event(path)
+    with pytest.raises(ActionsError, match=message):
+        read_event(path)
     assert time.monotonic() - started < 5
 
 
