@@ -13,10 +13,8 @@ API (`/`, `/runs...`, `/stats...`) are never open by default:
   API clients; it sees every run.
 - Neither configured: the pages and the API answer 401 saying which settings open them.
 
-The session is a cookie, HttpOnly, SameSite=Lax, Secure when the public URL is https, with an
-expiry. It carries the GitHub token (to refresh the repository list), so it is sealed with
-AES-GCM rather than only signed: authenticated like a signature, and unreadable, so a copied
-cookie does not hand out a token that works against GitHub's API. The repository list is
+The session is a sealed cookie (`bot.app.session`) and GitHub's end of the sign-in is
+`bot.app.oauth`; here are the sign-in pages and the access checks. The repository list is
 kept per session in the process for `session_refresh` seconds, then asked of GitHub again: a
 person who loses access stops seeing the runs within minutes, not at the session's end. (It
 is not in the cookie itself: a person who can read a few hundred repositories would outgrow
@@ -25,39 +23,27 @@ the 4 KB browsers keep.)
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
-import json
 import logging
-import os
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
-import httpx
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from bot.app import metrics
+from bot.app.oauth import GitHubOAuth, GitHubUnavailable, LoginError, TokenRejected
 from bot.app.pages import templates
+from bot.app.session import SESSION_COOKIE, STATE_COOKIE, Seal, session_key
 from bot.app.settings import Settings
 
 log = logging.getLogger("gatekeeper.login")
 
-SESSION_COOKIE = "gatekeeper_session"
-STATE_COOKIE = "gatekeeper_oauth"
 STATE_SECONDS = 600  # GitHub's authorization codes live 10 minutes too
-SECRET_FILE = "session-secret"
-MAX_PAGES = 50  # 5,000 installations or repositories at 100 a page
 _CACHED_SESSIONS = 10_000
 
 CLOSED = (
@@ -95,204 +81,6 @@ class Refused(Exception):
 async def answer_refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refused)
     return exc.response
-
-
-class LoginError(Exception):
-    """GitHub refused the sign-in (a bad or used code, wrong client credentials); the message
-    is for the person signing in."""
-
-
-class TokenRejected(Exception):
-    """GitHub answered 401 to the user's token: revoked, expired, or the App uninstalled."""
-
-
-class GitHubUnavailable(Exception):
-    """GitHub did not answer, or answered 5xx/429."""
-
-
-# -- the session's seal ----------------------------------------------------------------------
-
-
-def session_key(settings: Settings) -> bytes:
-    """The key sealing cookies: from GATEKEEPER_SESSION_SECRET, else a random secret created
-    once in the state dir (so sessions survive restarts). Several `serve` processes behind one
-    load balancer need the same secret: set it."""
-    if settings.session_secret is not None:
-        secret = settings.session_secret.get_secret_value().encode()
-    else:
-        secret = _state_secret(settings.state_dir / SECRET_FILE)
-    return hmac.new(secret, b"gatekeeper session cookies v1", hashlib.sha256).digest()
-
-
-def _state_secret(path: Path) -> bytes:
-    """Read the secret at `path`, creating it (mode 0600) if absent. O_EXCL: two processes
-    starting together agree on one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        for _ in range(50):  # the creator may not have written it yet
-            text = path.read_text().strip()
-            if text:
-                return text.encode()
-            time.sleep(0.02)
-        raise RuntimeError(
-            f"{path} is empty: remove it, or set GATEKEEPER_SESSION_SECRET"
-        ) from None
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_hex(32) + "\n")
-    return path.read_text().strip().encode()
-
-
-class Seal:
-    """AES-GCM over JSON, with what the value is for as associated data (a state cookie can
-    never pass for a session) and an expiry inside."""
-
-    def __init__(self, key: bytes):
-        self._aead = AESGCM(key)
-
-    def close(self, purpose: str, data: dict[str, Any], seconds: float) -> str:
-        nonce = secrets.token_bytes(12)
-        plain = json.dumps({**data, "exp": int(time.time() + seconds)}).encode()
-        sealed = nonce + self._aead.encrypt(nonce, plain, purpose.encode())
-        return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
-
-    def open(self, purpose: str, value: str | None) -> dict[str, Any] | None:
-        """The data, or None if `value` is missing, forged, for another purpose or expired."""
-        if not value or len(value) > 8192:
-            return None
-        try:
-            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-            plain = self._aead.decrypt(raw[:12], raw[12:], purpose.encode())
-            data = json.loads(plain)
-        except (ValueError, InvalidTag):  # binascii.Error is a ValueError
-            return None
-        if not isinstance(data, dict) or not isinstance(data.get("exp"), int):
-            return None
-        return data if data["exp"] > time.time() else None
-
-
-# -- GitHub ----------------------------------------------------------------------------------
-
-
-class GitHubOAuth:
-    """The web flow and the two user-token reads, over httpx. Every request is counted like
-    the App's own (`gatekeeper_github_api_calls_total`)."""
-
-    def __init__(self, settings: Settings, timeout: float = 10.0):
-        assert settings.oauth_client_id and settings.oauth_client_secret
-        self.client_id = settings.oauth_client_id
-        self._client_secret = settings.oauth_client_secret.get_secret_value()
-        self.web_url = settings.web_url.rstrip("/")
-        self.api_url = settings.github_api_url.rstrip("/")
-        self.timeout = timeout
-
-    def authorize_url(self, state: str, redirect_uri: str) -> str:
-        query = urlencode(
-            {"client_id": self.client_id, "redirect_uri": redirect_uri, "state": state}
-        )
-        return f"{self.web_url}/login/oauth/authorize?{query}"
-
-    def exchange(self, code: str, redirect_uri: str) -> tuple[str, float | None]:
-        """The user's token for `code`, and seconds until it expires (None: it does not)."""
-        answer = self._send(
-            "POST",
-            f"{self.web_url}/login/oauth/access_token",
-            data={
-                "client_id": self.client_id,
-                "client_secret": self._client_secret,
-                "code": code,
-                "redirect_uri": redirect_uri,
-            },
-            headers={"Accept": "application/json"},
-        )
-        if answer.status_code >= 500 or answer.status_code == 429:
-            raise GitHubUnavailable(f"GitHub answered {answer.status_code}")
-        try:
-            body = answer.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise LoginError(f"GitHub answered {answer.status_code} without a token")
-        if "error" in body or not isinstance(body.get("access_token"), str):
-            # GitHub answers 200 with an error: bad_verification_code (expired or used),
-            # incorrect_client_credentials, redirect_uri_mismatch.
-            reason = body.get("error_description") or body.get("error") or "no token"
-            raise LoginError(f"GitHub refused the sign-in: {reason}")
-        expires = body.get("expires_in")
-        return body["access_token"], float(expires) if isinstance(expires, int | float) else None
-
-    def login(self, token: str) -> str:
-        user = _json(self._api(token, "/user"))
-        if not isinstance(user, dict) or not isinstance(user.get("login"), str):
-            raise GitHubUnavailable("GitHub's /user answer has no login")
-        return user["login"]
-
-    def repositories(self, token: str) -> frozenset[str]:
-        """Lower-case owner/name of every repository the token's user can read in the App's
-        installations."""
-        names: set[str] = set()
-        for installation in self._pages(token, "/user/installations", "installations"):
-            installation_id = installation.get("id")
-            if not isinstance(installation_id, int):
-                continue
-            path = f"/user/installations/{installation_id}/repositories"
-            for repo in self._pages(token, path, "repositories"):
-                permissions = repo.get("permissions") or {}
-                if isinstance(repo.get("full_name"), str) and permissions.get("pull", True):
-                    names.add(repo["full_name"].lower())
-        return frozenset(names)
-
-    def _pages(self, token: str, path: str, key: str) -> Iterator[dict[str, Any]]:
-        url: str | None = f"{self.api_url}{path}?per_page=100"
-        for _ in range(MAX_PAGES):
-            if url is None:
-                return
-            answer = self._api(token, url)
-            body = _json(answer)
-            items = body.get(key) if isinstance(body, dict) else None
-            yield from (item for item in items or [] if isinstance(item, dict))
-            url = answer.links.get("next", {}).get("url")
-            if url is not None and not url.startswith(f"{self.api_url}/"):
-                # The token goes to GitHub's API and nowhere else, whatever a Link says.
-                raise GitHubUnavailable(f"GitHub's next page is elsewhere: {url[:100]}")
-
-    def _api(self, token: str, path_or_url: str) -> httpx.Response:
-        url = path_or_url if "://" in path_or_url else f"{self.api_url}{path_or_url}"
-        answer = self._send(
-            "GET",
-            url,
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Accept": "application/vnd.github+json",
-                "X-GitHub-Api-Version": "2022-11-28",
-            },
-        )
-        if answer.status_code == 401:
-            raise TokenRejected("GitHub no longer accepts the token")
-        if answer.status_code >= 400:
-            raise GitHubUnavailable(f"GitHub answered {answer.status_code} to {urlsplit(url).path}")
-        return answer
-
-    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        headers = {"User-Agent": "gatekeeper", **kwargs.pop("headers", {})}
-        try:
-            answer = httpx.request(
-                method, url, headers=headers, timeout=self.timeout, trust_env=False, **kwargs
-            )
-        except httpx.HTTPError as exc:
-            metrics.github_call(method, None)
-            raise GitHubUnavailable(f"GitHub did not answer: {type(exc).__name__}") from None
-        metrics.github_call(method, answer.status_code)
-        metrics.github_rate_limit(answer.headers)
-        return answer
-
-
-def _json(answer: httpx.Response) -> Any:
-    try:
-        return answer.json()
-    except ValueError:  # a proxy's error page, a truncated answer
-        raise GitHubUnavailable(f"GitHub answered {answer.status_code} without JSON") from None
 
 
 # -- access ----------------------------------------------------------------------------------

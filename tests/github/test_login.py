@@ -21,8 +21,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 import pytest
 
-from bot.app import login
 from bot.app.service import Service
+from bot.app.session import SECRET_FILE, SESSION_COOKIE, STATE_COOKIE, Seal
 from bot.app.settings import Settings
 from bot.app.store import Store
 from bot.github.auth import TokenCredentials
@@ -169,12 +169,12 @@ def test_a_signed_in_person_sees_only_the_runs_of_repositories_they_can_read(app
 def test_the_session_cookie(store, github):
     with App(store, github, session_hours=2) as app, app.client() as browser:
         done = sign_in(app, browser)
-        cookie = set_cookie(done, login.SESSION_COOKIE)[login.SESSION_COOKIE]
+        cookie = set_cookie(done, SESSION_COOKIE)[SESSION_COOKIE]
         assert cookie["httponly"] and cookie["samesite"] == "lax" and cookie["path"] == "/"
         assert int(cookie["max-age"]) == 2 * 3600  # the shorter of the setting and the token
         assert not cookie["secure"]  # the public URL is http here
         assert "alice" not in cookie.value and "ghu_" not in cookie.value  # sealed, not just signed
-        state = set_cookie(done, login.STATE_COOKIE)[login.STATE_COOKIE]
+        state = set_cookie(done, STATE_COOKIE)[STATE_COOKIE]
         assert state["max-age"] == "0"  # the sign-in's state is used up
 
 
@@ -183,7 +183,7 @@ def test_secure_cookies_when_the_public_url_is_https(store, github):
         github.set_oauth_callback("https://gatekeeper.example/login/callback")
         with app.client() as browser:
             button = browser.get("/login/github")
-            state = set_cookie(button, login.STATE_COOKIE)[login.STATE_COOKIE]
+            state = set_cookie(button, STATE_COOKIE)[STATE_COOKIE]
             assert state["secure"] and state["path"] == "/login"
             query = dict(parse_qsl(urlsplit(button.headers["location"]).query))
             assert query["redirect_uri"] == "https://gatekeeper.example/login/callback"
@@ -193,10 +193,10 @@ def test_secure_cookies_when_the_public_url_is_https(store, github):
             done = browser.get(
                 "/login/callback",
                 params=code,
-                headers={"Cookie": f"{login.STATE_COOKIE}={state.value}"},
+                headers={"Cookie": f"{STATE_COOKIE}={state.value}"},
             )
             assert done.status_code == 303
-            assert set_cookie(done, login.SESSION_COOKIE)[login.SESSION_COOKIE]["secure"]
+            assert set_cookie(done, SESSION_COOKIE)[SESSION_COOKIE]["secure"]
 
 
 def test_the_repository_list_is_asked_again_after_a_few_minutes(store, github, runs):
@@ -221,7 +221,7 @@ def test_a_revoked_token_ends_the_session(store, github, runs):
         time.sleep(0.6)
         answer = browser.get("/runs")
         assert answer.status_code == 401
-        assert set_cookie(answer, login.SESSION_COOKIE)[login.SESSION_COOKIE]["max-age"] == "0"
+        assert set_cookie(answer, SESSION_COOKIE)[SESSION_COOKIE]["max-age"] == "0"
         assert browser.get("/").headers["location"] == "/login?next=%2F"
 
 
@@ -247,13 +247,13 @@ def test_an_expired_session_signs_in_again(store, github, runs):
 def test_signing_out(app, runs):
     with app.client() as browser:
         sign_in(app, browser)
-        session = browser.cookies[login.SESSION_COOKIE]
+        session = browser.cookies[SESSION_COOKIE]
         out = browser.post("/logout")
         assert out.status_code == 303 and out.headers["location"] == "/login"
-        assert set_cookie(out, login.SESSION_COOKIE)[login.SESSION_COOKIE]["max-age"] == "0"
+        assert set_cookie(out, SESSION_COOKIE)[SESSION_COOKIE]["max-age"] == "0"
         assert browser.get("/").status_code == 303
     # A copy of the cookie kept elsewhere lives until it expires (the seal is stateless).
-    copied = httpx.get(f"{app.url}/runs", cookies={login.SESSION_COOKIE: session}, timeout=10)
+    copied = httpx.get(f"{app.url}/runs", cookies={SESSION_COOKIE: session}, timeout=10)
     assert copied.status_code == 200
 
 
@@ -264,13 +264,11 @@ def test_the_session_secret_is_made_once_and_kept_in_the_state_dir(store, github
         app.client() as browser,
     ):
         sign_in(app, browser)
-        session = browser.cookies[login.SESSION_COOKIE]
-    secret = state_dir / login.SECRET_FILE
+        session = browser.cookies[SESSION_COOKIE]
+    secret = state_dir / SECRET_FILE
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and len(secret.read_text().strip()) == 64
     with App(store, github, session_secret=None, state_dir=state_dir) as restarted:
-        kept = httpx.get(
-            f"{restarted.url}/runs", cookies={login.SESSION_COOKIE: session}, timeout=10
-        )
+        kept = httpx.get(f"{restarted.url}/runs", cookies={SESSION_COOKIE: session}, timeout=10)
         assert kept.status_code == 200  # a restart keeps people signed in
 
 
@@ -286,11 +284,11 @@ def test_the_state_must_come_back_to_the_browser_that_started(app):
         forged = theirs.get(f"{callback.path}?{callback.query}")
         assert forged.status_code == 400
         assert "not started from this browser" in forged.text
-        assert login.SESSION_COOKIE not in theirs.cookies
+        assert SESSION_COOKIE not in theirs.cookies
         # A state that is not the one given: refused too, even with a state cookie.
         other = dict(parse_qsl(callback.query), state="guessed")
         assert mine.get(callback.path, params=other).status_code == 400
-        assert login.SESSION_COOKIE not in mine.cookies
+        assert SESSION_COOKIE not in mine.cookies
 
 
 def test_a_used_or_made_up_code_is_refused(app):
@@ -326,10 +324,10 @@ def test_after_signing_in_only_this_site_is_a_destination(app, target):
 
 
 def test_a_forged_session_cookie_is_nobody(app, runs):
-    for forged in ("x", "A" * 200, "e30", login.Seal(b"k" * 32).close("session", {}, 60)):
-        answer = httpx.get(f"{app.url}/runs", cookies={login.SESSION_COOKIE: forged}, timeout=10)
+    for forged in ("x", "A" * 200, "e30", Seal(b"k" * 32).close("session", {}, 60)):
+        answer = httpx.get(f"{app.url}/runs", cookies={SESSION_COOKIE: forged}, timeout=10)
         assert answer.status_code == 401
-        assert set_cookie(answer, login.SESSION_COOKIE)[login.SESSION_COOKIE]["max-age"] == "0"
+        assert set_cookie(answer, SESSION_COOKIE)[SESSION_COOKIE]["max-age"] == "0"
 
 
 # -- anonymous, the token, and closed ------------------------------------------------------------
