@@ -117,12 +117,16 @@ class ContainersSandbox(Sandbox):
         environ: Mapping[str, str] | None = None,
         source: str = "policy",
         nocache: bool = False,
+        build_network: bool = False,
     ):
         """`environ` expands ${NAME} in build args and container env, from the variables it
         passes (GATEKEEPER_PASS_ENV; default: os.environ's);
         `source` names the policy in the messages of that expansion; `nocache` builds every
-        image from scratch, bypassing both caches (for measuring a cold start)."""
+        image from scratch, bypassing both caches (for measuring a cold start);
+        `build_network` (the policy's `build.network`) gives the image build's RUN steps the
+        network, which they otherwise lack like every other build of the change."""
         self.settings = settings or Containers()
+        self.build_network = build_network
         self.database = database
         self.run_id = _safe(run_id) if run_id else uuid.uuid4().hex[:12]
         self.environ = environment.passed(os.environ if environ is None else environ)
@@ -211,7 +215,12 @@ class ContainersSandbox(Sandbox):
                 self.network_note = (
                     "; the database, services and API containers share a network namespace "
                     "holding only a loopback (no egress), where the migration command runs "
-                    "too (the API image's build has the engine's network)"
+                    "too; the API image builds "
+                    + (
+                        "with the engine's network (build.network)"
+                        if self.build_network
+                        else "without a network"
+                    )
                 )
                 return
             self.network = "ports" if client.networks.list(names=["bridge"]) else "host"
@@ -466,7 +475,8 @@ class ContainersSandbox(Sandbox):
             dockerfile=api.dockerfile,
             target=api.target,
             build_args=self._expand(api.build_args, "containers.api.build_args"),
-            network_mode="host" if self.host_network else None,
+            # The host's network, as build commands get it with build.network; else none.
+            network_mode="host" if self.build_network else "none",
             timeout=api.build_timeout,
             nocache=self.nocache,
         )

@@ -129,7 +129,7 @@ class BuildRequest:
     dockerfile: str = "Dockerfile"
     target: str | None = None
     build_args: Mapping[str, str] | None = None
-    network_mode: str | None = None  # "host" where the engine has no bridge
+    network_mode: str | None = None  # "none", or "host" with build.network
     timeout: float = 600.0
     nocache: bool = False  # also skip the engine's layer cache: a cold build (benchmarks)
 

@@ -41,6 +41,7 @@ def factory(
             database=policy.database.name,
             environ=environ,
             source=str(loaded.source),
+            build_network=policy.build.network,
         )
 
     return make

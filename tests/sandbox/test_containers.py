@@ -404,6 +404,23 @@ def test_a_dockerfile_that_fails_to_build_raises_build_failed_with_the_log(app: 
 
 
 @needs_engine
+@pytest.mark.parametrize("build_network", [False, True])
+def test_the_image_build_has_no_network_unless_the_policy_gives_builds_one(
+    app: Path, run_id: str, build_network: bool
+):
+    """A RUN step sees the interfaces of its build: loopback only, like every build of the
+    change, unless `build.network: true` (installing dependencies)."""
+    listing = "python3 -c 'import socket; print(sorted(n for _, n in socket.if_nameindex()))'"
+    (app / "Dockerfile").write_text(f"FROM {PYTHON_IMAGE}\nRUN {listing} && exit 9\n")
+    with (
+        ContainersSandbox(settings(), run_id=run_id, build_network=build_network) as sandbox,
+        pytest.raises(BuildFailed) as caught,
+    ):
+        sandbox.start_api(app, spec(), "head")
+    assert ("['lo']" in caught.value.log_tail) is not build_network, caught.value.log_tail
+
+
+@needs_engine
 def test_a_missing_dockerfile_is_the_checkouts_fault(app: Path, run_id: str):
     (app / "Dockerfile").unlink()
     with (
