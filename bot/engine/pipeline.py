@@ -561,8 +561,8 @@ class _Run:
                     ok,
                     "no difference between the models and the schema"
                     if ok
-                    else "the models differ from what the revisions create:\n"
-                    + tail(differences, 15),
+                    else "the models differ from what the revisions create: "
+                    f"{shell.reason(differences)}\n{tail(differences, 15)}",
                 )
         if settings.downgrade == "skip":
             return
@@ -1086,7 +1086,8 @@ class _Run:
                 else f"{len(builds)} command(s) ran"
             )
             if ok
-            else f"`{failed['command']}` exited {failed['exit']}:\n{failed['tail']}",
+            else f"`{failed['command']}` exited {failed['exit']}: "
+            f"{shell.reason(failed['tail'])}\n{failed['tail']}",
             gate=True,
         )
         if not ok:

@@ -54,7 +54,10 @@ def _blocking_reasons(blocking: list[Criterion]) -> list[str]:
     for c in blocking:
         if c.status is not Status.skipped:
             guard = f" — regression of {c.bug_id}" if c.bug_id else ""
-            reasons.append(f"{c.id} failed{guard}: {c.evidence or c.title}")
+            # The evidence's first line says why; the rest (a log's tail, a traceback) is in
+            # the criterion, where the report shows it whole.
+            why = (c.evidence or "").strip().splitlines()
+            reasons.append(f"{c.id} failed{guard}: {why[0] if why else c.title}")
     by_cause: dict[str, list[Criterion]] = {}
     for c in blocking:
         if c.status is Status.skipped:
