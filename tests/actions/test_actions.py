@@ -39,15 +39,15 @@ from bot.cli.demo import load_builder
 from bot.github import events
 from bot.judging.verdict import Decision, Finding, Risk, Verdict
 from bot.resources import data_path
-from tests.github.conftest import POLICY, REPO, commit_all
-from tests.github.test_merge_queue import ADD_CODE_TEXT, group_event, serve_group
-from tests.github.test_service import (  # the same service the App tests use
+from tests.app.test_merge_queue import ADD_CODE_TEXT, group_event, serve_group
+from tests.app.test_service import (  # the same service the App tests use
     Running,
     make_service,
     payload,
     synchronize,
     wait_run,
 )
+from tests.github.conftest import POLICY, REPO, commit_all
 from tests.helpers import run_git as git
 
 DELIMITED = re.compile(r"^(?P<name>[a-z-]+)<<(?P<delim>ghadelimiter_[0-9a-f]{32})\n", re.M)

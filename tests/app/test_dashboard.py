@@ -7,7 +7,7 @@ PostgreSQL store. Its GitHub client points at a closed port and is never called:
 here processes a run, the runs are written to the store as the service writes them. One of
 them carries a verdict the real pipeline produced on a tiny repository. The history needs a
 viewer: these tests read it with the static token (GATEKEEPER_DASHBOARD_TOKEN), and the
-browser signs in through the fake GitHub's OAuth (tests/github/test_login.py tests the
+browser signs in through the fake GitHub's OAuth (tests/app/test_login.py tests the
 sign-in itself).
 """
 
@@ -41,9 +41,9 @@ from bot.judging.verdict import Verdict
 from bot.policy.loader import policy_at
 from bot.reporting import render_markdown
 from bot.sandbox.local import for_policy
+from tests.app.test_service import Running as ServiceServer
 from tests.github.fake import FakeGitHub
 from tests.github.openapi import github_spec
-from tests.github.test_service import Running as ServiceServer
 from tests.helpers import ITEMS_CHECK as CHECK
 from tests.helpers import ITEMS_POLICY as POLICY
 from tests.helpers import git

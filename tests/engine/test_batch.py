@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.app.test_merge_queue import ADD_CODE_INTEGER, ADD_CODE_TEXT, branch
 from tests.github.conftest import inventory_repo
-from tests.github.test_merge_queue import ADD_CODE_INTEGER, ADD_CODE_TEXT, branch
 
 
 def validate(repo: Path, out: Path, *heads: str) -> tuple[subprocess.CompletedProcess[str], dict]:

@@ -27,8 +27,8 @@ from bot.app.settings import Settings
 from bot.app.store import Store
 from bot.github.auth import TokenCredentials
 from bot.github.client import GitHubClient
+from tests.github.fake import FakeGitHub
 
-from .fake import FakeGitHub
 from .test_service import Running
 
 SECRET = "login-webhook-secret"

@@ -11,10 +11,10 @@ import shutil
 import signal
 import time
 
+from tests.github.conftest import POLICY, REPO, commit_all
 from tests.helpers import run_git as git
 from tests.helpers import running_with
 
-from .conftest import POLICY, REPO, commit_all
 from .test_faults import sandboxes, worker_process
 from .test_service import (
     Running,

@@ -33,10 +33,9 @@ from bot.github import events
 from bot.github.auth import AppCredentials
 from bot.github.client import GitHubClient
 from bot.github.publish import Publisher
+from tests.github.conftest import POLICY, REPO, commit_all
 from tests.helpers import WEBHOOKS, free_port, gatekeeper_process, wait_serving
 from tests.helpers import run_git as git
-
-from .conftest import POLICY, REPO, commit_all
 
 SECRET = "it's a secret to everybody"
 

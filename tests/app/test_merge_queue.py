@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.github.conftest import REPO, commit_all
+from tests.github.fake import FakeGitHub
 from tests.helpers import run_git as git
 
-from .conftest import REPO, commit_all
-from .fake import FakeGitHub
 from .test_service import Running, make_service, payload, synchronize, wait_final, wait_run
 
 

@@ -27,10 +27,10 @@ import pytest
 
 from bot.app.store import Store
 from bot.sandbox.local import LocalSandbox
+from tests.github.conftest import REPO, commit_all
 from tests.helpers import free_port, gatekeeper_process
 from tests.helpers import run_git as git
 
-from .conftest import REPO, commit_all
 from .test_service import (
     FAST,
     Running,

@@ -14,8 +14,7 @@ from prometheus_client import REGISTRY
 from bot.github.auth import AppCredentials, TokenCredentials
 from bot.github.client import GitHubClient
 from bot.github.http import GitHubError, Retries
-
-from .test_client import FAST, HEAD, REPO, UNPACED, head_sha, make_client
+from tests.github.test_client import FAST, HEAD, REPO, UNPACED, head_sha, make_client
 
 CALLS = "gatekeeper_github_api_calls_total"
 REMAINING = "gatekeeper_github_rate_limit_remaining"
