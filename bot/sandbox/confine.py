@@ -12,6 +12,9 @@ gate's uid). So, when Gatekeeper runs as root, each such process is started as
   use, one per concurrent run; no supplementary groups, no new privileges: a setuid binary
   cannot raise it back), so at the end, at a timeout or a cancel, killing every process of
   that uid ends whatever the change started, and runs cannot touch each other;
+- **a cgroup (v2) of the run's own** (`gatekeeper/run-<slot>` under the machine's cgroup2
+  mount) where the machine has one: every process the change starts is born in it, and
+  `cgroup.kill` ends them all at once, however they forked;
 - **a pid namespace**: when its first process ends, the kernel kills every process in it, so
   a double fork or a `setsid` daemon cannot outlive the command; killing `unshare` (a timeout,
   Ctrl-C, a stopped API) kills the namespace; what a SIGKILLed gate left is killed by the
@@ -69,6 +72,7 @@ class Confinement:
     # The run's network namespace (netns.py): `prefix` enters it; `networked` does not.
     netns: Path | None = None
     networked: tuple[str, ...] = ()
+    cgroup: Path | None = None  # the run's cgroup v2 directory, where the machine has one
 
     def give(self, *paths: Path) -> None:
         """Hand directories the change writes (checkouts, HOME, TMPDIR) to its account, and
@@ -89,6 +93,8 @@ class Confinement:
         were found; loops until none is left (a process may fork while we look)."""
         if self.run_as is None:
             return 0
+        if self.cgroup is not None:
+            kill_cgroup(self.cgroup)
         return kill_uid(self.run_as.uid)
 
     def __enter__(self) -> Confinement:
@@ -121,20 +127,54 @@ def prepare(scratch: Path) -> Confinement:
         scratch.chmod(0o711)
         stage = SLOTS_DIR.parent / "stage" / str(number)
         stage.mkdir(mode=0o700, parents=True, exist_ok=True)
-        script = _script(stage, [*_needed(), scratch], run_as)
+        group = _cgroup(number)
+        script = _script(stage, [*_needed(), scratch], run_as, group)
         namespace = netns.ensure(f"gatekeeper-{number}") if netns.available() else None
     except BaseException:
         os.close(slot)
         raise
     unshare = ("unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc")
     networked = (*unshare, "/bin/sh", "-c", script, MARKER)
-    note = f"isolated: account {account} (uid {run_as.uid}, this run's alone), own pid and "
+    note = f"isolated: account {account} (uid {run_as.uid}, this run's alone), "
+    note += "own cgroup, " if group else "no cgroup v2 (its processes are killed by uid), "
+    note += "own pid and "
     if namespace is None:
         note += "mount namespaces; network: not isolated (iproute2's `ip` not found)"
-        return Confinement(networked, run_as, note, slot, None, networked)
+        return Confinement(networked, run_as, note, slot, None, networked, group)
     note += "mount and network namespaces (loopback only: no egress)"
     prefix = ("nsenter", f"--net={namespace}", *networked)
-    return Confinement(prefix, run_as, note, slot, namespace, networked)
+    return Confinement(prefix, run_as, note, slot, namespace, networked, group)
+
+
+def kill_cgroup(group: Path) -> None:
+    """Kill every process in the cgroup at once (the kernel's `cgroup.kill`, 5.14+; older
+    kernels leave it to the uid kill that follows)."""
+    with suppress(OSError):
+        (group / "cgroup.kill").write_text("1")
+
+
+def _cgroup_root() -> Path | None:
+    """The cgroup2 mount (all of /sys/fs/cgroup on a v2 machine, .../unified on a hybrid)."""
+    with suppress(OSError):
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 2 and fields[2] == "cgroup2":
+                return Path(fields[1])
+    return None
+
+
+def _cgroup(number: int) -> Path | None:
+    """The slot's cgroup, made on first use; None where there is no writable cgroup2 (a
+    container without its own cgroup namespace, a v1-only machine)."""
+    root = _cgroup_root()
+    if root is None:
+        return None
+    group = root / "gatekeeper" / f"run-{number}"
+    try:
+        group.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return group if (group / "cgroup.procs").exists() else None
 
 
 def kill_uid(uid: int) -> int:
@@ -206,6 +246,9 @@ def sweep() -> int:
         except BlockingIOError:
             continue  # a live run's
         else:
+            group = _cgroup(int(lock.stem))
+            if group is not None:
+                kill_cgroup(group)
             killed += kill_uid(uid)
         finally:
             os.close(handle)
@@ -226,10 +269,13 @@ def _private() -> list[Path]:
     return sorted({p for p in places if not any(q in p.parents for q in places)})
 
 
-def _script(keep: Path, needed: list[Path], run_as: RunAs) -> str:
+def _script(keep: Path, needed: list[Path], run_as: RunAs, group: Path | None) -> str:
     """Runs as root inside the new namespaces, then runs "$@" as the account. `keep` is a
-    staging directory outside every directory it hides."""
+    staging directory outside every directory it hides; `group` the cgroup everything the
+    command starts is born in."""
     lines = ["set -e"]
+    if group is not None:
+        lines.append(f"echo 0 > {_q(group / 'cgroup.procs')}")  # 0: this shell, and so its children
     private = _private()
     hidden: dict[Path, list[Path]] = {place: [] for place in private}
     for path in needed:
