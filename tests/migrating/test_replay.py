@@ -13,7 +13,7 @@ import pytest
 from bot.migrating import replay
 from bot.observing.schema import snapshot
 from tests.engine.test_validate import branch, criterion, validate
-from tests.helpers import ITEMS_POLICY, items_repo
+from tests.helpers import ITEMS_POLICY, commit, git, items_repo
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -130,3 +130,39 @@ def test_a_rewrite_of_a_declared_table_is_timed_at_two_sample_sizes(tmp_path):
     assert "ms at 10,000 rows" in rewrite["reason"] and "2,000,000 declared" in rewrite["reason"]
     # An hour's budget: whatever the machine measured, the prediction is within it.
     assert rewrite["level"] == "low" and "within the 3600 s budget" in rewrite["reason"]
+
+
+def test_migrations_that_ignore_the_given_database_leave_the_replay_unclaimed(tmp_path):
+    """A command that always migrates the database named `app`, whatever DB_NAME says: the
+    copy stays unmigrated, and the run says the replay proved nothing instead of passing it."""
+    script = (
+        "import os, psycopg\n"
+        "url = 'host={DB_HOST} port={DB_PORT} user={DB_USER} password={DB_PASSWORD}'\n"
+        "with psycopg.connect(url.format(**os.environ) + ' dbname=app', autocommit=True) as c:\n"
+        "    c.execute(open('schema.sql').read())\n"
+    )
+    policy = ITEMS_POLICY.replace(
+        "{mode: directory, directory: migrations}", "{mode: command, command: python migrate.py}"
+    )
+    repo = items_repo(tmp_path, policy)
+    git(repo, "checkout", "-q", "main")
+    commit(
+        repo,
+        {
+            "migrate.py": script,
+            "schema.sql": "CREATE TABLE IF NOT EXISTS items (id bigint PRIMARY KEY);\n",
+        },
+        "a migration command with its own idea of the database",
+    )
+    branch(
+        repo,
+        "builder/note",
+        {
+            "schema.sql": "CREATE TABLE IF NOT EXISTS items (id bigint PRIMARY KEY);\n"
+            "ALTER TABLE items ADD COLUMN IF NOT EXISTS note text;\n"
+        },
+    )
+    _proc, verdict = validate(repo, "builder/note")
+    populated = criterion(verdict, "migrate.populated")
+    assert populated["status"] == "skipped" and not populated["required"]
+    assert "left the copy unchanged" in populated["evidence"]
