@@ -135,6 +135,8 @@ class _Run:
         self.scratch: Scratch | None = None
         self.child_env: dict[str, str] = {}  # what the change's commands get (environment.py)
         self.variables: dict[str, str] = {}  # passed by the operator (GATEKEEPER_PASS_ENV)
+        # The populated copy, once the change migrated it: the way back is tried there.
+        self.populated: str | None = None
         self.confinement = confine.NOT_ISOLATED
         self.started = time.monotonic()
         self.deadline = self.started + self.policy.timeouts.run
@@ -397,10 +399,11 @@ class _Run:
             if replay_db:
                 with self.stage("populated replay"):
                     self._replay(sandbox, migrator, head_dir, replay_db, before, after, head_log)
-            if policy.migrations.versioned:
-                self._versioned_checks(migrator, head_dir, conn, before, after)
-            with self.stage("rollback"):
-                self._check_rollback(conn, before)
+            with self._way_back(sandbox, conn) as (back, environ):
+                if policy.migrations.versioned:
+                    self._versioned_checks(migrator, head_dir, back, environ, before)
+                with self.stage("rollback"):
+                    self._check_rollback(back, before)
         finally:
             conn.close()
             if migrator is not None:
@@ -542,9 +545,10 @@ class _Run:
         )
         return again
 
-    def _versioned_checks(self, migrator: Migrator, head_dir: Path, conn, before, after) -> None:
+    def _versioned_checks(self, migrator, head_dir, conn, environ, before) -> None:
         """A versioned tool's own promises: the models match the migrated schema, and the
-        change's revisions come down to the base's schema and go back up."""
+        change's revisions come down to the base's schema and go back up (on `conn`'s
+        database, which `environ` names: the populated copy where there is one)."""
         settings = self.policy.migrations
         if settings.check_models:
             with self.stage("models"):
@@ -552,7 +556,7 @@ class _Run:
         if settings.downgrade == "skip":
             return
         with self.stage("down and up"):
-            problem = self._down_and_up(migrator, head_dir, conn, before, after)
+            problem = self._down_and_up(migrator, head_dir, conn, environ, before)
         required = settings.downgrade == "required"
         self.criteria.append(
             Criterion(
@@ -560,9 +564,12 @@ class _Run:
                 title="the change's revisions downgrade to the base schema and upgrade again",
                 status=Status.failed if problem else Status.passed,
                 required=required and is_required("migrate.downgrade", True, self.policy.decision),
-                evidence=problem
-                or "downgraded to the base's head (schema equal to the base's), "
-                "upgraded again (schema equal to the first upgrade's)",
+                evidence=(
+                    problem
+                    or "downgraded to the base's head (schema equal to the "
+                    "base's), upgraded again (schema equal to the first upgrade's)"
+                )
+                + (f" — on {self.evidence['way_back_on']}" if self.populated else ""),
             )
         )
         if problem and not required:
@@ -640,6 +647,7 @@ class _Run:
             )
             self.criteria[-1].required = False
             return
+        self.populated = database
         filled_text = ", ".join(f"{t} ({n} rows)" for t, n in filled.rows.items())
         self.criterion(
             "migrate.populated",
@@ -663,8 +671,7 @@ class _Run:
                     Identifier(database)
                 )
             )
-        parts = environment.database(replay.url_for(sandbox.app_database_url, database))
-        environ = {**self.child_env, **parts, **api_env(self.loaded, {**self.variables, **parts})}
+        environ = self._copy_environment(sandbox, database)
         mark = sandbox.log_mark("database")
         migrator.replay(
             head_dir,
@@ -754,6 +761,32 @@ class _Run:
             f"{shell.reason(differences)}\n{tail(differences, 15)}",
         )
 
+    @contextmanager
+    def _way_back(self, sandbox: Sandbox, conn: psycopg.Connection):
+        """Where the way back is tried: the populated copy once the change migrated it (its
+        rows are what a rollback meets in production), else the first database. Yields a
+        connection to it and the environment naming it (None: the run's own)."""
+        if self.populated is None:
+            yield conn, None
+            return
+        self.evidence["way_back_on"] = "the populated copy"
+        with psycopg.connect(
+            replay.url_for(sandbox.database_url, self.populated), autocommit=True
+        ) as copy:
+            yield copy, self._copy_environment(sandbox, self.populated)
+
+    def _copy_environment(self, sandbox: Sandbox, database: str) -> dict[str, str]:
+        """The run's environment with the database `database` (DB_*, api.env and the URL)."""
+        app_url = replay.url_for(sandbox.app_database_url, database)
+        parts = environment.database(app_url)
+        url_env = self.policy.api.database_url_env if self.policy.api else "DATABASE_URL"
+        return {
+            **self.child_env,
+            **parts,
+            **api_env(self.loaded, {**self.variables, **parts}),
+            url_env: app_url,
+        }
+
     def _check_rollback(self, conn: psycopg.Connection, before: schema.Snapshot) -> None:
         """Apply the derived rollback (the run's last use of the database) and compare the
         schema it leaves with the base's: which steps work, which cannot, what remains."""
@@ -770,10 +803,11 @@ class _Run:
             "remaining": remaining.lines()[:20],
         }
 
-    def _down_and_up(self, migrator: Migrator, head_dir: Path, conn, before, after) -> str:
+    def _down_and_up(self, migrator: Migrator, head_dir: Path, conn, environ, before) -> str:
         """'' when down and up work and land on the same schemas, else what went wrong."""
+        after = schema.snapshot(conn)
         try:
-            migrator.down_to_base(head_dir)
+            migrator.down_to_base(head_dir, environ)
         except MigrationFailed as exc:
             return f"the downgrade failed: {exc}"
         down = schema.diff(before, schema.snapshot(conn))
@@ -782,7 +816,7 @@ class _Run:
                 down.lines()[:10]
             )
         try:
-            migrator.up_again(head_dir)
+            migrator.up_again(head_dir, environ)
         except MigrationFailed as exc:
             return f"the upgrade after the downgrade failed: {exc}"
         up = schema.diff(after, schema.snapshot(conn))

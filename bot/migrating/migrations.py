@@ -184,18 +184,24 @@ class Migrator:
         """alembic: do the models match the migrated schema (`alembic check`)?"""
         return self.alembic.check(head_dir)
 
-    def down_to_base(self, head_dir: Path) -> None:
-        """alembic: downgrade the merge result's revisions to the base's head."""
+    def down_to_base(self, head_dir: Path, environ: Mapping[str, str] | None = None) -> None:
+        """alembic: downgrade the merge result's revisions to the base's head, on the
+        database `environ` names (default: the run's own)."""
         assert self.base_graph is not None
         heads = self.base_graph.heads
         if len(heads) > 1:
             raise MigrationFailed(f"the base has {len(heads)} heads: no single revision to go to")
         with _as_migration():
-            self.alembic.downgrade(head_dir, heads[0] if heads else "base", "down")
+            self._alembic(environ).downgrade(head_dir, heads[0] if heads else "base", "down")
 
-    def up_again(self, head_dir: Path) -> None:
+    def up_again(self, head_dir: Path, environ: Mapping[str, str] | None = None) -> None:
         with _as_migration():
-            self.alembic.upgrade(head_dir, "heads", "up again")
+            self._alembic(environ).upgrade(head_dir, "heads", "up again")
+
+    def _alembic(self, environ: Mapping[str, str] | None) -> Alembic:
+        if environ is None:
+            return self.alembic
+        return Alembic(self.policy.migrations, environ, self.deadline, self.confine)
 
     def reapply(self, head_dir: Path) -> None:
         """A retried deploy or a second replica does exactly this."""
