@@ -200,6 +200,8 @@ def comparable(verdict: dict[str, Any]) -> dict[str, Any]:
         (r"\d+(\.\d+)? ?(ms|s)\b", "<t>"),
         (r"\b(port |127\.0\.0\.1:)\d+", r"\1<port>"),
         (r"/tmp/[^\s\"']+", "<tmp>"),
+        # Which run slot (account) a run took depends on what else held one at the time.
+        (r"gatekeeper-run-\d+ \(uid \d+", "gatekeeper-run-<slot> (uid <uid>"),
     ]
 
     def clean(value: Any) -> Any:
