@@ -46,7 +46,7 @@ SELECT count(*) FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid()
 """
 _DML = """
-SELECT schemaname || '.' || relname AS t, n_tup_ins, n_tup_upd, n_tup_del, n_live_tup
+SELECT format('%I.%I', schemaname, relname) AS t, n_tup_ins, n_tup_upd, n_tup_del, n_live_tup
 FROM pg_stat_user_tables
 """
 

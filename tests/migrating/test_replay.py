@@ -166,3 +166,21 @@ def test_migrations_that_ignore_the_given_database_leave_the_replay_unclaimed(tm
     populated = criterion(verdict, "migrate.populated")
     assert populated["status"] == "skipped" and not populated["required"]
     assert "left the copy unchanged" in populated["evidence"]
+
+
+def test_a_backfill_on_a_quoted_table_is_counted_on_that_table(tmp_path):
+    """`user` is always quoted: its statistics must be found under the catalog's name."""
+    repo = items_repo(tmp_path, ITEMS_POLICY)
+    commit(
+        repo,
+        {"migrations/002_user.sql": 'CREATE TABLE "user" (id bigint PRIMARY KEY, name text);\n'},
+        "users",
+    )
+    branch(
+        repo,
+        "builder/names",
+        {"migrations/003_names.sql": "UPDATE \"user\" SET name = 'x' WHERE name IS NULL;\n"},
+    )
+    _proc, verdict = validate(repo, "builder/names")
+    assert verdict["evidence"]["replay"]["rows"] == {'public."user"': 1000}
+    assert not [f for f in verdict["findings"] if f["rule"] == "dml-no-rows"]
