@@ -12,30 +12,18 @@ would decide, before any gate judged it, with the reason in `why`.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
-from types import ModuleType
 
 APP_DIR = Path(__file__).resolve().parent / "items-api"
 
 
-def _load_example_repo() -> ModuleType:
-    """examples/ is not a package: load the shared builder module by path, once."""
-    name = "gatekeeper_example_repo"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("example_repo.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up here
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+# examples/ is not a package: run as a script or loaded by path (`gatekeeper demo`), either
+# way the shared builder module sits beside this file.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import example_repo  # noqa: E402
 
-
-example_repo = _load_example_repo()
 AddFile = example_repo.AddFile
 Branch = example_repo.Branch
 Case = example_repo.Case

@@ -8,9 +8,6 @@ counts the logins, so a test can tell one login per suite from one per run.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +24,7 @@ from bot.checking.auth import Credentials, LoginFailed
 from bot.judging.verdict import Status
 from bot.policy.model import Auth
 from bot.policy.yamlfile import ConfigError, load_model
+from tests.engine.test_validate import validate as validate_cli
 from tests.helpers import ITEMS_POLICY, commit, free_port, git, items_repo, serving
 
 PASSWORD = "s3cret-pw"
@@ -328,27 +326,10 @@ PASSED = {"GATEKEEPER_PASS_ENV": "GK_TEST_PASSWORD", "GK_TEST_PASSWORD": "pw-123
 
 
 def validate(repo: Path, head: str) -> tuple[int, dict]:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bot",
-            "validate",
-            "--repo",
-            str(repo),
-            "--base",
-            "main",
-            "--head",
-            head,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, **PASSED},
-    )
-    assert proc.stdout.strip(), proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
+    """`gatekeeper validate` as the engine's tests run it, with the passed secret."""
+    proc, verdict = validate_cli(repo, head, env=PASSED)
+    assert verdict is not None, proc.stderr
+    return proc.returncode, verdict
 
 
 def login_repo(tmp_path: Path, base_login: str, head_login: str, policy: str = RUN_POLICY) -> Path:
