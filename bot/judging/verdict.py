@@ -94,6 +94,17 @@ class Stage(BaseModel):
     seconds: float
     ok: bool
     detail: str = ""
+    started: float | None = Field(
+        None,
+        description="Seconds from the run's start to the stage's; stages run side by side, "
+        "so this places them on one clock (bot/judging/timeline.py). None in verdicts written "
+        "before it was recorded, whose stages ran one after another.",
+    )
+    within: str | None = Field(
+        None,
+        description="The stage this one ran inside ('build' for 'build base'); None for a "
+        "stage of the run itself.",
+    )
 
 
 class Verdict(BaseModel):
