@@ -143,8 +143,16 @@ class _Run:
 
     # -- bookkeeping -------------------------------------------------------------------------
 
+    # Taken by `stage` only: stages end in several threads at once (the two builds).
+    _stages_lock = threading.Lock()
+
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, name: str, within: str | None = None) -> Iterator[None]:
+        """Times `name` on the run's clock, as part of the stage `within` if it runs inside
+        one (time cannot tell: a build that began later and ended sooner ran beside the
+        other, not inside it). Safe to enter from several threads at once: each call keeps
+        its own start and end, so stages that ran side by side are recorded as they ran and
+        the report can name the one the run waited on (judging/timeline.py)."""
         self.progress(name)
         start = time.monotonic()
         ok = False
@@ -152,7 +160,11 @@ class _Run:
             yield
             ok = True
         finally:
-            self.stages.append(Stage(name=name, seconds=time.monotonic() - start, ok=ok))
+            seconds, started = time.monotonic() - start, start - self.started
+            with self._stages_lock:
+                self.stages.append(
+                    Stage(name=name, seconds=seconds, ok=ok, started=started, within=within)
+                )
         if time.monotonic() > self.deadline:
             raise Infrastructure(
                 f"the run exceeded timeouts.run ({self.policy.timeouts.run:.0f} s) after '{name}'"
@@ -1116,13 +1128,18 @@ class _Run:
         The two are independent: they build side by side, unless they would build the same
         cached thing, when the base builds it and the merge result reuses it."""
         cache = BuildCache(self.policy.build)
+
+        def build(workdir: Path, label: str) -> list[dict[str, Any]]:
+            with self.stage(f"build {label}", within="build"):
+                return self._build(workdir, label, cache)
+
         if cache.enabled and cache.key(base_dir) == cache.key(head_dir):
-            base_builds = self._build(base_dir, "base", cache)
-            builds = self._build(head_dir, "merge", cache) if _built(base_builds) else []
+            base_builds = build(base_dir, "base")
+            builds = build(head_dir, "merge") if _built(base_builds) else []
         else:
             with ThreadPoolExecutor(2, thread_name_prefix="gatekeeper-build") as pool:
-                head = pool.submit(self._build, head_dir, "merge", cache)
-                base_builds = self._build(base_dir, "base", cache)
+                head = pool.submit(build, head_dir, "merge")
+                base_builds = build(base_dir, "base")
                 builds = head.result()
         self.evidence["build"] = [*builds, *base_builds]
         broken = next((b for b in base_builds if b["exit"] != 0), None)
