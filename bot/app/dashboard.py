@@ -38,7 +38,8 @@ from bot.app.history import (
 from bot.app.login import Access, Viewer
 from bot.app.pages import templates
 from bot.app.service import Service
-from bot.judging.verdict import Decision
+from bot.judging.timeline import Timeline, critical_path
+from bot.judging.verdict import Decision, Stage
 
 # A run id beyond the column's bigint is no run: 400 like any other bad value, not a 500.
 RunId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -241,6 +242,7 @@ def router(service: Service, access: Access) -> APIRouter:
         evidence = verdict.get("evidence") or {}
         target = row["target"] or {}
         pr_number = row["pr_number"]
+        timeline, bars = _timeline(verdict.get("stages") or [])
         return _page(
             "run.html",
             viewer,
@@ -248,7 +250,8 @@ def router(service: Service, access: Access) -> APIRouter:
             run=row,
             verdict=verdict,
             schema=evidence.get("schema") or {},
-            timeline=_timeline(verdict.get("stages") or []),
+            timeline=timeline,
+            bars=bars,
             report_html=render_report(row["report"]) if row["report"] else None,
             head_ref=target.get("head_ref"),
             base_ref=target.get("base_ref"),
@@ -288,26 +291,19 @@ def _page(template: str, viewer: Viewer, status: int = 200, **context: Any) -> H
     return HTMLResponse(html, status_code=400 if context.get("errors") else status)
 
 
-def _timeline(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Stages laid end to end: each bar starts where the previous ended and is as wide as
-    its share of the total, so the slow stage is the long bar."""
-    total = sum(max(float(s.get("seconds") or 0), 0.0) for s in stages)
-    rows, start = [], 0.0
-    for stage in stages:
-        seconds = max(float(stage.get("seconds") or 0), 0.0)
-        rows.append(
-            {
-                "name": stage.get("name", "?"),
-                "seconds": seconds,
-                "ok": bool(stage.get("ok")),
-                "detail": stage.get("detail") or "",
-                "offset": 100 * start / total if total else 0.0,
-                # A stage of a millisecond still gets a visible sliver.
-                "width": max(100 * seconds / total, 0.4) if total else 0.4,
-            }
-        )
-        start += seconds
-    return rows
+def _timeline(stages: list[dict[str, Any]]) -> tuple[Timeline, list[dict[str, Any]]]:
+    """The stages on the run's clock (bot/judging/timeline.py) and a bar for each: it starts
+    when its stage began and is as wide as its share of the run, so stages that ran side by
+    side overlap and the slow one is the long bar."""
+    timeline = critical_path([Stage.model_validate(stage) for stage in stages])
+    span = timeline.seconds
+    rows = []
+    for slot in timeline.slots:
+        # A stage of a millisecond still gets a visible sliver, inside the track.
+        width = max(100 * slot.seconds / span, 0.4) if span else 0.4
+        offset = min(100 * slot.start / span, 100 - width) if span else 0.0
+        rows.append({"slot": slot, "offset": offset, "width": width})
+    return timeline, rows
 
 
 def _since(days: int | None) -> datetime | None:

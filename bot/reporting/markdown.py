@@ -12,6 +12,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from bot.judging.timeline import critical_path
 from bot.judging.verdict import Verdict
 
 BADGES = {"approve": "✅", "review": "🟡", "reject": "❌", "error": "⚠️"}
@@ -37,6 +38,7 @@ def render_markdown(verdict: Verdict) -> str:
         badge=BADGES,
         risk_badge=RISK_BADGES,
         status_badge=STATUS_BADGES,
+        timeline=critical_path(verdict.stages),
     )
 
 
