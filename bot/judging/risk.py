@@ -31,6 +31,28 @@ REWRITE_ROWS_PER_SECOND = 500_000
 DATA_LOSS_RULES = frozenset({"ban-truncate"})
 REAPPLY = "migrate.idempotent"
 REAPPLY_RULE = "prefer-robust-stmts"
+MODELS = "migrate.models"
+# alembic check's operations that leave the data's shape alone: every table, column, type and
+# nullability the code reads is as the models say; an index, a constraint, a foreign key or a
+# comment differs. Anything else (a column, a table, a type) is code and schema disagreeing.
+SHAPE_KEEPING_OPS = frozenset(
+    {
+        "add_index",
+        "remove_index",
+        "add_constraint",
+        "remove_constraint",
+        "add_fk",
+        "remove_fk",
+        "modify_comment",
+        "add_table_comment",
+        "remove_table_comment",
+    }
+)
+_MODEL_OPS = re.compile(r"New upgrade operations detected: (.*)")
+# An operation is a tuple in the listed diffs (nested in a list for column changes) whose first
+# item is its name: `[('add_index', Index('ix', Column('title', …)))]`; the objects' own
+# arguments follow a name (`Index(`), never a bracket or comma.
+_OP_NAME = re.compile(r"(?:^|[\[,]\s*)\(\s*'(\w+)'")
 _DROPPED_LINE = re.compile(
     r"^- (table|column|index|constraint|enum value|enum|extension|sequence) (\S+)"
 )
@@ -88,6 +110,7 @@ def assess(seen: Observed) -> Rating:
     factors = [
         *_reapply(seen),
         *_criteria(seen.criteria),
+        *_models(seen.criteria),
         *_migration(seen),
         *_findings(seen, findings),
         *_reach(seen),
@@ -105,13 +128,15 @@ def _criteria(criteria: list[Criterion]) -> list[RiskFactor]:
     A required criterion that failed is critical: that path is broken the moment the change
     deploys. Steps that did not run because an earlier one failed are consequences, counted in
     the group's reason, not weighed again; required steps that only did not run are high
-    (nothing shows them working). The re-apply has its own rule (`non-idempotent-migration`).
+    (nothing shows them working). The re-apply has its own rule (`non-idempotent-migration`),
+    and so do models that differ from the migrations (`models-differ`).
     """
     groups: dict[str, list[Criterion]] = {}
     # The gate's own stages (merge, build, migrate: no suite) before the suites.
     for c in sorted(criteria, key=lambda c: c.suite is not None):
-        if c.status is not Status.passed and c.id != REAPPLY:
-            groups.setdefault(c.suite or c.id.split("/")[0], []).append(c)
+        if c.status is Status.passed or c.id == REAPPLY or _models_failed(c):
+            continue
+        groups.setdefault(c.suite or c.id.split("/")[0], []).append(c)
     out = []
     for group, items in groups.items():
         failed = [c for c in items if c.status is Status.failed]
@@ -136,6 +161,40 @@ def _criteria(criteria: list[Criterion]) -> list[RiskFactor]:
             RiskFactor(id=rule, level=level, reason=f"{what}: {', '.join(parts)}", location=group)
         )
     return out
+
+
+def _models_failed(c: Criterion) -> bool:
+    return c.id == MODELS and c.status is Status.failed
+
+
+def _models(criteria: list[Criterion]) -> list[RiskFactor]:
+    """`alembic check` found models that the revisions do not create. Failed and required, it
+    rejects the change whatever the level; the level says what deploying it would do. The
+    schema deployed is what the revisions create, and what the code does on it is what the
+    suites observed: an index, constraint or comment only in the models breaks nothing, a
+    medium (the next autogenerate carries it into someone else's revision). A column, table
+    or type the models expect differently is code and schema disagreeing on paths the suites
+    may not reach: high, a person looks."""
+    check = next((c for c in criteria if _models_failed(c)), None)
+    if check is None:
+        return []
+    listed = _MODEL_OPS.search(check.evidence)
+    ops = sorted(set(_OP_NAME.findall(listed.group(1)))) if listed else []
+    shape_kept = bool(ops) and SHAPE_KEEPING_OPS.issuperset(ops)
+    what = ", ".join(ops) if ops else "differences alembic check did not list"
+    return [
+        RiskFactor(
+            id="models-differ",
+            level=Risk.medium if shape_kept else Risk.high,
+            reason=f"the models expect what no revision creates ({what}): "
+            + (
+                "tables, columns and types agree, so the code runs on the deployed schema"
+                if shape_kept
+                else "the code may read a shape the deployed schema does not have"
+            ),
+            location=MODELS,
+        )
+    ]
 
 
 # -- what the database saw ------------------------------------------------------------------

@@ -184,3 +184,44 @@ def test_a_renamed_column_is_not_data_loss():
     assert rating.level is Risk.high
     assert rating.factors[0].id == "renamed"
     assert "renamed, not dropped (RENAME at m.sql:3)" in rating.factors[0].reason
+
+
+def models(listed: str, status: Status = Status.failed) -> Criterion:
+    """migrate.models as the pipeline records a failed `alembic check` (its first line)."""
+    return Criterion(
+        id="migrate.models",
+        title="the models match the migrated schema (alembic check)",
+        status=status,
+        evidence="the models differ from what the revisions create: ERROR "
+        f"[alembic.util.messaging] New upgrade operations detected: {listed}\n"
+        "INFO  [alembic.autogenerate.compare.constraints] Detected added index 'ix' on "
+        "'('title',)'",
+    )
+
+
+def test_models_without_a_revision_rate_what_deploying_them_would_do():
+    # items-api's model-without-revision: an index only the models declare breaks nothing.
+    index = models(
+        "[('add_index', Index('ix_item_title', Column('title', String(length=255), "
+        "table=<item>, nullable=False)))]"
+    )
+    rating = assess(Observed(criteria=[index]))
+    assert rating.level is Risk.medium
+    (factor,) = rating.factors
+    assert (factor.id, factor.location) == ("models-differ", "migrate.models")
+    assert "(add_index)" in factor.reason, "the column's and the log's names are not operations"
+    # A column the models expect and no revision creates: code and schema disagree.
+    column = models(
+        "[('add_column', None, 'user', Column('timezone', String(length=64))), "
+        "('add_index', Index('ix_user_timezone'))]"
+    )
+    assert assess(Observed(criteria=[column])).level is Risk.high
+    nullable = models("[[('modify_nullable', None, 'user', 'full_name', {}, True, False)]]")
+    assert assess(Observed(criteria=[nullable])).level is Risk.high
+    unlisted = models("").model_copy(update={"evidence": "FAILED: something else"})
+    assert assess(Observed(criteria=[unlisted])).level is Risk.high
+    # Not run is not a difference seen: a required step that did not run stays fail-closed.
+    skipped = models("", status=Status.skipped)
+    assert [(f.id, f.level) for f in assess(Observed(criteria=[skipped])).factors] == [
+        ("checks-failed", Risk.high)
+    ]
