@@ -41,7 +41,7 @@ from bot.policy import LoadedPolicy, api_env, duration_seconds
 from bot.policy.yamlfile import ConfigError
 from bot.reporting import masking
 from bot.sandbox import ApiSpec, ApiStartError, Sandbox, SandboxError, confine, environment, shell
-from bot.sandbox.base import BuildFailed
+from bot.sandbox.base import BuildFailed, url_for
 from bot.sandbox.buildcache import BuildCache
 from bot.sandbox.postgres import APP_ROLE
 
@@ -410,7 +410,9 @@ class _Run:
             self._lint(migrator, head_dir, changed, before, base_log, head_log)
             if replay_db:
                 with self.stage("populated replay"):
-                    self._replay(sandbox, migrator, head_dir, replay_db, before, after, head_log)
+                    self._replay(
+                        sandbox, migrator, head_dir, replay_db, before, after, base_log, head_log
+                    )
             with self._way_back(sandbox, conn) as (back, environ):
                 if policy.migrations.versioned:
                     self._versioned_checks(migrator, head_dir, back, environ, before)
@@ -599,20 +601,15 @@ class _Run:
         if self.policy.replay.rows == 0:
             self.evidence["replay"] = {"skipped": "replay.rows is 0"}
             return None
-        if self.policy.migrations.mode == "startup":
-            # The API migrates the database its sandbox gives it; a second one is not ours to
-            # point it at.
-            self.evidence["replay"] = {
-                "skipped": "start-up migrations run inside the API, against its own database"
-            }
-            return None
         return f"{self.policy.database.name}_replay"
 
-    def _replay(self, sandbox, migrator, head_dir, database, before, after, head_log) -> None:
+    def _replay(
+        self, sandbox, migrator, head_dir, database, before, after, base_log, head_log
+    ) -> None:
         """The change once more on production-like rows (bot/migrating/replay.py)."""
         touched = _touched(before, after, head_log, self.observed.locked)
         rows = self.policy.replay.rows
-        admin = replay.url_for(sandbox.database_url, database)
+        admin = url_for(sandbox.database_url, database)
         filled = replay.populate(admin, before, touched, rows, after)
         counts_before = replay.dml_counts(admin)
         self.evidence["replay"] = {
@@ -670,13 +667,13 @@ class _Run:
             else "applied on a copy of the base (no table it touches existed before)",
         )
         changes = _dml_changes(counts_before, replay.dml_counts(admin))
-        self._unmatched_dml(head_log, filled.rows, changes)
+        self._unmatched_dml(base_log, head_log, filled.rows, changes)
         self._time_rewrites(sandbox, migrator, head_dir, f"{database}_10x", before, after, first)
 
     def _apply_on_copy(self, sandbox, migrator: Migrator, head_dir: Path, database: str) -> str:
         """The change's migrations on the copy `database`, as on the first database; returns
         the server's log of it, each statement with its duration."""
-        admin = replay.url_for(sandbox.database_url, database)
+        admin = url_for(sandbox.database_url, database)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(
                 SQL("ALTER DATABASE {} SET log_min_duration_statement = 0").format(
@@ -688,8 +685,8 @@ class _Run:
         migrator.replay(
             head_dir,
             environ,
-            replay.url_for(sandbox.app_database_url, database),
-            replay.url_for(sandbox.gate_app_url, database),
+            url_for(sandbox.app_database_url, database),
+            url_for(sandbox.gate_app_url, database),
         )
         return sandbox.logs("database", mark)
 
@@ -704,7 +701,7 @@ class _Run:
         if not declared:
             return
         small, large = self.policy.replay.rows, self.policy.replay.rows * 10
-        admin = replay.url_for(sandbox.database_url, database)
+        admin = url_for(sandbox.database_url, database)
         replay.populate(admin, before, set(declared), large, after)
         try:
             second = self._apply_on_copy(sandbox, migrator, head_dir, database)
@@ -728,11 +725,11 @@ class _Run:
                 predicted,
             )
 
-    def _unmatched_dml(self, head_log: str, filled: dict[str, int], changes) -> None:
+    def _unmatched_dml(self, base_log: str, head_log: str, filled: dict[str, int], changes) -> None:
         """A backfill that updates or deletes nothing on rows it was written for: its WHERE
         matches nothing (the column's DEFAULT already filled it, a wrong condition)."""
         tables = {table_key(t): t for t in filled}
-        for statement, written, verb in sqllog.dml(head_log):
+        for statement, written, verb in sqllog.dml(head_log, base_log):
             table = tables.get(table_key(written))
             if table is None or changes.get(table, {}).get(verb, 0) > 0:
                 continue
@@ -783,13 +780,13 @@ class _Run:
             return
         self.evidence["way_back_on"] = "the populated copy"
         with psycopg.connect(
-            replay.url_for(sandbox.database_url, self.populated), autocommit=True
+            url_for(sandbox.database_url, self.populated), autocommit=True
         ) as copy:
             yield copy, self._copy_environment(sandbox, self.populated)
 
     def _copy_environment(self, sandbox: Sandbox, database: str) -> dict[str, str]:
         """The run's environment with the database `database` (DB_*, api.env and the URL)."""
-        app_url = replay.url_for(sandbox.app_database_url, database)
+        app_url = url_for(sandbox.app_database_url, database)
         parts = environment.database(app_url)
         url_env = self.policy.api.database_url_env if self.policy.api else "DATABASE_URL"
         return {

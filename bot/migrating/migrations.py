@@ -9,14 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pglast
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from bot.migrating.versioned import Alembic, AlembicFailed, Graph, Revision
 from bot.policy.model import Policy
-from bot.sandbox import ApiSpec, Sandbox, shell
+from bot.sandbox import ApiSpec, ApiStartError, Sandbox, shell
 
 
 class MigrationFailed(Exception):
@@ -168,7 +170,9 @@ class Migrator:
         role, as the gate reaches it)."""
         env_name = self.spec.database_url_env if self.spec else "DATABASE_URL"
         environ = {**environ, env_name: app_url}
-        if self.mode == "directory":
+        if self.mode == "startup":
+            self._start_on_copy(head_dir, environ, conninfo_to_dict(app_url)["dbname"])
+        elif self.mode == "directory":
             with psycopg.connect(gate_url, autocommit=True) as conn:
                 for name, sql in self.head_files.items():
                     self._execute(conn, name, sql)
@@ -179,6 +183,26 @@ class Migrator:
                 )
         elif self.mode == "command":
             self._run_command(head_dir, "populated replay", environ)
+
+    def _start_on_copy(self, head_dir: Path, environ: Mapping[str, str], database: str) -> None:
+        """Start-up migrations run inside the API: start the change's API on the copy (its
+        own variables expanded for it), wait until it answers, stop it. An API that does not
+        come up failed its migrations there; the error is its log's."""
+        assert self.spec is not None and self.policy.api is not None
+        spec = replace(
+            self.spec,
+            env={name: environ.get(name, value) for name, value in self.spec.env.items()},
+            database=database,
+        )
+        try:
+            self.sandbox.start_api(head_dir / self.policy.api.workdir, spec, "populated replay")
+        except ApiStartError as exc:
+            raise MigrationFailed(
+                f"the API did not start on the copy: {shell.reason(exc.log_tail) or exc}",
+                exc.log_tail,
+            ) from None
+        finally:
+            self.sandbox.stop_api()
 
     def check_models(self, head_dir: Path) -> tuple[bool, str]:
         """alembic: do the models match the migrated schema (`alembic check`)?"""

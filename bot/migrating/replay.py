@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass, field
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.sql import SQL, Identifier, Literal
 
 from bot.observing.schema import Column, Snapshot
+from bot.sandbox.base import url_for
 
 _INTEGER = {"integer", "bigint", "numeric", "real", "double precision"}
 _TIME = re.compile(r"^(timestamp|date|time)\b")
@@ -58,11 +58,6 @@ class Populated:
     rows: dict[str, int] = field(default_factory=dict)  # table -> rows generated
     skipped: dict[str, str] = field(default_factory=dict)  # table -> why it has none
     seconds: float = 0.0
-
-
-def url_for(url: str, database: str) -> str:
-    """`url` with another database name."""
-    return make_conninfo(**{**conninfo_to_dict(url), "dbname": database})
 
 
 def clone(admin_url: str, source: str, target: str, owner: str) -> None:

@@ -79,11 +79,13 @@ def _logged(log: str) -> list[tuple[Logged, pglast.ast.Node | None]]:
     return statements
 
 
-def dml(log: str) -> list[tuple[str, str, str]]:
-    """UPDATE and DELETE statements of the log, once each: (sql, table as written, verb).
-    The populated replay checks each touched rows where rows were there to touch."""
+def dml(log: str, base_log: str = "") -> list[tuple[str, str, str]]:
+    """UPDATE and DELETE statements of the log that `base_log` does not hold, once each:
+    (sql, table as written, verb). The populated replay checks each touched rows where rows
+    were there to touch; one the base ran too (start-up SQL that runs on every start) is
+    not the change's."""
     out: list[tuple[str, str, str]] = []
-    seen: set[str] = set()
+    seen = {_normal(s.sql) for s in logged_statements(base_log)}
     for statement, node in _logged(log):
         if isinstance(node, pglast.ast.UpdateStmt | pglast.ast.DeleteStmt):
             relation = node.relation

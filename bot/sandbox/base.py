@@ -15,8 +15,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg.sql import Composable
 
@@ -80,6 +82,22 @@ class ApiSpec:
     database_url_env: str = "DATABASE_URL"  # ...and this one to the sandbox's database URL
     health_path: str = "/healthz"
     start_timeout: float = 30.0
+    # Another database of the sandbox's server to point the API at (the populated replay's
+    # copy, which start-up migrations reach only through the API); None: the run's own.
+    database: str | None = None
+
+    def database_url(self, url: str) -> str:
+        """The URL the API is given: the sandbox's `url`, on `database` when one is set."""
+        return url if self.database is None else url_for(url, self.database)
+
+
+def url_for(url: str, database: str) -> str:
+    """`url` with another database name, in the form it came in: a `postgresql://` URL stays
+    one (an application's settings often accept nothing else), key=value stays key=value."""
+    parts = urlsplit(url)
+    if parts.scheme:
+        return urlunsplit(parts._replace(path="/" + quote(database, safe="")))
+    return make_conninfo(**{**conninfo_to_dict(url), "dbname": database})
 
 
 class Sandbox(ABC):

@@ -491,7 +491,7 @@ class ContainersSandbox(Sandbox):
         env = {
             **spec.env,
             spec.port_env: str(port),
-            spec.database_url_env: self._api_database_url,
+            spec.database_url_env: spec.database_url(self._api_database_url),
         }
         self._api_count += 1
         container = DockerContainer(reference, env=env)

@@ -329,7 +329,7 @@ class LocalSandbox(Sandbox):
         mark = self.log_mark("api")
         env = {**spec.process_env, **spec.env}
         env[spec.port_env] = str(port)
-        env[spec.database_url_env] = self.app_database_url
+        env[spec.database_url_env] = spec.database_url(self.app_database_url)
         try:
             with open(self._log_path("api"), "ab") as log, signals_deferred():
                 process = self._api = subprocess.Popen(

@@ -184,3 +184,74 @@ def test_a_backfill_on_a_quoted_table_is_counted_on_that_table(tmp_path):
     _proc, verdict = validate(repo, "builder/names")
     assert verdict["evidence"]["replay"]["rows"] == {'public."user"': 1000}
     assert not [f for f in verdict["findings"] if f["rule"] == "dml-no-rows"]
+
+
+# An API that migrates its own database at start-up (the sessions-api's way): every file of
+# migrations/, in order, on every start, then /healthz.
+STARTUP_API = """\
+import os, pathlib, psycopg
+from http.server import BaseHTTPRequestHandler, HTTPServer
+with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+    for path in sorted(pathlib.Path("migrations").glob("*.sql")):
+        conn.execute(path.read_text())
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Health).serve_forever()
+"""
+
+
+@pytest.fixture(scope="module")
+def startup_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    policy = ITEMS_POLICY.replace("{mode: directory, directory: migrations}", "{mode: startup}")
+    policy += "api: {command: python api.py, health_path: /healthz}\n"
+    repo = items_repo(
+        tmp_path_factory.mktemp("startup"), policy, "id bigint PRIMARY KEY, name text"
+    )
+    commit(
+        repo,
+        {
+            "api.py": STARTUP_API,
+            "migrations/001_items.sql": "CREATE TABLE IF NOT EXISTS items "
+            "(id bigint PRIMARY KEY, name text);\n"
+            # Start-up SQL the base already runs on every start: it updates nothing after the
+            # first, and is not the change's.
+            "UPDATE items SET name = 'first' WHERE id = 1 AND name IS NULL;\n",
+        },
+        "an API that migrates at start-up",
+    )
+    return repo
+
+
+def test_startup_migrations_replay_on_rows_through_the_api(startup_repo):
+    branch(
+        startup_repo,
+        "builder/startup-required",
+        {
+            "migrations/002_sku.sql": (
+                "ALTER TABLE items ADD COLUMN IF NOT EXISTS sku text NOT NULL;\n"
+            )
+        },
+    )
+    proc, verdict = validate(startup_repo, "builder/startup-required")
+    assert criterion(verdict, "migrate.apply")["status"] == "passed"
+    populated = criterion(verdict, "migrate.populated")
+    assert populated["status"] == "failed", populated
+    assert "the API did not start on the copy" in populated["evidence"]
+    assert 'column "sku"' in populated["evidence"] and "null values" in populated["evidence"]
+    assert proc.returncode == 1
+
+
+def test_startup_sql_the_base_runs_too_is_not_the_changes_backfill(startup_repo):
+    branch(
+        startup_repo,
+        "builder/startup-note",
+        {"migrations/002_note.sql": "ALTER TABLE items ADD COLUMN IF NOT EXISTS note text;\n"},
+    )
+    _proc, verdict = validate(startup_repo, "builder/startup-note")
+    assert criterion(verdict, "migrate.populated")["status"] == "passed"
+    assert verdict["evidence"]["replay"]["rows"] == {"public.items": 1000}
+    assert verdict["evidence"]["way_back_on"] == "the populated copy"
+    assert not [f for f in verdict["findings"] if f["rule"] == "dml-no-rows"]
