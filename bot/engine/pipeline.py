@@ -31,7 +31,7 @@ from bot.judging import rollback
 from bot.judging.decision import decide, is_required, root_cause
 from bot.judging.lint import LintOptions, lint_sql
 from bot.judging.lint.model import table_key
-from bot.judging.risk import Observed, assess
+from bot.judging.risk import Measured, Observed, assess
 from bot.judging.verdict import Criterion, Decision, Finding, Risk, Stage, Status, Verdict
 from bot.migrating import replay
 from bot.migrating.migrations import MigrationFailed, Migrator, TwoHeads
@@ -668,7 +668,7 @@ class _Run:
         )
         changes = _dml_changes(counts_before, replay.dml_counts(admin))
         self._unmatched_dml(base_log, head_log, filled.rows, changes)
-        self._time_rewrites(sandbox, migrator, head_dir, f"{database}_10x", before, after, first)
+        self._time_blocking(sandbox, migrator, head_dir, f"{database}_10x", before, after, first)
 
     def _apply_on_copy(self, sandbox, migrator: Migrator, head_dir: Path, database: str) -> str:
         """The change's migrations on the copy `database`, as on the first database; returns
@@ -690,12 +690,21 @@ class _Run:
         )
         return sandbox.logs("database", mark)
 
-    def _time_rewrites(self, sandbox, migrator, head_dir, database, before, after, first) -> None:
-        """How long a rewritten, declared table stays locked in production: the ALTERs timed
-        at two sample sizes, the fixed cost taken out, the rest scaled to the declared rows."""
+    def _time_blocking(self, sandbox, migrator, head_dir, database, before, after, first) -> None:
+        """How long a declared table stays locked in production, for the change's statements
+        whose time grows with its rows (a rewrite, a plain CREATE INDEX, a scan under lock):
+        timed at two sample sizes, the fixed cost taken out, the rest scaled to the declared
+        rows. Brief catalog changes (a nullable column) cost the second sample nothing."""
+        small_held = {table_key(name): held for name, held in sqllog.held(first).items()}
+        growing = {
+            table
+            for table in before.tables
+            if table in self.observed.rewritten
+            or (table_key(table) in small_held and small_held[table_key(table)].grows)
+        }
         declared = {
             table: rows
-            for table in self.observed.rewritten
+            for table in growing
             if (rows := _declared(self.policy.tables, table)) is not None
         }
         if not declared:
@@ -707,22 +716,19 @@ class _Run:
             second = self._apply_on_copy(sandbox, migrator, head_dir, database)
         except MigrationFailed:
             return  # it applied on the smaller sample: no timing, no claim
-        at_small, at_large = sqllog.alter_ms(first), sqllog.alter_ms(second)
-        for table, rows in declared.items():
-            t1 = next(
-                (ms for name, ms in at_small.items() if table_key(name) == table_key(table)), None
-            )
-            t2 = next(
-                (ms for name, ms in at_large.items() if table_key(name) == table_key(table)), None
-            )
+        large_held = {table_key(name): held for name, held in sqllog.held(second).items()}
+        for table, rows in sorted(declared.items()):
+            t1, t2 = small_held.get(table_key(table)), large_held.get(table_key(table))
             if t1 is None or t2 is None:
                 continue
-            per_row = max(t2 - t1, 0.0) / (large - small)
-            predicted = (t2 + per_row * max(rows - large, 0)) / 1000
-            self.observed.measured_blocking[table] = (
-                f"{t1:.0f} ms at {small:,} rows, {t2:.0f} ms at {large:,} rows → "
+            per_row = max(t2.ms - t1.ms, 0.0) / (large - small)
+            predicted = (t2.ms + per_row * max(rows - large, 0)) / 1000
+            rewritten = table in self.observed.rewritten
+            self.observed.measured_blocking[table] = Measured(
+                how=f"{t1.ms:.0f} ms at {small:,} rows, {t2.ms:.0f} ms at {large:,} rows → "
                 f"~{predicted:.1f} s at {rows:,} declared",
-                predicted,
+                seconds=predicted,
+                lock="ACCESS EXCLUSIVE" if rewritten else t2.lock or t1.lock,
             )
 
     def _unmatched_dml(self, base_log: str, head_log: str, filled: dict[str, int], changes) -> None:

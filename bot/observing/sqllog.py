@@ -97,16 +97,65 @@ def dml(log: str, base_log: str = "") -> list[tuple[str, str, str]]:
     return out
 
 
-def alter_ms(log: str) -> dict[str, float]:
-    """Milliseconds of ALTER TABLE per table (as written), from a log with durations: how
-    long each table was held under its lock."""
-    out: dict[str, float] = {}
+@dataclass
+class Held:
+    """How long the change's statements held one table, and under which lock."""
+
+    ms: float = 0.0  # ALTER TABLE and plain CREATE INDEX on it, summed
+    lock: str = ""  # the strongest lock of a statement whose time grows with the rows
+    grows: bool = False  # one of them reads or copies the whole table (a scan, a build)
+
+
+# Locks as PostgreSQL orders them: the last blocks the most.
+_LOCKS = ("SHARE", "SHARE ROW EXCLUSIVE", "ACCESS EXCLUSIVE")
+_AT = pglast.enums.AlterTableType
+_CONSTR = pglast.enums.ConstrType
+
+
+def held(log: str) -> dict[str, Held]:
+    """Per table (as written), from a log with durations: the milliseconds its ALTER TABLE
+    and plain CREATE INDEX statements took, and whether one of them grows with its rows."""
+    out: dict[str, Held] = {}
     for statement, node in _logged(log):
-        if isinstance(node, pglast.ast.AlterTableStmt) and statement.duration_ms is not None:
-            relation = node.relation
-            table = ".".join(p for p in (relation.schemaname, relation.relname) if p)
-            out[table] = out.get(table, 0.0) + statement.duration_ms
+        if statement.duration_ms is None:
+            continue
+        if isinstance(node, pglast.ast.IndexStmt) and not node.concurrent:
+            relation, lock = node.relation, "SHARE"
+        elif isinstance(node, pglast.ast.AlterTableStmt):
+            relation, lock = node.relation, _scan_lock(node)
+        else:
+            continue
+        table = ".".join(p for p in (relation.schemaname, relation.relname) if p)
+        entry = out.setdefault(table, Held())
+        entry.ms += statement.duration_ms
+        if lock:
+            entry.grows = True
+            entry.lock = max(entry.lock, lock, key=lambda m: _LOCKS.index(m) if m else -1)
     return out
+
+
+def _scan_lock(node: pglast.ast.AlterTableStmt) -> str:
+    """The lock an ALTER TABLE holds while it reads every row ('' when none of its commands
+    does: adding a nullable column, dropping one, renaming are catalog changes). A table
+    rewrite is seen by the event triggers, not guessed here."""
+    locks = []
+    for cmd in node.cmds or ():
+        if cmd.subtype in (_AT.AT_SetNotNull, _AT.AT_AlterColumnType):
+            locks.append("ACCESS EXCLUSIVE")
+        elif cmd.subtype == _AT.AT_AddConstraint and isinstance(cmd.def_, pglast.ast.Constraint):
+            constraint = cmd.def_
+            if constraint.skip_validation or constraint.indexname:
+                continue  # NOT VALID, or an index built before: nothing read now
+            if constraint.contype == _CONSTR.CONSTR_FOREIGN:
+                locks.append("SHARE ROW EXCLUSIVE")
+            elif constraint.contype in (
+                _CONSTR.CONSTR_CHECK,
+                _CONSTR.CONSTR_PRIMARY,
+                _CONSTR.CONSTR_UNIQUE,
+                _CONSTR.CONSTR_EXCLUSION,
+            ):
+                locks.append("ACCESS EXCLUSIVE")
+    return max(locks, key=_LOCKS.index, default="")
 
 
 def locate(

@@ -3,7 +3,7 @@ factor's level, nothing adds up, unknown sizes never raise it, observations beat
 
 from __future__ import annotations
 
-from bot.judging.risk import Observed, assess
+from bot.judging.risk import Measured, Observed, assess
 from bot.judging.verdict import Criterion, Finding, Risk, Status
 
 PASSED = Criterion(id="schema/items", title="items", status=Status.passed)
@@ -78,6 +78,26 @@ def test_rewrite_of_a_declared_table_is_rated_against_the_blocking_budget():
     assert rewrite(20_000_000) is Risk.critical  # ~40 s, far over it
     factor = assess(Observed(rewritten=["public.items"], declared_rows={"items": 2_000_000}))
     assert "~4.0 s predicted for 2,000,000 declared rows" in factor.factors[0].reason
+
+
+def test_a_measured_scan_is_rated_against_the_budget_a_measured_rewrite_by_its_own_factor():
+    def seen(seconds: float, rewritten: bool = False) -> Observed:
+        measured = Measured(how="timed", seconds=seconds, lock="SHARE")
+        return Observed(
+            rewritten=["public.items"] if rewritten else [],
+            declared_rows={"items": 5_000_000},
+            measured_blocking={"public.items": measured},
+        )
+
+    assert [f.level for f in assess(seen(1.5)).factors] == [Risk.low]
+    assert assess(seen(3.0)).level is Risk.high
+    assert assess(seen(25.0)).level is Risk.critical
+    factor = assess(seen(3.0)).setter
+    assert factor is not None and factor.id == "blocking-lock"
+    assert "held under SHARE (writes wait): measured: timed, over the 2 s budget" in factor.reason
+    rewrite = assess(seen(3.0, rewritten=True))
+    assert [f.id for f in rewrite.factors] == ["table-rewrite"]
+    assert "measured: timed, over the 2 s budget" in rewrite.factors[0].reason
 
 
 def test_critical_a_dropped_column_that_held_rows():

@@ -132,6 +132,34 @@ def test_a_rewrite_of_a_declared_table_is_timed_at_two_sample_sizes(tmp_path):
     assert rewrite["level"] == "low" and "within the 3600 s budget" in rewrite["reason"]
 
 
+def test_a_plain_index_build_on_a_declared_table_is_timed_and_never_rated_lower(tmp_path):
+    """A plain CREATE INDEX reads the whole table while writes wait: timed like a rewrite. An
+    hour's budget makes the measured factor low, and the linter's high for two million
+    declared rows stands: a sort timed on 10,000 rows does not vouch for millions."""
+    policy = ITEMS_POLICY.replace("{items: {rows: 1000}}", "{items: {rows: 2000000}}")
+    policy += "locks: {max_blocking: 1h}\n"
+    repo = items_repo(tmp_path, policy, "id integer PRIMARY KEY, name text")
+    branch(
+        repo,
+        "builder/index",
+        {
+            "migrations/002_index.sql": "CREATE INDEX IF NOT EXISTS items_name ON items (name);\n"
+            # A nullable column is a catalog change: it adds nothing to the time.
+            "ALTER TABLE items ADD COLUMN IF NOT EXISTS note text;\n"
+        },
+    )
+    _proc, verdict = validate(repo, "builder/index")
+    factors = {f["id"]: f for f in verdict["risk_factors"]}
+    blocking = factors["blocking-lock"]
+    assert blocking["level"] == "low" and blocking["location"] == "public.items"
+    assert "held under SHARE (writes wait)" in blocking["reason"]
+    assert "ms at 1,000 rows" in blocking["reason"] and "ms at 10,000 rows" in blocking["reason"]
+    assert "2,000,000 declared, within the 3600 s budget" in blocking["reason"]
+    assert "table-rewrite" not in factors
+    assert factors["lint:require-concurrent-index-creation"]["level"] == "high"
+    assert verdict["risk"] == "high"
+
+
 def test_migrations_that_ignore_the_given_database_leave_the_replay_unclaimed(tmp_path):
     """A command that always migrates the database named `app`, whatever DB_NAME says: the
     copy stays unmigrated, and the run says the replay proved nothing instead of passing it."""

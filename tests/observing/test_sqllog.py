@@ -4,6 +4,8 @@ them with log_min_duration_statement = 0)."""
 
 from __future__ import annotations
 
+import pytest
+
 from bot.observing import sqllog
 
 
@@ -50,10 +52,34 @@ def test_introduced_is_what_the_head_ran_and_the_base_never_did():
     ]
 
 
-def test_alter_ms_sums_each_tables_alters():
+def test_held_sums_each_tables_alters_and_index_builds():
     head = _log(
         (12.5, "ALTER TABLE item ALTER COLUMN id TYPE bigint"),
         (0.5, 'ALTER TABLE public."user" ADD COLUMN x int'),
         (2.0, "ALTER TABLE item ADD COLUMN y int"),
+        (4.0, "CREATE INDEX item_y ON item (y)"),
+        (9.0, "CREATE INDEX CONCURRENTLY item_x ON item (x)"),
     )
-    assert sqllog.alter_ms(head) == {"item": 14.5, "public.user": 0.5}
+    found = sqllog.held(head)
+    assert found.keys() == {"item", "public.user"}
+    assert found["item"] == sqllog.Held(ms=18.5, lock="ACCESS EXCLUSIVE", grows=True)
+    # A nullable column is a catalog change: brief, whatever the table's size.
+    assert found["public.user"] == sqllog.Held(ms=0.5, lock="", grows=False)
+
+
+@pytest.mark.parametrize(
+    ("sql", "lock"),
+    [
+        ("CREATE INDEX i ON t (a)", "SHARE"),
+        ("ALTER TABLE t ALTER COLUMN a SET NOT NULL", "ACCESS EXCLUSIVE"),
+        ("ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0)", "ACCESS EXCLUSIVE"),
+        ("ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0) NOT VALID", ""),
+        ("ALTER TABLE t ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES p (id)", "SHARE ROW EXCLUSIVE"),
+        ("ALTER TABLE t ADD CONSTRAINT u UNIQUE USING INDEX t_a", ""),
+        ("ALTER TABLE t ADD PRIMARY KEY (a)", "ACCESS EXCLUSIVE"),
+        ("ALTER TABLE t VALIDATE CONSTRAINT c", ""),
+        ("ALTER TABLE t DROP COLUMN a", ""),
+    ],
+)
+def test_held_knows_which_statements_read_the_whole_table(sql, lock):
+    assert sqllog.held(_log((1.0, sql)))["t"].lock == lock
