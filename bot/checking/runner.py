@@ -40,6 +40,7 @@ from bot.checking.model import (
 )
 from bot.judging.verdict import Criterion, Status
 from bot.policy.yamlfile import ConfigError, Located, load_located
+from bot.sandbox import loopback
 
 EXCERPT_CHARS = 2000
 MAX_ROWS = 20
@@ -475,11 +476,7 @@ class _SuiteRun:
 
     def _http_client(self) -> httpx.Client:
         if self._client is None:
-            # trust_env=False: a proxy from the environment must not sit between us and the
-            # sandbox on loopback.
-            self._client = httpx.Client(
-                base_url=self.ctx.api_url, timeout=self.ctx.step_timeout, trust_env=False
-            )
+            self._client = loopback.client(base_url=self.ctx.api_url, timeout=self.ctx.step_timeout)
         return self._client
 
     # ---- sql

@@ -40,7 +40,7 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from bot.policy.loader import LoadedPolicy
-from bot.sandbox import environment, netns, postgres
+from bot.sandbox import environment, loopback, netns, postgres
 from bot.sandbox.base import (
     ApiSpec,
     ApiStartError,
@@ -583,10 +583,10 @@ def _free_port() -> int:
 
 def _wait_for_health(process: subprocess.Popen[bytes], url: str, timeout: float) -> str | None:
     """None once `url` answers 2xx; otherwise the last thing it said before `process` exited or
-    the time ran out. trust_env=False: an HTTP_PROXY must not intercept 127.0.0.1."""
+    the time ran out."""
     deadline = time.monotonic() + timeout
     last_answer = "no answer"
-    with httpx.Client(trust_env=False) as client:
+    with loopback.client() as client:
         while process.poll() is None:
             remaining = deadline - time.monotonic()
             try:
