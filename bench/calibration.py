@@ -1,21 +1,27 @@
 """Calibration: the gate's decisions and levels against a maintainer's labels.
 
 Why: a gate that rejects healthy changes gets switched off, and one that approves harmful
-ones is worse than none. `tests/data/verdicts/` holds SQL-level cases, each labelled with the
-decision and risk level a careful maintainer would give it and one line of why, written before
-the gate was run on it. This runs every case through the real pipeline — a git repository per
-case (`main`: the base migrations; `builder/<case>`: the change), a directory-mode policy with
-no API, `bot.engine.pipeline.validate` with the local PostgreSQL sandbox — and prints:
+ones is worse than none. `tests/data/verdicts/` holds labelled cases, each with the decision
+and risk level a careful maintainer would give it and one line of why, written before the gate
+was run on it. Two kinds, both through the real pipeline (`bot.engine.pipeline.validate`, the
+local PostgreSQL sandbox):
 
-- the confusion matrix of decisions (expected x got) and of levels,
-- the false approval rate (a case labelled review or reject that the gate approved),
-- the false reject rate (a case labelled approve that the gate rejected),
-- level agreement (the gate's level equals the label),
+- SQL-level cases (`base:`, `change:`): a git repository per case (`main`: the base
+  migrations; `builder/<case>`: the change) under a directory-mode policy with no API;
+- the example targets' cases (`example: <target>`, `case: <name>`): the repository that
+  `examples/build_*.py` builds, each case validated the way `gatekeeper demo` validates it
+  (`bot.cli.demo.validate_target`: the same builders, policies and sandbox).
 
-against the targets: 0 false approvals, at most 1 in 20 healthy cases rejected, the level equal
-to the label in at least 9 of 10 cases.
+It prints, over the whole corpus, the confusion matrix of decisions (expected x got) and of
+levels, the false approval rate (a case labelled review or reject that the gate approved), the
+false reject rate (a case labelled approve that the gate rejected) and the level agreement,
+against the targets: 0 false approvals, at most 1 in 20 healthy cases rejected, the level
+equal to the label in at least 9 of 10 cases; then one line per kind.
 
-    .venv/bin/python bench/calibration.py [--case NAME ...]
+    .venv/bin/python bench/calibration.py [--kind sql|sessions-api|items-api ...] [--case NAME ...]
+
+items-api builds a virtualenv with pip from the machine's package index (cached by
+`requirements.txt` afterwards).
 
 Exits 0 when every target is met, 1 when one is missed (each case that missed is listed).
 """
@@ -39,9 +45,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a clone: the gate's own package
     sys.path.insert(0, str(ROOT))
 
+from rich.console import Console  # noqa: E402
+
+from bot.cli.demo import TARGETS, pass_secret, validate_target  # noqa: E402
 from bot.engine.job import Job  # noqa: E402
 from bot.engine.pipeline import validate  # noqa: E402
 from bot.gitrepo import resolve  # noqa: E402
+from bot.judging.verdict import Verdict  # noqa: E402
 from bot.policy.loader import policy_at  # noqa: E402
 from bot.sandbox.local import for_policy  # noqa: E402
 
@@ -56,9 +66,13 @@ MIN_LEVEL_AGREEMENT = 9 / 10
 _IDENTITY = ("-c", "user.name=calibration", "-c", "user.email=calibration@localhost")
 
 
+SQL = "sql"  # the kind of the SQL-level cases; an example case's kind is its target
+
+
 @dataclass(frozen=True)
 class Case:
-    """One labelled change: the base migrations, the change's, and what a maintainer says."""
+    """One labelled SQL-level change: the base migrations, the change's, and what a
+    maintainer says."""
 
     name: str
     why: str
@@ -70,6 +84,7 @@ class Case:
     edited_base: list[str] = field(default_factory=list)
     tables: dict[str, int] = field(default_factory=dict)
     reapply: bool = True
+    kind: str = SQL
 
     def policy(self) -> str:
         """The directory-mode policy the case runs under (the defaults otherwise)."""
@@ -86,8 +101,24 @@ class Case:
 
 
 @dataclass(frozen=True)
+class ExampleCase:
+    """One case of an example target (`examples/build_*.py`) and what a maintainer says: one
+    decision and one level, where the builder's own case admits a set of levels or any."""
+
+    name: str  # the label file's stem, <target>.<case>
+    why: str
+    decision: str
+    level: str
+    kind: str  # the target: a key of bot.cli.demo.TARGETS
+    case: str  # the builder's case name
+
+
+Labelled = Case | ExampleCase
+
+
+@dataclass(frozen=True)
 class Outcome:
-    case: Case
+    case: Labelled
     decision: str
     level: str | None
     summary: str
@@ -108,33 +139,49 @@ class Outcome:
         return self.level == self.case.level
 
 
-def load_cases(corpus: Path = CORPUS, names: Iterable[str] = ()) -> list[Case]:
-    wanted = set(names)
+def load_cases(
+    corpus: Path = CORPUS, names: Iterable[str] = (), kinds: Iterable[str] = ()
+) -> list[Labelled]:
+    """The corpus's cases, those named (file stems) and of the kinds given, else all."""
+    wanted, wanted_kinds = set(names), set(kinds)
+    unknown = wanted_kinds - {SQL, *TARGETS}
+    if unknown:
+        raise ValueError(f"no such kind(s): {', '.join(sorted(unknown))}")
     cases = []
     for path in sorted(corpus.glob("*.yml")):
         if wanted and path.stem not in wanted:
             continue
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        expect = data["expect"]
-        if expect["decision"] not in DECISIONS or expect["level"] not in LEVELS:
-            raise ValueError(f"{path}: expect needs a decision in {DECISIONS}, a level in {LEVELS}")
-        cases.append(
-            Case(
-                name=path.stem,
-                why=data["why"],
-                decision=expect["decision"],
-                level=expect["level"],
-                base=data["base"],
-                change=data.get("change") or [],
-                edited_base=data.get("edited_base") or [],
-                tables=data.get("tables") or {},
-                reapply=data.get("reapply", True),
-            )
-        )
+        case = _load_case(path, yaml.safe_load(path.read_text(encoding="utf-8")))
+        if not wanted_kinds or case.kind in wanted_kinds:
+            cases.append(case)
     missing = wanted - {c.name for c in cases}
     if missing:
-        raise ValueError(f"no such case(s): {', '.join(sorted(missing))}")
+        raise ValueError(f"no such case(s) of those kinds: {', '.join(sorted(missing))}")
     return cases
+
+
+def _load_case(path: Path, data: dict) -> Labelled:
+    expect = data["expect"]
+    if expect["decision"] not in DECISIONS or expect["level"] not in LEVELS:
+        raise ValueError(f"{path}: expect needs a decision in {DECISIONS}, a level in {LEVELS}")
+    label = {
+        "name": path.stem,
+        "why": data["why"],
+        "decision": expect["decision"],
+        "level": expect["level"],
+    }
+    if "example" in data:
+        if data["example"] not in TARGETS:
+            raise ValueError(f"{path}: example must be one of {', '.join(TARGETS)}")
+        return ExampleCase(**label, kind=data["example"], case=data["case"])
+    return Case(
+        **label,
+        base=data["base"],
+        change=data.get("change") or [],
+        edited_base=data.get("edited_base") or [],
+        tables=data.get("tables") or {},
+        reapply=data.get("reapply", True),
+    )
 
 
 def _git(repo: Path, *args: str) -> None:
@@ -184,19 +231,45 @@ def run_case(case: Case, root: Path) -> Outcome:
             policy_source=loaded.source,
         )
         verdict = validate(job, repo, loaded, for_policy)
+    return outcome(case, verdict, time.monotonic() - started)
+
+
+def outcome(case: Labelled, verdict: Verdict, seconds: float) -> Outcome:
+    """What the gate said about `case`, in the terms its label is written in."""
     return Outcome(
         case=case,
         decision=verdict.decision.value,
         level=verdict.risk.value if verdict.risk else None,
         summary=verdict.summary,
-        seconds=time.monotonic() - started,
+        seconds=seconds,
         disproved=tuple(d.finding.rule for d in verdict.disproved),
     )
 
 
-def run_all(cases: list[Case]) -> list[Outcome]:
+def run_examples(cases: list[ExampleCase], root: Path) -> list[Outcome]:
+    """The example cases, each target's repository built once under `root` and its labelled
+    cases validated as `gatekeeper demo` validates them; progress goes to stderr."""
+    pass_secret()
+    console = Console(stderr=True)
+    outcomes = []
+    for kind in dict.fromkeys(c.kind for c in cases):
+        labels = {c.case: c for c in cases if c.kind == kind}
+        started = time.monotonic()
+        repo = root / f"example-{kind}"
+        ran = validate_target(TARGETS[kind], repo, console=console, cases=set(labels))
+        for built, verdict in ran:
+            outcomes.append(outcome(labels.pop(built.name), verdict, time.monotonic() - started))
+            started = time.monotonic()
+        if labels:
+            raise ValueError(f"{kind} has no case(s) {', '.join(sorted(labels))}")
+    return outcomes
+
+
+def run_all(cases: list[Labelled]) -> list[Outcome]:
     with tempfile.TemporaryDirectory(prefix="gatekeeper-calibration-") as tmp:
-        return [run_case(case, Path(tmp)) for case in cases]
+        examples = [c for c in cases if isinstance(c, ExampleCase)]
+        sql = [run_case(c, Path(tmp)) for c in cases if isinstance(c, Case)]
+        return sql + run_examples(examples, Path(tmp))
 
 
 @dataclass(frozen=True)
@@ -254,8 +327,20 @@ def matrix(pairs: Iterable[tuple[str, str]], labels: tuple[str, ...], title: str
     return "\n".join(lines)
 
 
+def _kind_line(kind: str, outcomes: list[Outcome]) -> str:
+    s = score(outcomes)
+    decisions = sum(o.decision == o.case.decision for o in outcomes)
+    seconds = sum(o.seconds for o in outcomes)
+    return (
+        f"{kind}: {s.total} cases in {seconds:.1f} s, decisions {decisions}/{s.total}, "
+        f"levels {s.levels_agreeing}/{s.total}, false approvals {s.false_approvals}, "
+        f"false rejects {s.false_rejects}"
+    )
+
+
 def render(outcomes: list[Outcome]) -> str:
     s = score(outcomes)
+    kinds = dict.fromkeys(o.case.kind for o in outcomes)
     seconds = sum(o.seconds for o in outcomes)
     out = [
         f"{len(outcomes)} cases ({s.healthy} labelled approve, {s.unhealthy} review or reject) "
@@ -272,6 +357,8 @@ def render(outcomes: list[Outcome]) -> str:
         f"level agreement: {s.levels_agreeing}/{s.total} ({s.level_agreement:.0%}); "
         f"target at least {MIN_LEVEL_AGREEMENT:.0%}",
         f"targets: {'met' if s.met else 'MISSED'}",
+        "",
+        *(_kind_line(kind, [o for o in outcomes if o.case.kind == kind]) for kind in kinds),
     ]
     misses = [o for o in outcomes if o.decision != o.case.decision or not o.level_agrees]
     if misses:
@@ -286,10 +373,19 @@ def render(outcomes: list[Outcome]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", action="append", default=[], help="run only this case")
+    parser.add_argument(
+        "--case", action="append", default=[], help="run only this case (its file's stem)"
+    )
+    parser.add_argument(
+        "--kind",
+        action="append",
+        default=[],
+        choices=[SQL, *TARGETS],
+        help="run only the cases of this kind: the SQL-level ones or an example target's",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("GIT_TERMINAL_PROMPT", "0")
-    outcomes = run_all(load_cases(names=args.case))
+    outcomes = run_all(load_cases(names=args.case, kinds=args.kind))
     print(render(outcomes))
     return 0 if score(outcomes).met else 1
 

@@ -1,11 +1,13 @@
 """Small helpers several test modules share: git in a scratch repository, the tiny inventory
-policy and check, waiting for a `gatekeeper serve` process, interrupting a child process.
+policy and check, waiting for a `gatekeeper serve` process, interrupting a child process, the
+calibration bench.
 
 Import it as ``tests.helpers`` (tests/github has no ``__init__.py``; see its conftest).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -17,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -173,3 +176,18 @@ def interrupt_after(child: subprocess.Popen, delay: float) -> None:
         time.sleep(delay)
         child.send_signal(signal.SIGINT)
         child.wait(timeout=60)
+
+
+def load_calibration() -> ModuleType:
+    """bench/calibration.py, the corpus's loader and scorer: bench/ is scripts, not a package,
+    so it is loaded by path, once (the tests that score against the labels share its types)."""
+    name = "gatekeeper_bench_calibration"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parents[1] / "bench" / "calibration.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

@@ -18,11 +18,12 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -68,6 +69,33 @@ def load_builder(script: str = "build_demo.py") -> ModuleType:
     return module
 
 
+def pass_secret() -> None:
+    """The demo API and the gate must agree on a signing secret; any value will do. The
+    policy hands it to the API, so the operator (the demo, or a bench running its cases)
+    passes it."""
+    os.environ.setdefault(SECRET_ENV, secrets.token_urlsafe(32))
+    passed = [n for n in os.environ.get(PASS_ENV, "").split(",") if n]
+    os.environ[PASS_ENV] = ",".join(dict.fromkeys([*passed, SECRET_ENV]))
+
+
+def validate_target(
+    target: Target,
+    repo: Path,
+    *,
+    console: Console,
+    sandbox: str = "local",
+    cases: Container[str] | None = None,
+) -> Iterator[tuple[Any, Verdict]]:
+    """Build `target`'s repository at `repo` and validate its cases (those named in `cases`,
+    else all) one after the other: the one path from an example case to a verdict, for the
+    demo and for the calibration bench. Each case is the builder's `example_repo.Case`
+    (examples/ is loaded by path, so it has no static type here)."""
+    for case in load_builder(target.builder).build(repo):
+        if cases is None or case.name in cases:
+            with _policy(target, repo, case) as loaded:
+                yield case, _validate_case(case, repo, loaded, console, sandbox)
+
+
 def run(
     out: Path,
     *,
@@ -78,19 +106,13 @@ def run(
 ) -> int:
     """`sandbox`: local, or containers (the demo API built from its Dockerfile, PostgreSQL
     from an image); both must reach the same decisions. Reports go to out/<target>/<case>."""
-    # The demo API and the gate must agree on a signing secret; any value will do. The policy
-    # hands it to the API, so the operator (the demo, here) passes it.
-    os.environ.setdefault(SECRET_ENV, secrets.token_urlsafe(32))
-    passed = [n for n in os.environ.get(PASS_ENV, "").split(",") if n]
-    os.environ[PASS_ENV] = ",".join(dict.fromkeys([*passed, SECRET_ENV]))
+    pass_secret()
     rows = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="gatekeeper-demo-") as tmp:
         for target in (TARGETS[name] for name in targets):
             repo = Path(tmp) / target.name
-            for case in load_builder(target.builder).build(repo):
-                with _policy(target, repo, case) as loaded:
-                    verdict = _validate_case(case, repo, loaded, console, sandbox)
+            for case, verdict in validate_target(target, repo, console=console, sandbox=sandbox):
                 report, _ = write_outputs(verdict, out / target.name / case.name)
                 matches = verdict.decision.value == case.expected_decision and (
                     not case.expected_risk

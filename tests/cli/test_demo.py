@@ -1,4 +1,6 @@
-"""`gatekeeper demo`: the five builder fixes get the decisions a careful maintainer would give."""
+"""`gatekeeper demo`: every builder fix gets the decision a careful maintainer would give, and
+its level is scored against the calibration corpus's label for it (tests/data/verdicts/), on
+this same run: CI runs the example cases once, here, not again in the calibration test."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from bot.cli.demo import TARGETS, load_builder
+from tests.helpers import load_calibration
+
+calibration = load_calibration()
 
 
 def strings(value) -> list[str]:
@@ -48,6 +53,7 @@ def test_demo_decides_every_case_as_expected(tmp_path: Path, target: str):
             assert needle in text, f"{case.name}: {needle!r} missing from the verdict"
         report = (out / target / case.name / "report.md").read_text()
         assert f"Gatekeeper: {case.expected_decision.upper()}" in report
+    assert_labels_met(target, cases, result["cases"])
     if target == "sessions-api":  # the demo's regression case names the fix it broke again
         regression = json.loads((out / target / "regression" / "verdict.json").read_text())
         assert any(
@@ -55,3 +61,27 @@ def test_demo_decides_every_case_as_expected(tmp_path: Path, target: str):
             for c in regression["criteria"]
         )
         assert any("P1-DATABASE-001" in reason for reason in regression["reasons"])
+
+
+def assert_labels_met(target: str, cases: dict, rows: list[dict]) -> None:
+    """The corpus labels every case of the target with one decision and level, consistent with
+    the builder's own expectation; the demo's verdicts meet the calibration targets against
+    them (with so few healthy cases: no false approval, no false reject, and at most one
+    level in ten off its label)."""
+    labels = {c.case: c for c in calibration.load_cases(kinds=[target])}
+    assert set(labels) == set(cases), "every case labelled in tests/data/verdicts/, none extra"
+    for name, label in labels.items():
+        case = cases[name]
+        assert label.decision == case.expected_decision, name
+        assert not case.expected_risk or label.level in case.expected_risk, name
+    outcomes = [
+        calibration.Outcome(
+            case=labels[row["case"]],
+            decision=row["decision"],
+            level=row["risk"],
+            summary=row["summary"],
+            seconds=row["seconds"],
+        )
+        for row in rows
+    ]
+    assert calibration.score(outcomes).met, calibration.render(outcomes)

@@ -1,41 +1,32 @@
-"""The calibration corpus (tests/data/verdicts/) through the real pipeline: every labelled
-case in its own git repository and PostgreSQL, held to the bench's targets — no false
-approval, at most 1 in 20 healthy cases rejected, the level equal to the label in 9 of 10.
+"""The calibration corpus (tests/data/verdicts/) through the real pipeline, held to the
+bench's targets — no false approval, at most 1 in 20 healthy cases rejected, the level equal
+to the label in 9 of 10.
 
-The whole corpus runs (about 50 s on 2 cores): a target measured on a sample is no target.
+Here every SQL-level case runs, each in its own git repository and PostgreSQL (about 50 s on
+2 cores): a target measured on a sample is no target. The example targets' cases are labelled
+in the same corpus but run once in CI, by tests/cli/test_demo.py, which scores the demo's
+verdicts against these labels with the same targets; each part meeting them means the whole
+corpus does (zero plus zero is zero, and rates within bounds stay within them when pooled).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "calibration.py"
+from tests.helpers import load_calibration
 
-
-def _bench() -> ModuleType:
-    """bench/ is scripts, not a package: load the calibration bench by path."""
-    spec = importlib.util.spec_from_file_location("calibration", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-calibration = _bench()
+calibration = load_calibration()
 
 
 def test_the_corpus_is_labelled_and_large_enough():
     cases = calibration.load_cases()
-    assert len(cases) >= 20
-    healthy = [c for c in cases if c.decision == "approve"]
-    assert len(healthy) >= 10 and len(cases) - len(healthy) >= 10
-    assert all(c.why.strip() and c.base for c in cases)
+    sql = [c for c in cases if c.kind == calibration.SQL]
+    assert len(sql) >= 20
+    healthy = [c for c in sql if c.decision == "approve"]
+    assert len(healthy) >= 10 and len(sql) - len(healthy) >= 10
+    assert all(c.why.strip() for c in cases) and all(c.base for c in sql)
+    kinds = {c.kind for c in cases}
+    assert kinds == {calibration.SQL, "sessions-api", "items-api"}, "every example is labelled"
     # The human validator's LOW for the reference report's guarded start-up fix is a label.
     reference = next(c for c in cases if c.name == "guarded-startup-ddl")
     assert (reference.decision, reference.level) == ("approve", "low")
@@ -44,7 +35,8 @@ def test_the_corpus_is_labelled_and_large_enough():
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> list:
     root = tmp_path_factory.mktemp("calibration")
-    return [calibration.run_case(case, root) for case in calibration.load_cases()]
+    sql = calibration.load_cases(kinds=[calibration.SQL])
+    return [calibration.run_case(case, root) for case in sql]
 
 
 def test_no_false_approval(outcomes):
