@@ -333,7 +333,7 @@ class _Run:
             self._prepare_database(sandbox, conn)
             confine = self._confine(sandbox)
             spec = self._api_spec(env, confine)
-            migrator = Migrator(policy, sandbox, spec, conn, self.child_env, self.deadline, confine)
+            migrator = Migrator(policy, sandbox, spec, self.child_env, self.deadline, confine)
 
             with self.stage("base schema"):
                 base_log_mark = sandbox.log_mark("database")

@@ -42,7 +42,6 @@ class Migrator:
         policy: Policy,
         sandbox: Sandbox,
         spec: ApiSpec | None,
-        conn: psycopg.Connection,
         environ: Mapping[str, str],
         deadline: float,
         confine: Sequence[str] = (),
@@ -59,7 +58,6 @@ class Migrator:
         self.mode = policy.migrations.mode
         self.sandbox = sandbox
         self.spec = spec
-        self.conn = conn
         self.base_files: dict[str, str] = {}
         self.head_files: dict[str, str] = {}  # the files the change adds, name -> SQL
         self.edited: list[str] = []
@@ -161,7 +159,24 @@ class Migrator:
                 self.revision_logs.append((rev, self.sandbox.logs("database", mark)))
             if not new:  # nothing of the change's own: still what a deploy runs
                 self.alembic.upgrade(head_dir, "heads", "head")
+        self._check_recorded(graph)
         return [rev.label() for rev in new]
+
+    def _check_recorded(self, graph: Graph) -> None:
+        """What Alembic recorded as applied must be the graph's heads: a revision file that
+        computes its ids at import could otherwise show the graph read from its text (two
+        heads hidden, say) another graph than the one that ran."""
+        try:
+            with psycopg.connect(self.sandbox.database_url, autocommit=True) as conn:
+                rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        except psycopg.errors.UndefinedTable:
+            return  # env.py names a version table of its own: nothing to compare with
+        recorded = sorted(row[0] for row in rows)
+        if recorded != sorted(graph.heads):
+            raise MigrationFailed(
+                f"Alembic recorded {', '.join(recorded) or 'nothing'} as applied, but the "
+                f"revision files declare the head(s) {', '.join(graph.heads)}"
+            )
 
     def replay(self, head_dir: Path, environ: Mapping[str, str], app_url: str, gate_url: str):
         """Apply the change again on another database (the populated replay): the same

@@ -2,10 +2,11 @@
 own Alembic in the project's own environment.
 
 A versioned tool never runs a revision twice, so what matters is not idempotency but the
-graph: after the merge there must be exactly one head; the change's revisions are applied one
-at a time (so every statement the server logs belongs to one revision file); the models must
-match the migrated schema (`alembic check`); and the revisions must come down again to the
-base's head and go back up.
+graph (read from the revision files' text by `read_graph` where they are plain enough, else
+by Alembic's own reader, which imports them): after the merge there must be exactly one
+head; the change's revisions are applied one at a time (so every statement the server logs
+belongs to one revision file); the models must match the migrated schema (`alembic check`);
+and the revisions must come down again to the base's head and go back up.
 
 Every Alembic process is the change's code (env.py, the revision files, the models): it runs
 like a migration command — confined (bot/sandbox/confine.py), with the run's constructed
@@ -14,7 +15,10 @@ environment and what is left of the run's time.
 
 from __future__ import annotations
 
+import ast
+import configparser
 import json
+import re
 import shlex
 import time
 from collections.abc import Mapping, Sequence
@@ -38,6 +42,12 @@ for rev in script.walk_revisions():
     revisions.append({{"id": rev.revision, "down": downs, "path": rev.path}})
 print({_MARK!r} + json.dumps({{"heads": list(script.get_heads()), "revisions": revisions}}))
 """
+
+
+# Alembic's own test for a revision file (alembic/script/base.py, _only_source_rev_file).
+_REVISION_FILE = re.compile(r"(?!\.\#|__init__)(.*\.py)$")
+# [alembic] options that move or multiply where revisions live: Alembic's reader follows them.
+_UNFOLLOWED = ("version_locations", "recursive_version_locations", "sourceless")
 
 
 class AlembicFailed(Exception):
@@ -94,6 +104,15 @@ class Alembic:
         self.confine = tuple(confine)
 
     def graph(self, checkout: Path) -> Graph:
+        """The revision graph: from the files' text when `read_graph` can (no process, and
+        none of the change's code run), else from Alembic's reader in the project's
+        interpreter."""
+        workdir = checkout / self.settings.workdir
+        return read_graph(workdir, self.settings.config, checkout) or self._read_by_alembic(
+            checkout
+        )
+
+    def _read_by_alembic(self, checkout: Path) -> Graph:
         config = shlex.quote(self.settings.config)
         output = self._python(
             checkout, f"-c {shlex.quote(_GRAPH)} {config}", "read the revision graph"
@@ -145,3 +164,86 @@ class Alembic:
                 "(e.g. .venv/bin/python)"
             )
         raise AlembicFailed(f"alembic ({label}) {ended}: {reason}", result.output)
+
+
+def read_graph(workdir: Path, config: str, checkout: Path) -> Graph | None:
+    """The graph from the revision files' text, the way Alembic's ScriptDirectory finds them:
+    `script_location` of the ini's [alembic] section (`%(here)s` is the ini's directory, a
+    relative path the working directory's), its `versions/`, every `*.py` but `__init__`,
+    each file's module-level `revision` and `down_revision` literals.
+
+    None when the project does something this does not follow — a package resource, other
+    version locations, a pyproject.toml [tool.alembic], a file whose ids are not plain
+    literals — and the caller asks Alembic itself. What Alembic then applies is checked
+    against this graph's heads (Migrator), so a file that computes its ids cannot pass for
+    another graph."""
+    ini = workdir / config
+    if not ini.is_file() or _pyproject_configures(workdir):
+        return None
+    parser = configparser.ConfigParser(defaults={"here": str(ini.resolve().parent)})
+    try:
+        parser.read(ini, encoding="utf-8")
+        location = parser.get("alembic", "script_location", fallback=None)
+        unfollowed = [o for o in _UNFOLLOWED if parser.get("alembic", o, fallback="").strip()]
+    except (configparser.Error, UnicodeDecodeError):
+        return None
+    if not location or unfollowed or (":" in location and not Path(location).is_absolute()):
+        return None
+    versions = (workdir / location / "versions").resolve()
+    if not versions.is_dir():
+        return None
+    root = checkout.resolve()
+    revisions: dict[str, Revision] = {}
+    for path in sorted(versions.iterdir()):
+        if not path.is_file() or not _REVISION_FILE.match(path.name):
+            continue
+        ids = _literal_ids(path)
+        if ids is None or ids[0] in revisions:
+            return None
+        shown = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+        revisions[ids[0]] = Revision(ids[0], ids[1], shown)
+    parents = {parent for rev in revisions.values() for parent in rev.down}
+    if not parents <= revisions.keys():
+        return None  # a parent no file declares: Alembic's own error says which
+    heads = tuple(sorted(rid for rid in revisions if rid not in parents))
+    return Graph(heads, revisions)
+
+
+def _pyproject_configures(workdir: Path) -> bool:
+    pyproject = workdir / "pyproject.toml"
+    try:
+        return pyproject.is_file() and "[tool.alembic" in pyproject.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return True
+
+
+def _literal_ids(path: Path) -> tuple[str, tuple[str, ...]] | None:
+    """(revision, down revisions) from the file's module-level assignments, or None when one
+    is missing or not a literal (a string, None, or a tuple or list of strings)."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError, OSError):
+        return None
+    found: dict[str, object] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+            try:
+                found[target.id] = ast.literal_eval(value)
+            except ValueError:
+                return None
+    revision, down = found.get("revision"), found.get("down_revision")
+    if not isinstance(revision, str) or "down_revision" not in found:
+        return None
+    if down is None:
+        return revision, ()
+    if isinstance(down, str):
+        return revision, (down,)
+    if isinstance(down, tuple | list) and all(isinstance(d, str) for d in down):
+        return revision, tuple(down)
+    return None

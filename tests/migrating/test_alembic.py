@@ -206,6 +206,34 @@ def test_two_heads_after_the_merge_are_rejected_naming_both(repo):
     assert "0002_email.py" in heads["evidence"] and "0003_note.py" in heads["evidence"]
 
 
+def test_a_revision_that_rewrites_its_parent_at_import_cannot_hide_a_second_head(repo):
+    """The graph is read from the files' text; 0003 says its parent is 0002 but makes it 0001
+    when imported: two heads, which Alembic's record after the upgrade shows."""
+    hidden = revision(
+        "0003",
+        "0002",
+        'op.add_column("account", sa.Column("note", sa.Text))',
+        'op.drop_column("account", "note")',
+    ).replace(
+        'down_revision = "0002"\n', 'down_revision = "0002"\nglobals()["down_revision"] = "0001"\n'
+    )
+    branch(
+        repo,
+        "builder/hidden-head",
+        {
+            "alembic/versions/0002_email.py": revision("0002", "0001", EMAIL, DROP_EMAIL),
+            "alembic/versions/0003_note.py": hidden,
+            "models.py": MODELS.format(extra=EMAIL_MODEL),
+        },
+    )
+    proc, verdict = validate(repo, "builder/hidden-head")
+    assert proc.returncode == 1
+    applied = criterion(verdict, "migrate.apply")
+    assert applied["status"] == "failed"
+    assert "Alembic recorded 0002, 0003 as applied" in applied["evidence"]
+    assert "declare the head(s) 0003" in applied["evidence"]
+
+
 def test_a_downgrade_that_fails_asks_for_review_with_its_error(repo):
     proc, verdict = validate(repo, "builder/bad-downgrade")
     downgrade = criterion(verdict, "migrate.downgrade")
