@@ -13,8 +13,8 @@
 #   3. builds gatekeeper/postgres:15 with debootstrap (the distribution's postgresql-15 and an
 #      entrypoint that honours the official image's POSTGRES_* variables and PGPORT);
 #   4. builds gatekeeper/python:3.11 with debootstrap (python3, a virtualenv on PATH) holding,
-#      in /wheels, the wheels of the demo API's requirements downloaded on this host (pip in a
-#      container does not see the host's package settings).
+#      in /wheels, the wheels of both example APIs' requirements (sessions-api, items-api)
+#      downloaded on this host (pip in a container does not see the host's package settings).
 # Where images can be pulled (GitHub-hosted runners), none of this is needed for a policy that
 # names registry images; the demo's Dockerfile still wants gatekeeper/python:3.11.
 #
@@ -28,7 +28,8 @@ SUITE=bookworm
 PG_MAJOR=15
 POSTGRES_IMAGE="gatekeeper/postgres:${PG_MAJOR}"
 PYTHON_IMAGE="gatekeeper/python:3.11"
-REQUIREMENTS="$HERE/../sessions-api/requirements.txt"
+# Every example API whose Dockerfile installs from /wheels: each image build has nothing else.
+REQUIREMENTS=("$HERE/../sessions-api/requirements.txt" "$HERE/../items-api/requirements.txt")
 DOCKERD_FLAGS="${GATEKEEPER_DOCKERD_FLAGS:---iptables=false --bridge=none}"
 DOCKERD_LOG="${GATEKEEPER_DOCKERD_LOG:-/var/log/gatekeeper-dockerd.log}"
 CACHE_DIR="${GATEKEEPER_CACHE_DIR:-/var/cache/gatekeeper}"
@@ -47,7 +48,7 @@ engine_answers() { docker info >/dev/null 2>&1; }
 RECIPE_VERSION=1
 recipe() { cat "$@" | { echo "$RECIPE_VERSION $SUITE $PG_MAJOR"; cat; } | sha256sum | cut -c1-16; }
 POSTGRES_RECIPE=$(recipe "$HERE/postgres/docker-entrypoint.sh")
-PYTHON_RECIPE=$(recipe "$REQUIREMENTS")
+PYTHON_RECIPE=$(recipe "${REQUIREMENTS[@]}")
 has_image() {
     [ "$(docker image inspect --format '{{index .Config.Labels "gatekeeper.recipe"}}' "$1" \
         2>/dev/null)" = "$2" ]
@@ -217,14 +218,16 @@ build_python() {
         platform=(--python-version "$image_version" --platform manylinux2014_x86_64
             --only-binary=:all:)
     fi
-    cp "$REQUIREMENTS" "$root/tmp/requirements.txt"
-    "$python" -m pip download -q -d "$root/wheels" "${platform[@]}" -r "$REQUIREMENTS" \
-        2>"$root.log" || { cat "$root.log" >&2; die "pip download -r $REQUIREMENTS failed"; }
+    local wanted=() requirements
+    for requirements in "${REQUIREMENTS[@]}"; do wanted+=(-r "$requirements"); done
+    cat "${REQUIREMENTS[@]}" >"$root/tmp/requirements.txt"
+    "$python" -m pip download -q -d "$root/wheels" "${platform[@]}" "${wanted[@]}" \
+        2>"$root.log" || { cat "$root.log" >&2; die "pip download ${wanted[*]} failed"; }
     # Installing them once, into a throw-away virtualenv, proves the set is complete before a
     # Dockerfile relies on it; the image's own /opt/venv stays as clean as a registry image's.
     chroot "$root" sh -c 'python3 -m venv /tmp/check && /tmp/check/bin/pip install -q \
         --no-index --find-links /wheels -r /tmp/requirements.txt' >"$root.log" 2>&1 ||
-        { cat "$root.log" >&2; die "the wheels in /wheels do not satisfy $REQUIREMENTS"; }
+        { cat "$root.log" >&2; die "the wheels in /wheels do not satisfy ${REQUIREMENTS[*]}"; }
     rm -rf "$root/tmp/check" "$root/tmp/requirements.txt"
     slim "$root"
     import_image "$root" "$PYTHON_IMAGE" "$PYTHON_RECIPE" \
