@@ -369,6 +369,26 @@ def test_image_cache_follows_the_build_context(app: Path, run_id: str):
         client.close()
 
 
+def test_the_image_key_leaves_out_what_the_gate_wrote_into_the_checkout(app: Path):
+    """The migrations and seed run on the host and write bytecode (each .pyc holding its
+    source's mtime, new with every checkout), and `.git` is a worktree pointer naming the
+    run's scratch directory: with either in the key every run rebuilt an unchanged API."""
+
+    def context() -> tuple[list[str], str]:
+        built = images._Context(images.BuildRequest(workdir=app, name="base"))
+        return built.files, built.digest().hexdigest()
+
+    files, key = context()
+    (app / "__pycache__").mkdir()
+    (app / "__pycache__" / "server.cpython-311.pyc").write_bytes(b"bytecode of this checkout")
+    (app / ".git").write_text(
+        f"gitdir: /tmp/gatekeeper-scratch-{uuid.uuid4()}/.git/worktrees/base\n"
+    )
+    assert context() == (files, key)
+    (app / "server.py").write_text(SERVER + "\n# changed\n")
+    assert context()[1] != key
+
+
 @needs_engine
 def test_limits_apply_to_the_containers(app: Path, run_id: str):
     limits = {"cpus": 0.5, "memory": "300m", "pids": 200}
