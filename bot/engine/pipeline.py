@@ -404,18 +404,43 @@ class _Run:
                 again = self._reapply(migrator, head_dir, conn, after)
                 self._database_errors(head_log + sandbox.logs("database", reapply_mark))
 
-            self._record_migration(
-                conn, base_mark, head_mark, before, after, stats_before, stats_after, applied, again
-            )
-            self._lint(migrator, head_dir, changed, before, base_log, head_log)
-            if replay_db:
-                with self.stage("populated replay"):
-                    self._replay(
-                        sandbox, migrator, head_dir, replay_db, before, after, base_log, head_log
-                    )
+            # The models are compared with the first database while the replay migrates its
+            # copy: two processes of the change on two databases, side by side.
+            with ThreadPoolExecutor(1, thread_name_prefix="gatekeeper-models") as beside:
+                models = (
+                    beside.submit(self._compare_models, migrator, head_dir)
+                    if policy.migrations.versioned and policy.migrations.check_models
+                    else None
+                )
+                self._record_migration(
+                    conn,
+                    base_mark,
+                    head_mark,
+                    before,
+                    after,
+                    stats_before,
+                    stats_after,
+                    applied,
+                    again,
+                )
+                self._lint(migrator, head_dir, changed, before, base_log, head_log)
+                if replay_db:
+                    with self.stage("populated replay"):
+                        self._replay(
+                            sandbox,
+                            migrator,
+                            head_dir,
+                            replay_db,
+                            before,
+                            after,
+                            base_log,
+                            head_log,
+                        )
+                if models is not None:
+                    self._record_models(*models.result())
             with self._way_back(sandbox, conn) as (back, environ):
                 if policy.migrations.versioned:
-                    self._versioned_checks(migrator, head_dir, back, environ, before)
+                    self._check_downgrade(migrator, head_dir, back, environ, before)
                 with self.stage("rollback"):
                     self._check_rollback(back, before)
         finally:
@@ -559,14 +584,11 @@ class _Run:
         )
         return again
 
-    def _versioned_checks(self, migrator, head_dir, conn, environ, before) -> None:
-        """A versioned tool's own promises: the models match the migrated schema, and the
-        change's revisions come down to the base's schema and go back up (on `conn`'s
-        database, which `environ` names: the populated copy where there is one)."""
+    def _check_downgrade(self, migrator, head_dir, conn, environ, before) -> None:
+        """A versioned tool's promise beside its models (compared earlier): the change's
+        revisions come down to the base's schema and go back up (on `conn`'s database, which
+        `environ` names: the populated copy where there is one)."""
         settings = self.policy.migrations
-        if settings.check_models:
-            with self.stage("models"):
-                self._check_models(migrator, head_dir)
         if settings.downgrade == "skip":
             return
         with self.stage("down and up"):
@@ -688,7 +710,7 @@ class _Run:
             url_for(sandbox.app_database_url, database),
             url_for(sandbox.gate_app_url, database),
         )
-        return sandbox.logs("database", mark)
+        return sqllog.of_database(sandbox.logs("database", mark), database)
 
     def _time_blocking(self, sandbox, migrator, head_dir, database, before, after, first) -> None:
         """How long a declared table stays locked in production, for the change's statements
@@ -751,9 +773,12 @@ class _Run:
             )
         self.observed.findings = self.findings
 
-    def _check_models(self, migrator: Migrator, head_dir: Path) -> None:
+    def _compare_models(self, migrator: Migrator, head_dir: Path) -> tuple[bool, str]:
+        with self.stage("models"):
+            return migrator.check_models(head_dir)
+
+    def _record_models(self, ok: bool, differences: str) -> None:
         title = "the models match the migrated schema (alembic check)"
-        ok, differences = migrator.check_models(head_dir)
         if "invalid choice: 'check'" in differences:
             self.criterion(
                 "migrate.models", title, None, "not run: `alembic check` needs Alembic 1.9+"

@@ -32,6 +32,25 @@ _QUERY_ONLY = (
 )
 
 
+# The sandbox's log_line_prefix, '%m [%p] %q%u@%d ': which database a session's entry is about.
+_SESSION = re.compile(r"^\S+ \S+ \S+ \[\d+\] [^@\s]*@(?P<database>\S*) ")
+
+
+def of_database(log: str, database: str) -> str:
+    """The entries of `log` that sessions on `database` wrote, continuation lines included:
+    work on another database at the same time (the models compared beside the replay) stays
+    out of what is read about this one."""
+    kept: list[str] = []
+    keep = False
+    for line in log.splitlines(keepends=True):
+        if _ENTRY.match(line):
+            session = _SESSION.match(line)
+            keep = session is not None and session["database"] == database
+        if keep:
+            kept.append(line)
+    return "".join(kept)
+
+
 @dataclass
 class Logged:
     sql: str

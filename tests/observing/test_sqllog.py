@@ -83,3 +83,17 @@ def test_held_sums_each_tables_alters_and_index_builds():
 )
 def test_held_knows_which_statements_read_the_whole_table(sql, lock):
     assert sqllog.held(_log((1.0, sql)))["t"].lock == lock
+
+
+def test_of_database_keeps_one_databases_entries_with_their_continuations():
+    log = (
+        "2026-12-02 12:00:00.001 UTC [7] sandbox@app_replay LOG:  duration: 3.0 ms  "
+        "statement: ALTER TABLE item\n\tADD COLUMN a int\n"
+        "2026-12-02 12:00:00.002 UTC [8] sandbox@app LOG:  duration: 9.0 ms  "
+        "statement: ALTER TABLE item ADD COLUMN b int\n"
+        "2026-12-02 12:00:00.003 UTC [9] LOG:  checkpoint starting: time\n"
+        "2026-12-02 12:00:00.004 UTC [7] sandbox@app_replay ERROR:  boom\n"
+    )
+    kept = sqllog.of_database(log, "app_replay")
+    assert kept.splitlines() == [log.splitlines()[i] for i in (0, 1, 4)]
+    assert sqllog.held(kept)["item"].ms == 3.0
