@@ -64,8 +64,6 @@ MAX_FALSE_APPROVALS = 0
 MAX_FALSE_REJECT_RATE = 1 / 20
 MIN_LEVEL_AGREEMENT = 9 / 10
 _IDENTITY = ("-c", "user.name=calibration", "-c", "user.email=calibration@localhost")
-
-
 SQL = "sql"  # the kind of the SQL-level cases; an example case's kind is its target
 
 
@@ -385,7 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("GIT_TERMINAL_PROMPT", "0")
-    outcomes = run_all(load_cases(names=args.case, kinds=args.kind))
+    try:
+        cases = load_cases(names=args.case, kinds=args.kind)
+    except ValueError as exc:
+        parser.error(str(exc))
+    outcomes = run_all(cases)
     print(render(outcomes))
     return 0 if score(outcomes).met else 1
 
