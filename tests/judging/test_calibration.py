@@ -26,7 +26,7 @@ def test_the_corpus_is_labelled_and_large_enough():
     assert len(healthy) >= 10 and len(sql) - len(healthy) >= 10
     assert all(c.why.strip() for c in cases) and all(c.base for c in sql)
     kinds = {c.kind for c in cases}
-    assert kinds == {calibration.SQL, "sessions-api", "items-api"}, "every example is labelled"
+    assert kinds == {calibration.SQL, *calibration.TARGETS}, "every example target is labelled"
     # The human validator's LOW for the reference report's guarded start-up fix is a label.
     reference = next(c for c in cases if c.name == "guarded-startup-ddl")
     assert (reference.decision, reference.level) == ("approve", "low")
