@@ -31,7 +31,7 @@ from bot.judging import rollback
 from bot.judging.decision import decide, is_required, root_cause
 from bot.judging.lint import LintOptions, lint_sql
 from bot.judging.lint.model import table_key
-from bot.judging.risk import Measured, Observed, assess
+from bot.judging.risk import Measured, Observed, assess, predict_seconds
 from bot.judging.verdict import Criterion, Decision, Finding, Risk, Stage, Status, Verdict
 from bot.migrating import replay
 from bot.migrating.migrations import MigrationFailed, Migrator, TwoHeads
@@ -368,14 +368,12 @@ class _Run:
 
             replay_db = self._replay_database(sandbox, migrator)
             if replay_db:
-                # Two copies: the replay, and a larger sample for timing a rewrite.
                 with self.stage("clone base"):
                     # A template must have no session: the gate's own close first.
                     conn.close()
                     migrator.close()
                     sandbox.close_connection()
-                    for copy in (replay_db, f"{replay_db}_10x"):
-                        replay.clone(sandbox.database_url, policy.database.name, copy, APP_ROLE)
+                    replay.clone(sandbox.database_url, policy.database.name, replay_db, APP_ROLE)
                     conn = psycopg.connect(sandbox.database_url, autocommit=True)
 
             with self.stage("migrate"):
@@ -630,6 +628,10 @@ class _Run:
     ) -> None:
         """The change once more on production-like rows (bot/migrating/replay.py)."""
         touched = _touched(before, after, head_log, self.observed.locked)
+        timed = self._to_time(before, head_log)
+        larger = f"{database}_10x"
+        if timed:  # the larger sample's copy, taken while this one is still the base's
+            replay.clone(sandbox.database_url, database, larger, APP_ROLE)
         rows = self.policy.replay.rows
         admin = url_for(sandbox.database_url, database)
         filled = replay.populate(admin, before, touched, rows, after)
@@ -690,7 +692,8 @@ class _Run:
         )
         changes = _dml_changes(counts_before, replay.dml_counts(admin))
         self._unmatched_dml(base_log, head_log, filled.rows, changes)
-        self._time_blocking(sandbox, migrator, head_dir, f"{database}_10x", before, after, first)
+        if timed:
+            self._time_blocking(sandbox, migrator, head_dir, larger, before, after, first, timed)
 
     def _apply_on_copy(self, sandbox, migrator: Migrator, head_dir: Path, database: str) -> str:
         """The change's migrations on the copy `database`, as on the first database; returns
@@ -712,25 +715,27 @@ class _Run:
         )
         return sqllog.of_database(sandbox.logs("database", mark), database)
 
-    def _time_blocking(self, sandbox, migrator, head_dir, database, before, after, first) -> None:
-        """How long a declared table stays locked in production, for the change's statements
-        whose time grows with its rows (a rewrite, a plain CREATE INDEX, a scan under lock):
-        timed at two sample sizes, the fixed cost taken out, the rest scaled to the declared
-        rows. Brief catalog changes (a nullable column) cost the second sample nothing."""
-        small_held = {table_key(name): held for name, held in sqllog.held(first).items()}
-        growing = {
-            table
-            for table in before.tables
-            if table in self.observed.rewritten
-            or (table_key(table) in small_held and small_held[table_key(table)].grows)
-        }
-        declared = {
+    def _to_time(self, before: schema.Snapshot, head_log: str) -> dict[str, int]:
+        """Declared tables (-> their rows) that the change's statements hold for a time that
+        grows with their rows: a rewrite, a plain CREATE INDEX, a scan under lock. Brief
+        catalog changes (a nullable column) are not timed."""
+        held = {table_key(name): h for name, h in sqllog.held(head_log).items()}
+        return {
             table: rows
-            for table in growing
-            if (rows := _declared(self.policy.tables, table)) is not None
+            for table in before.tables
+            if (table in self.observed.rewritten or _grows(held.get(table_key(table))))
+            and (rows := _declared(self.policy.tables, table)) is not None
         }
-        if not declared:
-            return
+
+    def _time_blocking(
+        self, sandbox, migrator, head_dir, database, before, after, first, declared
+    ) -> None:
+        """How long each table of `declared` stays locked in production: the change's
+        statements on it timed at two sample sizes (`first`: the replay's log, and once more
+        on `database` with ten times the rows), the fixed cost taken out, the rest scaled to
+        the declared rows. A larger sample that did not take visibly longer is noise (a cold
+        cache, a busy machine): no measurement, and the rating keeps its rate or the
+        linter's level."""
         small, large = self.policy.replay.rows, self.policy.replay.rows * 10
         admin = url_for(sandbox.database_url, database)
         replay.populate(admin, before, set(declared), large, after)
@@ -738,17 +743,20 @@ class _Run:
             second = self._apply_on_copy(sandbox, migrator, head_dir, database)
         except MigrationFailed:
             return  # it applied on the smaller sample: no timing, no claim
-        large_held = {table_key(name): held for name, held in sqllog.held(second).items()}
+        small_held = {table_key(name): h for name, h in sqllog.held(first).items()}
+        large_held = {table_key(name): h for name, h in sqllog.held(second).items()}
         for table, rows in sorted(declared.items()):
             t1, t2 = small_held.get(table_key(table)), large_held.get(table_key(table))
             if t1 is None or t2 is None:
                 continue
-            per_row = max(t2.ms - t1.ms, 0.0) / (large - small)
-            predicted = (t2.ms + per_row * max(rows - large, 0)) / 1000
+            timed = f"{t1.ms:.0f} ms at {small:,} rows, {t2.ms:.0f} ms at {large:,} rows"
+            predicted = predict_seconds((small, t1.ms), (large, t2.ms), rows)
+            if predicted is None:
+                self.evidence["replay"].setdefault("inconclusive_timing", {})[table] = timed
+                continue
             rewritten = table in self.observed.rewritten
             self.observed.measured_blocking[table] = Measured(
-                how=f"{t1.ms:.0f} ms at {small:,} rows, {t2.ms:.0f} ms at {large:,} rows → "
-                f"~{predicted:.1f} s at {rows:,} declared",
+                how=f"{timed} → ~{predicted:.1f} s at {rows:,} declared",
                 seconds=predicted,
                 lock="ACCESS EXCLUSIVE" if rewritten else t2.lock or t1.lock,
             )
@@ -1331,6 +1339,10 @@ def _declared(tables: Mapping[str, Any], table: str) -> int | None:
     return next(
         (size.rows for name, size in tables.items() if table_key(name) == table_key(table)), None
     )
+
+
+def _grows(held: sqllog.Held | None) -> bool:
+    return held is not None and held.grows
 
 
 def _built(builds: list[dict[str, Any]]) -> bool:

@@ -67,6 +67,25 @@ class Measured:
     lock: str  # the lock held meanwhile: ACCESS EXCLUSIVE, SHARE ROW EXCLUSIVE, SHARE
 
 
+# The larger sample must take visibly longer, or the two timings are noise (a cold cache, a
+# busy machine): at least this many milliseconds more, and this share of the smaller's time.
+TIMING_NOISE_MS = 5.0
+TIMING_NOISE_SHARE = 0.25
+
+
+def predict_seconds(
+    small: tuple[int, float], large: tuple[int, float], declared: int
+) -> float | None:
+    """Seconds a table of `declared` rows is held, from two timings (rows, milliseconds):
+    the fixed cost taken out, the per-row rest scaled up. None when the larger sample did
+    not take visibly longer: no prediction rather than one that says "instant"."""
+    (n1, ms1), (n2, ms2) = small, large
+    rise = ms2 - ms1
+    if n2 <= n1 or rise < max(TIMING_NOISE_MS, TIMING_NOISE_SHARE * ms1):
+        return None
+    return (ms2 + rise / (n2 - n1) * max(declared - n2, 0)) / 1000
+
+
 @dataclass
 class Observed:
     """What the run saw. Every list is about objects that existed before the change."""

@@ -3,7 +3,9 @@ factor's level, nothing adds up, unknown sizes never raise it, observations beat
 
 from __future__ import annotations
 
-from bot.judging.risk import Measured, Observed, assess
+import pytest
+
+from bot.judging.risk import Measured, Observed, assess, predict_seconds
 from bot.judging.verdict import Criterion, Finding, Risk, Status
 
 PASSED = Criterion(id="schema/items", title="items", status=Status.passed)
@@ -98,6 +100,17 @@ def test_a_measured_scan_is_rated_against_the_budget_a_measured_rewrite_by_its_o
     rewrite = assess(seen(3.0, rewritten=True))
     assert [f.id for f in rewrite.factors] == ["table-rewrite"]
     assert "measured: timed, over the 2 s budget" in rewrite.factors[0].reason
+
+
+def test_a_prediction_needs_the_larger_sample_to_take_visibly_longer():
+    # 12 ms at 1,000 rows, 24 ms at 10,000: 1.33 µs a row after the fixed cost.
+    assert predict_seconds((1_000, 12.0), (10_000, 24.0), 2_000_000) == pytest.approx(2.68, 0.01)
+    assert predict_seconds((1_000, 12.0), (10_000, 24.0), 5_000) == pytest.approx(0.024)
+    # Noise: slower on the smaller sample, equal, or a rise within a quarter of the first.
+    assert predict_seconds((1_000, 37.0), (10_000, 15.0), 50_000_000) is None
+    assert predict_seconds((1_000, 23.0), (10_000, 23.0), 50_000_000) is None
+    assert predict_seconds((1_000, 40.0), (10_000, 48.0), 50_000_000) is None
+    assert predict_seconds((1_000, 1.0), (10_000, 4.0), 50_000_000) is None
 
 
 def test_critical_a_dropped_column_that_held_rows():

@@ -126,10 +126,16 @@ def test_a_rewrite_of_a_declared_table_is_timed_at_two_sample_sizes(tmp_path):
     )
     _proc, verdict = validate(repo, "builder/bigint")
     rewrite = next(f for f in verdict["risk_factors"] if f["id"] == "table-rewrite")
-    assert "measured:" in rewrite["reason"] and "ms at 1,000 rows" in rewrite["reason"]
-    assert "ms at 10,000 rows" in rewrite["reason"] and "2,000,000 declared" in rewrite["reason"]
     # An hour's budget: whatever the machine measured, the prediction is within it.
     assert rewrite["level"] == "low" and "within the 3600 s budget" in rewrite["reason"]
+    inconclusive = verdict["evidence"]["replay"].get("inconclusive_timing", {})
+    if "public.items" in inconclusive:
+        # A busy machine: ten times the rows did not take visibly longer. No claim from it.
+        assert "ms at 1,000 rows" in inconclusive["public.items"]
+        assert "predicted for 2,000,000 declared rows at ~500,000 rows/s" in rewrite["reason"]
+        return
+    assert "measured:" in rewrite["reason"] and "ms at 1,000 rows" in rewrite["reason"]
+    assert "ms at 10,000 rows" in rewrite["reason"] and "2,000,000 declared" in rewrite["reason"]
 
 
 def test_a_plain_index_build_on_a_declared_table_is_timed_and_never_rated_lower(tmp_path):
@@ -150,14 +156,18 @@ def test_a_plain_index_build_on_a_declared_table_is_timed_and_never_rated_lower(
     )
     _proc, verdict = validate(repo, "builder/index")
     factors = {f["id"]: f for f in verdict["risk_factors"]}
+    assert "table-rewrite" not in factors
+    assert factors["lint:require-concurrent-index-creation"]["level"] == "high"
+    assert verdict["risk"] == "high"
+    inconclusive = verdict["evidence"]["replay"].get("inconclusive_timing", {})
+    if "public.items" in inconclusive:  # a busy machine: no claim from noise
+        assert "blocking-lock" not in factors
+        return
     blocking = factors["blocking-lock"]
     assert blocking["level"] == "low" and blocking["location"] == "public.items"
     assert "held under SHARE (writes wait)" in blocking["reason"]
     assert "ms at 1,000 rows" in blocking["reason"] and "ms at 10,000 rows" in blocking["reason"]
     assert "2,000,000 declared, within the 3600 s budget" in blocking["reason"]
-    assert "table-rewrite" not in factors
-    assert factors["lint:require-concurrent-index-creation"]["level"] == "high"
-    assert verdict["risk"] == "high"
 
 
 def test_migrations_that_ignore_the_given_database_leave_the_replay_unclaimed(tmp_path):
