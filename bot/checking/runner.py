@@ -568,12 +568,16 @@ class _SuiteRun:
         """Wait until the log has had no new line for LOG_QUIET seconds since the last request
         ended (at most LOG_SETTLE): an API writes its traceback after the 500 has reached the
         client, and a check that read at once would pass over it. After a query or a pause
-        the quiet time has passed already, and the check reads after one look."""
+        the quiet time has passed already, and the check reads after one look.
+
+        A new line is the text since the first look growing, not the mark moving: a mark is
+        only a position, and the containers sandbox's is a clock reading, new at every call,
+        so each of its log checks waited the whole LOG_SETTLE (2 s)."""
         deadline = time.monotonic() + LOG_SETTLE
-        size, quiet_since = self.ctx.logs.log_mark(source), self.ctx.last_request
+        start, size, quiet_since = self.ctx.logs.log_mark(source), 0, self.ctx.last_request
         while time.monotonic() < deadline:
             time.sleep(LOG_POLL)
-            now = self.ctx.logs.log_mark(source)
+            now = len(self.ctx.logs.logs(source, start))
             if now != size:
                 size, quiet_since = now, time.monotonic()
             elif time.monotonic() - quiet_since >= LOG_QUIET:

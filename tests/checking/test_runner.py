@@ -147,6 +147,23 @@ class FileLogs:
             return f.read().decode("utf-8")
 
 
+class ClockLogs:
+    """Log sources whose mark is a clock reading, new at every call, as in the containers
+    sandbox (the engine stamps each line; a read returns the lines stamped since)."""
+
+    def __init__(self, _directory: Path):
+        self.lines: dict[str, list[tuple[int, str]]] = {"api": [], "database": []}
+
+    def write(self, source: str, *lines: str) -> None:
+        self.lines[source] += [(time.time_ns(), line + "\n") for line in lines]
+
+    def log_mark(self, source: str) -> int:
+        return time.time_ns()
+
+    def logs(self, source: str, since: int = 0) -> str:
+        return "".join(line for stamp, line in self.lines[source] if stamp >= since)
+
+
 @pytest.fixture
 def logs(tmp_path: Path) -> FileLogs:
     return FileLogs(tmp_path)
@@ -818,11 +835,13 @@ def test_unreachable_database_fails_without_raising(ctx: RunContext) -> None:
     assert "cannot connect to the database: " in step.criterion.evidence
 
 
+@pytest.mark.parametrize("kind", [FileLogs, ClockLogs])
 def test_a_traceback_written_after_the_step_starts_is_still_read(
-    ctx: RunContext, logs: FileLogs
+    ctx: RunContext, tmp_path: Path, kind: type[FileLogs | ClockLogs]
 ) -> None:
     """The API answers 500 and writes its traceback a moment later: the log check waits until
     the log is quiet, so it sees the traceback."""
+    logs = ctx.logs = kind(tmp_path)
     ctx.api_start_marks = {"api": 0}
     ctx.last_request = time.monotonic()  # a request has just been answered
     late = threading.Timer(0.03, logs.write, ("api", "Traceback (most recent call last):"))
@@ -833,3 +852,17 @@ def test_a_traceback_written_after_the_step_starts_is_still_read(
         late.join()
     assert step.criterion.status is Status.failed
     assert "Traceback" in step.criterion.evidence
+
+
+@pytest.mark.parametrize("kind", [FileLogs, ClockLogs])
+def test_a_quiet_log_is_read_without_waiting_out_the_settle(
+    ctx: RunContext, tmp_path: Path, kind: type[FileLogs | ClockLogs]
+) -> None:
+    """Nothing written after the last request: the check reads once the quiet time has
+    passed, whether the log's marks are offsets or clock readings."""
+    ctx.logs = kind(tmp_path)
+    ctx.last_request = time.monotonic()
+    start = time.monotonic()
+    step = one(_log_step("must_not_match: [Traceback]"), ctx)
+    assert step.criterion.status is Status.passed
+    assert time.monotonic() - start < 1.0  # LOG_SETTLE is 2 s
