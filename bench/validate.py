@@ -8,6 +8,7 @@ SQL queries, and does the rest of the policy's work, with none of the gate's boo
 is the price of the gate; the target is at most 1.3x.
 
     .venv/bin/python bench/validate.py [--target sessions-api|items-api] [--runs N]
+    .venv/bin/python bench/validate.py --sandbox containers [--target ...] [--runs N]
 
 Targets:
 - `sessions-api` (default): the demo's fix case (`main` <- `builder/P1-SCHEMA-002`, policy
@@ -23,6 +24,11 @@ Targets:
   base's head and upgrades again. It keeps one virtualenv per requirements.txt content
   between runs, as the gate's build cache does (the warm-up fills both); it uses it where it
   lies, while the gate links it into each checkout.
+
+`--sandbox containers` times the gate against itself instead of a floor: the same case in the
+containers sandbox (the API image built from the case's Dockerfile, PostgreSQL from
+gatekeeper/postgres:15; needs an engine and examples/containers/prepare.sh's images) against
+the local sandbox, and prints the containers/local ratio; the target is at most 1.5x.
 
 Both sides run as child processes timed by wall clock, so both pay an interpreter start and
 their imports. Runs alternate (G, F, G, F, ...) after one warm-up of each, so drift in the
@@ -70,6 +76,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 1.3
+CONTAINERS_TARGET = 1.5  # the gate in the containers sandbox against the local one
 TMP_PREFIX = "gatekeeper-bench-"
 RUN_TIMEOUT = 300.0
 STEP_TIMEOUT = 10.0
@@ -652,19 +659,29 @@ class Bench:
         self.floor_args = floor_args
         self.count = 0
 
-    def gatekeeper(self) -> tuple[float, dict[str, float]]:
+    def gatekeeper(self, sandbox: str = "local") -> tuple[float, dict[str, float]]:
+        """One `gatekeeper validate` in `sandbox`: its wall seconds and the seconds of its
+        stages, the verdict's total and the time inside stages (nested ones, like the two
+        builds inside `build`, and stages side by side counted once)."""
         self.count += 1
         out = self.scratch / f"out-{self.count}"
         command = [sys.executable, "-m", "bot", "validate", "--repo", str(self.repo)]
         command += ["--base", self.target.base, "--head", self.target.head, "--out", str(out)]
+        command += ["--sandbox", sandbox]
         if self.target.policy is not None:
             command += ["--policy", str(self.target.policy)]
         seconds, code, _stdout, stderr = run_child(command, self.env)
         if code != 0:
             raise RunFailed(f"gatekeeper validate exited {code} (0 = approve):\n{stderr[-3000:]}")
         verdict = json.loads((out / "verdict.json").read_text(encoding="utf-8"))
-        stages = {stage["name"]: stage["seconds"] for stage in verdict["stages"]}
+        ran = sorted(verdict["stages"], key=lambda stage: stage["started"])
+        stages = {_stage_label(stage): stage["seconds"] for stage in ran}
         stages["(verdict total)"] = verdict["seconds"]
+        stages["(in stages)"] = _covered(
+            (stage["started"], stage["started"] + stage["seconds"])
+            for stage in ran
+            if not stage["within"]
+        )
         return seconds, stages
 
     def floor(self) -> tuple[float, dict[str, float]]:
@@ -678,6 +695,20 @@ class Bench:
 
 class RunFailed(Exception):
     pass
+
+
+def _stage_label(stage: dict[str, Any]) -> str:
+    """`build base (in build)` for a stage that ran inside another."""
+    return f"{stage['name']} (in {stage['within']})" if stage["within"] else stage["name"]
+
+
+def _covered(spans: Iterable[tuple[float, float]]) -> float:
+    """Seconds of the clock some span covers: stages that ran side by side count once."""
+    covered, reached = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        covered += max(end - max(start, reached), 0.0)
+        reached = max(reached, end)
+    return covered
 
 
 def summary(values: list[float]) -> tuple[float, float, float, str]:
@@ -698,7 +729,7 @@ def print_phases(title: str, runs: list[dict[str, float]], walls: list[float]) -
     print(f"\n{title} (median seconds)")
     for name in names:
         print(f"  {name:<34} {statistics.median(run.get(name, 0.0) for run in runs):7.3f}")
-    staged = [sum(run.get(name, 0.0) for name in names) for run in runs]
+    staged = [run.get("(in stages)", sum(run.get(name, 0.0) for name in names)) for run in runs]
     if all("(verdict total)" in run for run in runs):
         totals = [run["(verdict total)"] for run in runs]
         pipeline = statistics.median(t - s for t, s in zip(totals, staged, strict=True))
@@ -731,6 +762,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="floor copies gatekeeper's cached cluster instead of running initdb",
     )
+    parser.add_argument(
+        "--sandbox",
+        choices=("local", "containers"),
+        default="local",
+        help="containers: time the gate in the containers sandbox against the gate in the "
+        f"local one instead of against the floor (target <= {CONTAINERS_TARGET}x)",
+    )
     args = parser.parse_args(argv)
     target = TARGETS[args.target]
     if args.floor_once is not None:
@@ -744,10 +782,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    return bench(target, args.runs, floor_template=args.floor_template)
+    return bench(target, args.runs, floor_template=args.floor_template, sandbox=args.sandbox)
 
 
-def bench(target: Target, runs: int, *, floor_template: bool) -> int:
+def bench(target: Target, runs: int, *, floor_template: bool, sandbox: str) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind: stop children, clean up
     sys.path.insert(0, str(ROOT))
     from bot.sandbox.postgres import prepare
@@ -769,8 +807,10 @@ def bench(target: Target, runs: int, *, floor_template: bool) -> int:
     tmp = Path(tempfile.gettempdir())
     before = {p.name for p in tmp.iterdir()}
     scratch = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
-    times: dict[str, list[float]] = {"gatekeeper": [], "floor": []}
-    phases: dict[str, list[dict[str, float]]] = {"gatekeeper": [], "floor": []}
+    # The ratio printed is the first over the second.
+    names = ("containers", "local") if sandbox == "containers" else ("gatekeeper", "floor")
+    times: dict[str, list[float]] = {name: [] for name in names}
+    phases: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     failed = False
     try:
         repo = scratch / target.name
@@ -781,10 +821,12 @@ def bench(target: Target, runs: int, *, floor_template: bool) -> int:
             floor_args += ["--venvs", str(scratch / "venvs")]
             floor_args += ["--base-revision", example.HEAD_REVISION]
         runner = Bench(target, repo, scratch, env, floor_args)
-        sides: dict[str, Callable[[], tuple[float, dict[str, float]]]] = {
-            "gatekeeper": runner.gatekeeper,
-            "floor": runner.floor,
-        }
+        # Each pair runs the gate in the local sandbox first, as against the floor.
+        sides: dict[str, Callable[[], tuple[float, dict[str, float]]]] = (
+            {"local": runner.gatekeeper, "containers": lambda: runner.gatekeeper("containers")}
+            if sandbox == "containers"
+            else {"gatekeeper": runner.gatekeeper, "floor": runner.floor}
+        )
         for index in range(runs + 1):
             for name, run in sides.items():
                 label = "warm-up" if index == 0 else f"run {index}/{runs}"
@@ -799,8 +841,9 @@ def bench(target: Target, runs: int, *, floor_template: bool) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    if times["floor"]:
-        report(target, times, phases, (load_before, os.getloadavg()))
+    if all(times.values()):
+        goal = CONTAINERS_TARGET if sandbox == "containers" else TARGET
+        report(target, names, goal, times, phases, (load_before, os.getloadavg()))
     # Only names gatekeeper or this script create; another job on the machine may own them.
     left = sorted(
         name
@@ -814,23 +857,27 @@ def bench(target: Target, runs: int, *, floor_template: bool) -> int:
 
 def report(
     target: Target,
+    names: tuple[str, str],
+    goal: float,
     times: dict[str, list[float]],
     phases: dict[str, list[dict[str, float]]],
     loads: tuple[tuple[float, float, float], tuple[float, float, float]],
 ) -> None:
-    """The figures; the load averages say whether others shared the machine meanwhile."""
-    count = len(times["floor"])
-    gk, fl = summary(times["gatekeeper"]), summary(times["floor"])
+    """The figures, `names[0]` over `names[1]` against `goal`; the load averages say whether
+    others shared the machine meanwhile."""
+    count = len(times[names[1]])
+    first, second = summary(times[names[0]]), summary(times[names[1]])
     title = f"{target.name} {target.case}, {count} runs"
-    print(f"\n{title:<34} {'median':>8} {gk[3]:>8} {'min':>8}")
-    for name, (median, high, low, _) in (("gatekeeper", gk), ("floor", fl)):
+    print(f"\n{title:<34} {'median':>8} {first[3]:>8} {'min':>8}")
+    for name, (median, high, low, _) in ((names[0], first), (names[1], second)):
         print(f"{name:<34} {median:7.2f}s {high:7.2f}s {low:7.2f}s")
-    ratio_median, ratio_min = gk[0] / fl[0], gk[2] / fl[2]
-    print(f"{'ratio gatekeeper/floor':<34} {ratio_median:7.2f}x {'':>8} {ratio_min:7.2f}x")
-    verdict = "met" if ratio_median <= TARGET else "NOT met"
-    print(f"target <= {TARGET}x (median ratio): {verdict}")
-    print_phases("gatekeeper stages (verdict.json)", phases["gatekeeper"], times["gatekeeper"])
-    print_phases("floor phases", phases["floor"], times["floor"])
+    ratio_median, ratio_min = first[0] / second[0], first[2] / second[2]
+    print(f"{f'ratio {names[0]}/{names[1]}':<34} {ratio_median:7.2f}x {'':>8} {ratio_min:7.2f}x")
+    verdict = "met" if ratio_median <= goal else "NOT met"
+    print(f"target <= {goal}x (median ratio): {verdict}")
+    for name in names:
+        title = "floor phases" if name == "floor" else f"gatekeeper stages, {name} (verdict.json)"
+        print_phases(title, phases[name], times[name])
     before, after = (" ".join(f"{value:.2f}" for value in load) for load in loads)
     print(f"\n{os.cpu_count()} cores; load average (1, 5, 15 min) before {before}, after {after}")
     sys.stdout.flush()
