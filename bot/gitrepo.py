@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -169,6 +169,8 @@ class Merge:
     conflicts: list[str]
     at: int | None = None
     """`merge_sequence`: the index of the head that did not merge onto those before it."""
+    steps: list[str] = field(default_factory=list)
+    """`merge_sequence`: the merge after each head (the last is `sha`), for as far as it got."""
 
 
 class Scratch:
@@ -209,14 +211,14 @@ class Scratch:
         """Merge `heads` one after the other onto `base`, as a merge queue does: each onto the
         merge of those before it. On a conflict, `at` names the head that did not merge (the
         pair is that head and the ones before it); the result of a clean run is the last merge
-        commit, whose first-parent chain has one merge per head."""
-        current = base
+        commit, whose first-parent chain has one merge per head (`steps`, in order)."""
+        steps: list[str] = []
         for index, head in enumerate(heads):
-            merged = self.merge(current, head)
+            merged = self.merge(steps[-1] if steps else base, head)
             if not merged.ok or merged.sha is None:
-                return Merge(False, None, merged.conflicts, at=index)
-            current = merged.sha
-        return Merge(True, current, [])
+                return Merge(False, None, merged.conflicts, at=index, steps=steps)
+            steps.append(merged.sha)
+        return Merge(True, steps[-1] if steps else base, [], steps=steps)
 
     def private_dirs(self) -> tuple[Path, Path]:
         """A HOME and a TMPDIR for the change's processes, removed with the clone."""

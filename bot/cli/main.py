@@ -194,18 +194,17 @@ def _validate_batch(
 ) -> Verdict:
     """The heads merged in order, validated as one Job; a rejected batch is searched for the
     head that breaks it (bot.engine.batch), named first among the verdict's reasons."""
-    from bot.engine.batch import Batch, find_culprit, with_culprit
+    from bot.engine.batch import Batch, settle
 
     def validate(one: Job, where: Path) -> Verdict:
         return run_job(one, where, loaded, sandbox=sandbox)
 
-    with Batch(repo, job, heads) as batch:
-        verdict = validate(batch.job(), batch.clone)
-        if verdict.decision is not Decision.reject:
-            return verdict
+    def searching() -> None:
         err.print("[yellow]the batch is rejected: looking for the head that breaks it[/]")
-        found = find_culprit(batch, validate, verdict)
-    return with_culprit(verdict, found)
+
+    with Batch(repo, job, heads) as batch:
+        whole = validate(batch.job(), batch.chain.repo)
+        return settle(batch.chain, validate, whole, searching)
 
 
 def _validate_github_event(options: StepOptions, as_json: bool, sandbox: str | None) -> int:

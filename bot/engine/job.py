@@ -13,6 +13,12 @@ class BatchMember(BaseModel):
     pr_number: int | None = None
     title: str | None = None
 
+    @property
+    def label(self) -> str:
+        """How reasons and comments name it: "#12 builder/a" for a pull request, where the
+        number is what a maintainer finds it by; the ref alone otherwise."""
+        return self.ref if self.pr_number is None else f"#{self.pr_number} {self.ref}"
+
 
 class Job(BaseModel):
     repository: str = Field(description="owner/name on GitHub, or a local path.")
