@@ -52,6 +52,7 @@ from bot.actions.outputs import (
     workflow_command,
     write_github_output,
 )
+from bot.engine.batch import settle
 from bot.engine.job import Job
 from bot.github import events, pulls
 from bot.gitrepo import GitError, resolve
@@ -192,8 +193,10 @@ def run_step(
             job = events.to_job(checked, base_sha).model_copy(
                 update={"policy_source": loaded.source}
             )
+            chain = None
             if checked.merge_group:
-                job.batch = pulls.group_members(repo, checked, lookups or _NoApi())
+                chain = pulls.group_chain(repo, checked, lookups or _NoApi(), job)
+                job = chain.base
             if options.post and publisher_factory is not None:
                 publisher = publisher_factory(checked.repository, loaded)
                 publisher.pending(job.head_sha, "validating: merge, migrate, checks")
@@ -201,6 +204,16 @@ def run_step(
             log(f"validating {job.head_ref} ({job.head_sha[:7]}) into {job.base_ref}")
             try:
                 verdict = validator(job, repo, loaded)
+                if chain is not None:
+                    verdict = settle(
+                        chain,
+                        lambda one, where: validator(one, where, loaded),
+                        verdict,
+                        lambda: log(
+                            "the merge group is rejected: looking for the pull request "
+                            "that breaks it"
+                        ),
+                    )
             except KeyboardInterrupt:
                 # Cancelled (a newer push with cancel-in-progress, or by hand): never leave
                 # the posted status pending.

@@ -36,6 +36,8 @@ from bot.app import history, logs, metrics
 from bot.app.queue import Transient
 from bot.app.settings import Settings
 from bot.app.store import ACTIVE, Store
+from bot.engine.batch import settle
+from bot.engine.job import Job
 from bot.engine.pipeline import Cancelled, validate
 from bot.github import events, pulls
 from bot.github.client import GitHubClient
@@ -54,6 +56,8 @@ log = logging.getLogger("gatekeeper.service")
 WRITE_PERMISSIONS = {"admin", "maintain", "write"}
 # Verdicts need this many successful runs before their p95 sets the default deadline.
 DEADLINE_SAMPLES = 20
+# A rejected merge group's run, while it validates the group's prefixes (its detail).
+SEARCHING = "rejected: looking for the pull request that breaks the group"
 
 
 def transient(exc: BaseException) -> bool:
@@ -192,7 +196,9 @@ class Service:
                 return
         else:  # started before a retry or a wait for a resource: carried on
             publisher.resume_check(check_run_id)
-        verdict = self._validate(target, stop, aborted)
+        verdict = self._validate(
+            target, stop, aborted, lambda: self.store.note(run["id"], SEARCHING)
+        )
         if verdict.decision == Decision.error and _sandbox_failed(verdict):
             raise Transient(f"the sandbox did not start: {verdict.summary}")
         report = render_markdown(verdict)
@@ -372,9 +378,15 @@ class Service:
         return load_policy_text(text, f"{repo}@{base[:12]}:{REPO_POLICY_PATH}", Path("."))
 
     def _validate(
-        self, target: events.Target, stop: Callable[[str], None], aborted: Callable[[], bool]
+        self,
+        target: events.Target,
+        stop: Callable[[str], None],
+        aborted: Callable[[], bool],
+        searching: Callable[[], None],
     ) -> Verdict:
-        """`stop` ends the run between stages; `aborted` pre-empts a stage that hangs."""
+        """`stop` ends the run between stages; `aborted` pre-empts a stage that hangs. A merge
+        group that is rejected is searched for the pull request that breaks it (`searching`
+        is told), with the same two: a group destroyed mid-search stops like one mid-run."""
         token = self.github.token_for(target.installation_id)
         with tempfile.TemporaryDirectory(prefix="gatekeeper-clone-") as tmp:
             clone = Path(tmp) / "repo"
@@ -387,21 +399,27 @@ class Service:
                 resolve(clone, target.head_sha)
             except GitError as exc:
                 raise RuntimeError(f"cannot validate: {exc}") from None
-            job = events.to_job(target, base_sha)
-            if target.merge_group:
-                client = self.github.for_installation(target.installation_id)
-                job.batch = pulls.group_members(clone, target, client)
             with policy_at(clone, base_sha, self.settings.default_policy) as loaded:
-                job = job.model_copy(update={"policy_source": loaded.source})
-                return validate(
-                    job,
-                    clone,
-                    loaded,
-                    factory(),
-                    progress=stop,
-                    cancelled=aborted,
-                    secrets=[*self._secrets(), token],
+                job = events.to_job(target, base_sha).model_copy(
+                    update={"policy_source": loaded.source}
                 )
+
+                def run(one: Job, where: Path) -> Verdict:
+                    return validate(
+                        one,
+                        where,
+                        loaded,
+                        factory(),
+                        progress=stop,
+                        cancelled=aborted,
+                        secrets=[*self._secrets(), token],
+                    )
+
+                if not target.merge_group:
+                    return run(job, clone)
+                client = self.github.for_installation(target.installation_id)
+                chain = pulls.group_chain(clone, target, client, job)
+                return settle(chain, run, run(chain.base, clone), searching)
 
     def _secrets(self) -> list[str]:
         """The service's SecretStr settings: they may come from elsewhere than the

@@ -305,6 +305,15 @@ class Store:
                 f"UPDATE gatekeeper.runs SET {columns} WHERE id = %(id)s", {**values, "id": run_id}
             )
 
+    def note(self, run_id: int, detail: str) -> None:
+        """Show what a running run is doing now. Only while it is active: the detail of an
+        ended run is its end's reason, which a final status posted again must repeat."""
+        with self.connect() as conn:
+            conn.execute(
+                "UPDATE gatekeeper.runs SET detail = %s WHERE id = %s AND state = ANY(%s)",
+                (detail, run_id, list(ACTIVE)),
+            )
+
     def claim(self, run_id: int, job_id: int | None) -> dict[str, Any] | None:
         """The run, now `running` under `job_id`; None if it has ended meanwhile.
 

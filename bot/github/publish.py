@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.engine.batch import named_culprit
+from bot.engine.job import BatchMember
 from bot.github.client import GitHubClient
 from bot.github.http import GitHubError
 from bot.github.limits import (
@@ -161,7 +163,8 @@ class Publisher:
         pr_number: int | None = None,
     ) -> Published:
         """The verdict on the pull request: final status, completed check run (annotations in
-        batches of 50), then the sticky comment and, if enabled, the review and risk labels."""
+        batches of 50), then the sticky comment and, if enabled, the review and risk labels.
+        A batch's verdict that names a pull request as its culprit is commented there too."""
         self._status(sha, status_state(verdict.decision), status_description(verdict))
         output = check_run_output(verdict, report_md, self.report_url)
         notes = batches(annotations(verdict))
@@ -172,6 +175,9 @@ class Publisher:
             # Annotations append; GitHub requires the title and summary with every output.
             body = {"output": {**output, "annotations": batch}}
             self._try(published, "annotations", lambda b=body: self._update(run_id, b))
+        culprit = named_culprit(verdict)
+        if culprit is not None:
+            self._try(published, "culprit comment", lambda: self._blame(verdict, *culprit))
         if pr_number is None:
             return published
         published.comment_id = self._try(
@@ -304,10 +310,35 @@ class Publisher:
             return None
 
     def _comment(self, pr_number: int, report_md: str) -> int:
-        """Edit the bot's sticky comment in place (found by its hidden marker), or create it."""
+        """The bot's sticky report comment, edited in place on every run."""
         body = sticky_comment(report_md, REPORT_MARKER, self.report_url)
+        return self._sticky(pr_number, REPORT_MARKER, body)
+
+    def _blame(self, verdict: Verdict, pr_number: int, reason: str) -> int:
+        """Tell the pull request that broke a merge group, which GitHub dequeues without
+        saying why: a comment of its own per group (keyed by the group's head, so posting the
+        group's end again edits it), never its sticky report, which holds its own verdict."""
+        job = verdict.job
+        head = str(job.get("head_sha") or "")
+        marker = f"<!-- gatekeeper:merge-group {head} -->"
+        members = ", ".join(BatchMember.model_validate(m).label for m in job.get("batch") or [])
+        where = (
+            f"[the group's report]({self.report_url})"
+            if self.report_url
+            else f"the `{self.context}` check run of `{head[:7]}`"
+        )
+        text = (
+            f"{marker}\n**Gatekeeper: this pull request breaks merge group `{head[:7]}` into "
+            f"`{job.get('base_ref')}`**\n\n{reason}\n\n"
+            f"The group, merged in this order: {members}. Details: {where}.\n"
+        )
+        body = truncate_markdown(text, COMMENT_LIMIT, truncation_note(self.report_url))
+        return self._sticky(pr_number, marker, body)
+
+    def _sticky(self, pr_number: int, marker: str, body: str) -> int:
+        """Edit the bot's comment that starts with `marker` in place, or create it."""
         for comment in self.client.issue_comments(self.repo, pr_number):
-            if (comment.get("body") or "").startswith(REPORT_MARKER):
+            if (comment.get("body") or "").startswith(marker):
                 if comment["body"] != body:
                     self.client.update_comment(self.repo, int(comment["id"]), body)
                 return int(comment["id"])

@@ -2,8 +2,9 @@
 
 A push and a merge group name no pull request in their payloads. The App and the Actions step
 both need them (a push is validated as its open pull request; a merge group's report lists the
-pull requests it merges), so the lookups live here, on the two REST calls GitHub offers:
-`GET /repos/{repo}/commits/{sha}/pulls` and `GET /repos/{repo}/pulls/{n}`.
+pull requests it merges, and a rejected group is bisected over them), so the lookups live
+here, on the two REST calls GitHub offers: `GET /repos/{repo}/commits/{sha}/pulls` and
+`GET /repos/{repo}/pulls/{n}`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import re
 from pathlib import Path
 from typing import Any, Protocol
 
-from bot.engine.job import BatchMember
+from bot.engine.batch import Chain
+from bot.engine.job import BatchMember, Job
 from bot.github import events
 from bot.gitrepo import first_parents
 
@@ -46,22 +48,28 @@ def open_pull_of_push(push: events.Target, lookups: PullRequests) -> events.Targ
     return events.Ignored(reason=f"no open pull request has {push.head_sha[:7]} as its head")
 
 
-def group_members(repo: Path, group: events.Target, lookups: PullRequests) -> list[BatchMember]:
-    """The pull requests of a merge group, in the order the queue merged them.
+def group_chain(repo: Path, group: events.Target, lookups: PullRequests, job: Job) -> Chain:
+    """The pull requests of a merge group, in the order the queue merged them, as the Chain
+    the culprit search bisects: `job` (the group's) with them as its batch, and the queue's
+    own commits as the prefixes.
 
     `repo` holds the group's base_sha and head_sha. Each first-parent step from the base to the
     head is one pull request: a merge commit's second parent is its head (asked of the API), a
     squash's subject ends in "(#n)". The queue's branch names the last one
-    (`gh-readonly-queue/<base>/pr-<n>-<sha>`), which is added if no step named it.
+    (`gh-readonly-queue/<base>/pr-<n>-<sha>`), which is added if no step named it. The steps
+    are the prefixes only when each names its own pull request, in order (a rebasing queue
+    writes several unnamed steps per pull request: then the Chain has no commits).
     """
-    numbers: list[int] = []
-    for link in first_parents(repo, group.base_sha or "", group.head_sha):
-        number = _step_number(group.repository, link.parents[1:], link.subject, lookups)
-        if number is not None and number not in numbers:
-            numbers.append(number)
+    named = [
+        (_step_number(group.repository, link.parents[1:], link.subject, lookups), link.sha)
+        for link in first_parents(repo, group.base_sha or "", group.head_sha)
+    ]
+    numbers = list(dict.fromkeys(number for number, _ in named if number is not None))
     last = events.queue_pull_number(group.head_ref)
     if last is not None and last not in numbers:
         numbers.append(last)
+        if named and named[-1][0] is None:
+            named[-1] = (last, named[-1][1])
     members = []
     for number in numbers:
         pull = lookups.pull_request(group.repository, number)
@@ -74,7 +82,8 @@ def group_members(repo: Path, group: events.Target, lookups: PullRequests) -> li
                 title=pull.get("title"),
             )
         )
-    return members
+    commits = [sha for _, sha in named] if [n for n, _ in named] == numbers else []
+    return Chain(job.model_copy(update={"batch": members}), members, commits, repo)
 
 
 def _step_number(
@@ -90,10 +99,3 @@ def _step_number(
     if found:
         return int(found["merge"] or found["squash"])
     return None
-
-
-def describe(members: list[BatchMember]) -> str:
-    """ "#12 builder/a, #13 builder/b": the batch as one line, for logs and summaries."""
-    return ", ".join(
-        f"#{m.pr_number} {m.ref}" if m.pr_number is not None else m.ref for m in members
-    )

@@ -39,7 +39,7 @@ from bot.cli.demo import load_builder
 from bot.github import events
 from bot.judging.verdict import Decision, Finding, Risk, Verdict
 from bot.resources import data_path
-from tests.app.test_merge_queue import ADD_CODE_TEXT, group_event, serve_group
+from tests.app.test_merge_queue import group_event, serve_group
 from tests.app.test_service import (  # the same service the App tests use
     Running,
     make_service,
@@ -551,29 +551,41 @@ def test_an_event_the_gate_does_not_know_fails_instead_of_passing(tmp_path, repo
     assert "remove the event from the workflow's triggers" in step.outputs["reason"]
 
 
-def test_a_merge_group_is_validated_and_reported_on_its_head(fake_github, repo, tmp_path):
+def test_a_merge_group_is_validated_reported_on_its_head_and_names_its_culprit(
+    fake_github, repo, tmp_path
+):
     """The real merge_group payload on a queue branch of two builder fixes: the step
-    validates the group's head against its base and posts on the head."""
+    validates the group's head against its base and posts on the head. The App's culprit
+    search runs in the step too: the first pull request fails on its own (its prefix is the
+    queue's first commit), so it is named without another run, on the group's check run and
+    in a comment on that pull request."""
     fake = fake_github
-    base, head, ref = serve_group(
-        fake,
-        repo,
-        {"builder/add-name": {}, "builder/add-code": {"migrations/003_code.sql": ADD_CODE_TEXT}},
-    )
+    broken = {"migrations/003_broken.sql": "ALTER TABLE nowhere ADD COLUMN x int;\n"}
+    base, head, ref = serve_group(fake, repo, {"builder/broken": broken, "builder/add-name": {}})
     event = group_event(fake, base, head, ref)
     event.pop("installation")  # Actions payloads carry none
     workspace = checkout(repo, tmp_path / "workspace")
     api = {"GITHUB_TOKEN": fake.issue_token(), "GITHUB_API_URL": fake.url}
     step = run_step(tmp_path / "step", workspace, "merge_group", event, "--post", env=api)
-    assert step.code == 0, step.proc.stderr
-    assert step.outputs["decision"] == "approve"
-    assert [s["state"] for s in fake.statuses(REPO, head)] == ["pending", "success"]
+    assert step.code == 1, step.proc.stderr
+    assert step.outputs["decision"] == "reject"
+    assert [s["state"] for s in fake.statuses(REPO, head)] == ["pending", "failure"]
+    verdict = json.loads((step.out / "verdict.json").read_text())
+    assert (verdict["job"]["base_sha"], verdict["job"]["head_sha"]) == (base, head)
+    assert [m["pr_number"] for m in verdict["job"]["batch"]] == [7, 8]
+    assert "merged in this order: #7 **builder/broken**" in step.summary
+    named = "culprit: #7 builder/broken fails alone: "
+    assert verdict["reasons"][0].startswith(named)
+    assert [t["heads"] for t in verdict["evidence"]["batch"]["tried"]] == [
+        "#7 builder/broken + #8 builder/add-name",
+        "#7 builder/broken",
+    ]
     (check,) = fake.check_runs(REPO)
-    assert check.data["head_sha"] == head and check.data["conclusion"] == "success"
-    job = json.loads((step.out / "verdict.json").read_text())["job"]
-    assert (job["base_sha"], job["head_sha"]) == (base, head)
-    assert [m["pr_number"] for m in job["batch"]] == [7, 8]
-    assert "merged in this order: #7 **builder/add-name**" in step.summary
+    assert check.data["head_sha"] == head and check.data["conclusion"] == "failure"
+    assert named in check.data["output"]["summary"]
+    (comment,) = fake.comments(REPO, 7)
+    assert "builder/broken fails alone" in comment["body"]
+    assert fake.comments(REPO, 8) == []
     # The group's pull requests are read through the API: without a token, say how to pass it.
     step = run_step(tmp_path / "no-token", workspace, "merge_group", event)
     assert step.code == 2 and "GITHUB_TOKEN" in step.outputs["reason"]

@@ -4,7 +4,9 @@ order), delivered signed to the service, which validates on the fake GitHub.
 
 A queue whose required check never reports stalls until GitHub times the group out, so every
 test here ends on a final status of the group's head: success, failure, or the error of a
-group GitHub destroyed.
+group GitHub destroyed. A rejected group names the pull request that broke it, found by
+bisecting the queue's own merge commits; `guarded` is one repository (built once) whose
+fixes each pass alone and two of which break an earlier fix's guard together.
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.github.conftest import REPO, commit_all
+import pytest
+
+from bot.app.service import SEARCHING
+from bot.app.store import Store
+from tests.github.conftest import POLICY, REPO, commit_all
 from tests.github.fake import FakeGitHub
+from tests.helpers import commit, items_repo
 from tests.helpers import run_git as git
 
 from .test_service import Running, make_service, payload, synchronize, wait_final, wait_run
@@ -42,7 +49,7 @@ def queue(repo: Path, pulls: list[tuple[int, str]]) -> tuple[str, str, str]:
     head = git(repo, "rev-parse", "HEAD")
     number, name = pulls[-1]
     ref = f"gh-readonly-queue/main/pr-{number}-{git(repo, 'rev-parse', name)}"
-    git(repo, "branch", ref, head)
+    git(repo, "branch", "--force", ref, head)  # GitHub rebuilds it when the group changes
     git(repo, "checkout", "-q", "main")
     return base, head, ref
 
@@ -76,53 +83,121 @@ ADD_CODE_INTEGER = (
 )
 
 
+def open_pulls(fake: FakeGitHub, repo: Path, names: list[str]) -> list[tuple[int, str]]:
+    """REPO served from `repo`, with pull requests 7, 8… from the branches `names` by
+    builder-bot, who may write; returns (number, branch) in that order."""
+    fake.add_repo(REPO, repo)
+    numbered = list(enumerate(names, start=7))
+    for number, name in numbered:
+        fake.add_pull(REPO, number, head=name, user="builder-bot", title=f"Fix {name}")
+    fake.set_permission(REPO, "builder-bot", "write")
+    return numbered
+
+
 def serve_group(
     fake: FakeGitHub, repo: Path, fixes: dict[str, dict[str, str]]
 ) -> tuple[str, str, str]:
     """REPO with pull requests 7, 8… from `fixes` (branch -> files) queued in that order."""
-    fake.add_repo(REPO, repo)
-    numbered = []
-    for number, (name, files) in enumerate(fixes.items(), start=7):
+    for name, files in fixes.items():
         if name != "builder/add-name":  # inventory_repo's own builder branch
             branch(repo, name, files)
-        fake.add_pull(REPO, number, head=name, user="builder-bot", title=f"Fix {name}")
-        numbered.append((number, name))
-    fake.set_permission(REPO, "builder-bot", "write")
-    return queue(repo, numbered)
+    return queue(repo, open_pulls(fake, repo, list(fixes)))
 
 
-def test_a_green_merge_group_gets_its_status_on_the_group_head(fake_github, store, repo):
+# The regression guard of an earlier fix on main: a duplicate index slowed every write.
+GUARD = """\
+id: P1-ITEMS-002
+title: items carries no duplicate index
+kind: regression
+bug_id: P1-ITEMS-002
+steps:
+  - id: no-duplicate-index
+    title: no two indexes of items cover the same columns
+    sql:
+      query: >
+        SELECT indkey::text AS columns FROM pg_index WHERE indrelid = 'items'::regclass
+        GROUP BY indkey::text HAVING count(*) > 1
+    expect: {rows: 0}
+"""
+# Each passes alone; the two indexes of items.label together break P1-ITEMS-002's guard.
+GUARDED_FIXES = {
+    "builder/label-index": {
+        "migrations/002_label_index.sql": "CREATE INDEX IF NOT EXISTS items_lb ON items (label);\n"
+    },
+    "builder/label-lookup": {
+        "migrations/003_label_lookup.sql": (
+            "CREATE INDEX IF NOT EXISTS items_label_lookup ON items (label);\n"
+        )
+    },
+    "builder/sku": {
+        "migrations/004_sku.sql": "ALTER TABLE items ADD COLUMN IF NOT EXISTS sku text;\n"
+    },
+    "builder/note": {
+        "migrations/005_note.sql": "ALTER TABLE items ADD COLUMN IF NOT EXISTS note text;\n"
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """main with items.label and the guard P1-ITEMS-002, and the branches of GUARDED_FIXES:
+    built once, each test queues the groups it needs (the queue branches are the only writes)."""
+    root = tmp_path_factory.mktemp("guarded")
+    repo = items_repo(root, POLICY, "id bigint PRIMARY KEY, label text")
+    git(repo, "config", "user.name", "Dev")
+    git(repo, "config", "user.email", "dev@example.com")
+    commit(repo, {"checks/P1-ITEMS-002.yml": GUARD}, "guard P1-ITEMS-002")
+    for name, files in GUARDED_FIXES.items():
+        branch(repo, name, files)
+    return repo
+
+
+def wait_state(store: Store, run_id: int, detail: str | None = None) -> None:
+    """Until run `run_id` is running (and shows `detail`, when given)."""
+    deadline = time.monotonic() + 60
+    while (run := store.run(run_id))["state"] != "running" or detail not in (None, run["detail"]):
+        assert time.monotonic() < deadline, f"run {run_id} is {run['state']}: {run['detail']}"
+        time.sleep(0.05)
+
+
+def test_green_groups_get_their_status_on_their_heads_a_longer_one_after_the_first(
+    fake_github, store, guarded
+):
+    """The queue grows: a group of three is requested while the group of its first two
+    runs. Each group is what lands if the queue merges up to it, so neither supersedes the
+    other: the first ends with its own final status, then the second is validated whole."""
     fake = fake_github
-    base, head, ref = serve_group(
-        fake,
-        repo,
-        {"builder/add-name": {}, "builder/add-code": {"migrations/003_code.sql": ADD_CODE_TEXT}},
-    )
+    pulls = open_pulls(fake, guarded, ["builder/label-index", "builder/sku", "builder/note"])
+    base, first_head, first_ref = queue(guarded, pulls[:2])
+    _, head, ref = queue(guarded, pulls)
     with Running(make_service(fake, store)) as app:
-        answer = app.deliver("merge_group", group_event(fake, base, head, ref))
-        assert answer.status_code == 202, answer.text
-        run = wait_run(store, answer.json()["run"])
-    assert run["state"] == "done" and run["decision"] == "approve", run["detail"]
-    assert [s["state"] for s in fake.statuses(REPO, head)] == ["pending", "success"]
-    (check,) = fake.check_runs(REPO)
-    assert check.data["head_sha"] == head and check.data["conclusion"] == "success"
-    job = run["verdict"]["job"]
-    assert (job["base_sha"], job["head_sha"], job["trigger"]) == (
-        base,
-        head,
-        "merge_group.checks_requested",
-    )
-    assert [(m["pr_number"], m["ref"]) for m in job["batch"]] == [
-        (7, "builder/add-name"),
-        (8, "builder/add-code"),
-    ]
-    assert "merged in this order: #7 **builder/add-name**" in run["report"]
-    assert "#8 **builder/add-code**" in run["report"]
-    # The group is not a pull request: no comment on either of its pull requests.
-    assert fake.comments(REPO, 7) == [] and fake.comments(REPO, 8) == []
+        first = app.deliver("merge_group", group_event(fake, base, first_head, first_ref))
+        assert first.status_code == 202, first.text
+        wait_state(store, first.json()["run"])
+        second = app.deliver("merge_group", group_event(fake, base, head, ref))
+        runs = [wait_run(store, answer.json()["run"]) for answer in (first, second)]
+    for run, sha, numbers in zip(runs, (first_head, head), ([7, 8], [7, 8, 9]), strict=True):
+        assert run["state"] == "done" and run["decision"] == "approve", run["detail"]
+        assert [s["state"] for s in fake.statuses(REPO, sha)] == ["pending", "success"]
+        job = run["verdict"]["job"]
+        assert (job["base_sha"], job["head_sha"], job["trigger"]) == (
+            base,
+            sha,
+            "merge_group.checks_requested",
+        )
+        assert [m["pr_number"] for m in job["batch"]] == numbers
+    checks = {c.data["head_sha"]: c.data["conclusion"] for c in fake.check_runs(REPO)}
+    assert checks == {first_head: "success", head: "success"}
+    report = runs[1]["report"]
+    assert "merged in this order: #7 **builder/label-index**" in report
+    assert "#8 **builder/sku**" in report and "#9 **builder/note**" in report
+    # A group is not a pull request: no comment on any of its pull requests.
+    assert all(fake.comments(REPO, n) == [] for n in (7, 8, 9))
 
 
-def test_a_group_whose_fixes_break_each_other_fails(fake_github, store, repo):
+def test_a_group_whose_fixes_break_each_other_fails_naming_the_culprit(fake_github, store, repo):
+    """Two migrations touching one column: each passes alone, the second fails after the
+    first. The group's check run names it, and so does a comment on its pull request."""
     fake = fake_github
     base, head, ref = serve_group(
         fake,
@@ -140,6 +215,18 @@ def test_a_group_whose_fixes_break_each_other_fails(fake_github, store, repo):
     assert final["state"] == "failure"
     (check,) = fake.check_runs(REPO)
     assert check.data["conclusion"] == "failure"
+    named = "culprit: #8 builder/code-integer passes alone, fails after #7 builder/code-text: "
+    assert run["verdict"]["reasons"][0].startswith(named)
+    assert f"- {named}" in check.data["output"]["summary"]
+    assert [t["heads"] for t in run["verdict"]["evidence"]["batch"]["tried"]] == [
+        "#7 builder/code-text + #8 builder/code-integer",
+        "#7 builder/code-text",
+        "#8 builder/code-integer",
+    ]
+    (comment,) = fake.comments(REPO, 8)
+    assert comment["body"].startswith(f"<!-- gatekeeper:merge-group {head} -->")
+    assert "passes alone, fails after #7 builder/code-text" in comment["body"]
+    assert fake.comments(REPO, 7) == []
 
 
 def test_a_group_destroyed_before_a_worker_took_it_ends_with_a_final_status(
@@ -167,10 +254,7 @@ def test_a_group_destroyed_mid_run_is_cancelled_not_left_pending(fake_github, st
     with Running(make_service(fake, store)) as app:
         answer = app.deliver("merge_group", group_event(fake, base, head, ref))
         run_id = answer.json()["run"]
-        deadline = time.monotonic() + 30
-        while store.run(run_id)["state"] != "running":
-            assert time.monotonic() < deadline, "the run never started"
-            time.sleep(0.05)
+        wait_state(store, run_id)
         app.deliver("merge_group", group_event(fake, base, head, ref, "destroyed"))
         run = wait_run(store, run_id)
         time.sleep(1.0)  # whatever the stopped worker still does must not post over it
@@ -183,6 +267,71 @@ def test_a_group_destroyed_mid_run_is_cancelled_not_left_pending(fake_github, st
     assert checks and {(c.data["status"], c.data["conclusion"]) for c in checks} == {
         ("completed", "cancelled")
     }
+
+
+def test_a_group_that_breaks_a_guard_names_and_tells_the_pull_request(fake_github, store, guarded):
+    """#8 passes alone, and on top of #7 it breaks an earlier fix's guard: the bisection over
+    the queue's own commits (#7, then #7 + #8) and #8 alone name it, on the group's check run,
+    in its report and in a comment on #8; the pull requests that did nothing hear nothing."""
+    fake = fake_github
+    pulls = open_pulls(
+        fake, guarded, ["builder/label-index", "builder/label-lookup", "builder/sku"]
+    )
+    base, head, ref = queue(guarded, pulls)
+    with Running(make_service(fake, store)) as app:
+        answer = app.deliver("merge_group", group_event(fake, base, head, ref))
+        run = wait_run(store, answer.json()["run"])
+    assert run["decision"] == "reject", run["detail"]
+    named = (
+        "culprit: #8 builder/label-lookup passes alone, breaks P1-ITEMS-002's guard after "
+        "#7 builder/label-index: reject: P1-ITEMS-002/no-duplicate-index failed"
+    )
+    assert run["verdict"]["reasons"][0].startswith(named)
+    assert named in run["report"]
+    found = run["verdict"]["evidence"]["batch"]
+    assert (found["culprit"], found["pr_number"], found["fails_alone"]) == (
+        "builder/label-lookup",
+        8,
+        False,
+    )
+    assert [(t["heads"], t["decision"]) for t in found["tried"]] == [
+        ("#7 builder/label-index + #8 builder/label-lookup + #9 builder/sku", "reject"),
+        ("#7 builder/label-index", "approve"),
+        ("#7 builder/label-index + #8 builder/label-lookup", "reject"),
+        ("#8 builder/label-lookup", "approve"),
+    ]
+    assert [s["state"] for s in fake.statuses(REPO, head)] == ["pending", "failure"]
+    (check,) = fake.check_runs(REPO)
+    assert check.data["conclusion"] == "failure" and named in check.data["output"]["summary"]
+    (comment,) = fake.comments(REPO, 8)
+    assert comment["body"].startswith(f"<!-- gatekeeper:merge-group {head} -->")
+    assert f"breaks merge group `{head[:7]}` into `main`" in comment["body"]
+    assert named.removeprefix("culprit: ") in comment["body"]
+    assert fake.comments(REPO, 7) == [] and fake.comments(REPO, 9) == []
+
+
+def test_a_group_destroyed_mid_search_is_cancelled_not_left_pending(fake_github, store, guarded):
+    """GitHub dequeues the group while its culprit search runs: the search stops like a
+    run does, the group ends cancelled, and no pull request is blamed."""
+    fake = fake_github
+    pulls = open_pulls(fake, guarded, ["builder/label-index", "builder/label-lookup"])
+    base, head, ref = queue(guarded, pulls)
+    with Running(make_service(fake, store)) as app:
+        answer = app.deliver("merge_group", group_event(fake, base, head, ref))
+        run_id = answer.json()["run"]
+        wait_state(store, run_id, SEARCHING)
+        app.deliver("merge_group", group_event(fake, base, head, ref, "destroyed"))
+        run = wait_run(store, run_id)
+        time.sleep(1.0)  # whatever the stopped search still does must not post over it
+    assert run["state"] == "error" and run["verdict"] is None
+    states = [s["state"] for s in fake.statuses(REPO, head)]
+    assert states == ["pending", "error"], states
+    assert fake.statuses(REPO, head)[-1]["description"] == (
+        "cancelled · the merge group was destroyed (dequeued)"
+    )
+    (check,) = fake.check_runs(REPO)
+    assert (check.data["status"], check.data["conclusion"]) == ("completed", "cancelled")
+    assert fake.comments(REPO, 8) == []
 
 
 def push_event(fake: FakeGitHub, name: str, sha: str) -> dict[str, Any]:
