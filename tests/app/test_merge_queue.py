@@ -20,8 +20,13 @@ import pytest
 
 from bot.app.service import SEARCHING
 from bot.app.store import Store
+from bot.engine.batch import find_culprit
+from bot.github import events
+from bot.github.pulls import group_chain
+from bot.judging.verdict import Decision, Risk, Verdict
 from tests.github.conftest import POLICY, REPO, commit_all
 from tests.github.fake import FakeGitHub
+from tests.github.test_client import make_client
 from tests.helpers import commit, items_repo
 from tests.helpers import run_git as git
 
@@ -38,14 +43,22 @@ def branch(repo: Path, name: str, files: dict[str, str]) -> str:
     return sha
 
 
-def queue(repo: Path, pulls: list[tuple[int, str]]) -> tuple[str, str, str]:
-    """GitHub's queue branch for `pulls` (number, branch), merged in order onto main with the
-    queue's merge messages; returns (base_sha, head_sha, queue branch)."""
+def queue(repo: Path, pulls: list[tuple[int, str]], how: str = "merge") -> tuple[str, str, str]:
+    """GitHub's queue branch for `pulls` (number, branch), each added in order onto main the
+    way the queue's merge method does: a merge commit with the queue's message, a squashed
+    commit whose subject ends in "(#n)", or the branch's commits rebased (`how`); returns
+    (base_sha, head_sha, queue branch)."""
     base = git(repo, "rev-parse", "main")
     git(repo, "checkout", "-q", "--detach", "main")
     for number, name in pulls:
-        message = f"Merge pull request #{number} from octo/{name}"
-        git(repo, "merge", "-q", "--no-ff", "-m", message, name)
+        if how == "merge":
+            message = f"Merge pull request #{number} from octo/{name}"
+            git(repo, "merge", "-q", "--no-ff", "-m", message, name)
+        elif how == "squash":
+            git(repo, "merge", "-q", "--squash", name)
+            git(repo, "commit", "-q", "-m", f"Fix {name} (#{number})")
+        else:
+            git(repo, "cherry-pick", f"main..{name}")
     head = git(repo, "rev-parse", "HEAD")
     number, name = pulls[-1]
     ref = f"gh-readonly-queue/main/pr-{number}-{git(repo, 'rev-parse', name)}"
@@ -308,6 +321,29 @@ def test_a_group_that_breaks_a_guard_names_and_tells_the_pull_request(fake_githu
     assert f"breaks merge group `{head[:7]}` into `main`" in comment["body"]
     assert named.removeprefix("culprit: ") in comment["body"]
     assert fake.comments(REPO, 7) == [] and fake.comments(REPO, 9) == []
+
+
+@pytest.mark.parametrize(("how", "numbers"), [("squash", [7, 8]), ("rebase", [8])])
+def test_the_queue_steps_are_the_prefixes_only_when_each_names_its_pull_request(
+    fake_github, guarded, how, numbers
+):
+    """A squashing queue writes one commit per pull request, "(#n)" in its subject: those are
+    the prefixes. A rebasing one writes the branch's own commits, which name nothing: its
+    group is not bisected (the search says why instead of blaming the wrong pull request)."""
+    fake = fake_github
+    pulls = open_pulls(fake, guarded, ["builder/label-index", "builder/sku"])
+    base, head, ref = queue(guarded, pulls, how)
+    target = events.route("merge_group", group_event(fake, base, head, ref))
+    assert isinstance(target, events.Target)
+    chain = group_chain(guarded, target, make_client(fake), events.to_job(target, base))
+    assert [m.pr_number for m in chain.heads] == numbers
+    if how == "squash":
+        assert chain.commits == [git(guarded, "rev-parse", f"{head}~1"), head]
+        return
+    assert chain.commits == []
+    rejected = Verdict(decision=Decision.reject, risk=Risk.high, summary="reject: it broke")
+    found = find_culprit(chain, lambda *_: pytest.fail("nothing to validate"), rejected)
+    assert found == "the culprit search needs one merge commit per change of the batch; not found"
 
 
 def test_a_group_destroyed_mid_search_is_cancelled_not_left_pending(fake_github, store, guarded):
