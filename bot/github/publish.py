@@ -19,8 +19,12 @@ pending; so does a merge group's run GitHub cancelled by destroying the group. A
 decision requests changes rather than commenting, because a comment would
 leave an earlier approval by the bot standing; the maintainer who reviews dismisses it.
 
+A rejected merge group reports on its head like any run, and its culprit (the pull request the
+verdict names, bot.engine.batch) gets a comment of its own saying which group it broke and why:
+GitHub dequeues it without a word.
+
 Failure policy: the commit status and the check run are the gate, written first, and a failure
-to write them raises (the caller then ends the run in `error`). The comment, the review, the
+to write them raises (the caller then ends the run in `error`). The comments, the review, the
 labels and the annotations beyond the first 50 report on the gate: each is attempted, and a
 failure is logged and returned in `Published.problems`, because turning a sound verdict into
 `error` over a label would be wrong.
