@@ -29,7 +29,6 @@ class Slot:
     start: float
     seconds: float
     ok: bool
-    detail: str
     depth: int  # how many stages it ran inside (`build merge` inside `build`: 1)
     critical: bool  # on the chain the run waited on
     beside: tuple[str, ...]  # stages that ran at the same time, neither inside the other
@@ -70,7 +69,6 @@ def critical_path(stages: Sequence[Stage]) -> Timeline:
             start=spans[i][0],
             seconds=spans[i][1] - spans[i][0],
             ok=stages[i].ok,
-            detail=stages[i].detail,
             depth=depth[i],
             critical=i in critical,
             beside=tuple(
