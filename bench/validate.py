@@ -14,7 +14,10 @@ Targets:
 - `sessions-api` (default): the demo's fix case (`main` <- `builder/P1-SCHEMA-002`, policy
   `policies/sessions-api.yml`). Its floor builds both checkouts, runs initdb, creates the
   database, starts the base API, replays the suites, does the same on the head and starts the
-  head API once more (the start-up migrations' second run).
+  head API once more (the start-up migrations' second run); then the populated replay: the
+  base database copied twice before the head started, `sessions` and `agents` filled with
+  1,000 rows each in one copy and 10,000 in the other (the fix's GIN index on the declared
+  `sessions` is timed at both sizes), the head API started on each copy and stopped.
 - `items-api`: the healthy `additive-column` case of examples/build_items.py (`main` <-
   `builder/ITEMS-201`, FastAPI + SQLAlchemy + Alembic, the policy in the repository's own
   `.github/`). Its floor also migrates the base (`alembic upgrade head`), seeds it, logs in
@@ -114,6 +117,7 @@ ITEMS_ENV = {
 ITEMS_LOGIN = "/api/v1/login/access-token"
 REPLAY_DATABASE = f"{DATABASE}_replay"
 REPLAY_ROWS = 1000  # the policy's replay.rows (its default): rows per touched table
+LARGER_DATABASE = f"{DATABASE}_10x"  # the second sample, for timing a table held under lock
 # The rows the gate's generator would make for the base schema's user and item (parents
 # first, a quarter of the optional columns NULL), written by hand for these two tables.
 FILL_USERS = """
@@ -130,6 +134,21 @@ SELECT gen_random_uuid(), 'item ' || g, CASE WHEN g %% 4 <> 0 THEN 'generated' E
        users.ids[1 + g %% cardinality(users.ids)], now(),
        CASE WHEN g %% 4 <> 0 THEN users.ids[1 + (g * 7) %% cardinality(users.ids)] END
 FROM generate_series(1, %(rows)s) AS g, (SELECT array_agg(id) AS ids FROM "user") AS users
+"""
+
+# sessions-api: the tables the fix touches (sessions) and those they reference (agents).
+FILL_AGENTS = """
+INSERT INTO agents (id, platform, status, last_heartbeat, cluster_id, cluster_name)
+SELECT 'agent-' || g, 'kubernetes', 'online', now(),
+       CASE WHEN g %% 4 <> 0 THEN 'cluster-' || g END, CASE WHEN g %% 4 <> 0 THEN 'C' END
+FROM generate_series(1, %(rows)s) AS g
+"""
+FILL_SESSIONS = """
+INSERT INTO sessions (id, user_id, template, state, agent_id, created_at, cluster_id)
+SELECT 'session-' || g, 'user-' || g, 'vscode', 'running',
+       CASE WHEN g %% 4 <> 0 THEN 'agent-' || (1 + g %% %(rows)s) END, now(),
+       CASE WHEN g %% 4 <> 0 THEN 'cluster-' || g END
+FROM generate_series(1, %(rows)s) AS g
 """
 
 
@@ -443,7 +462,9 @@ def sessions_floor(
     floor: Floor, merge_dir: Path, base_dir: Path, _options: argparse.Namespace
 ) -> None:
     """The sessions-api fix case: both builds, the base and the head API each with the
-    suites, one more head start-up (the start-up migrations' second run)."""
+    suites, one more head start-up (the start-up migrations' second run), and the populated
+    replay: the base database copied, its sessions and agents filled, the head API started
+    on the copy (its start-up migrations) and stopped."""
     import jwt
 
     phase = floor.phase
@@ -460,9 +481,9 @@ def sessions_floor(
             subprocess.run(SESSIONS_BUILD, shell=True, cwd=checkout, env=floor.env, check=True)
     floor.postgres()
     floor.sql("createdb", f"CREATE DATABASE {DATABASE} STRATEGY = FILE_COPY")  # as gatekeeper
-    api_env = {"DATABASE_URL": floor.url(DATABASE), "JWT_SECRET": floor.env[SECRET_ENV]}
 
-    def start(checkout: Path) -> tuple[subprocess.Popen[bytes], str]:
+    def start(checkout: Path, database: str = DATABASE) -> tuple[subprocess.Popen[bytes], str]:
+        api_env = {"DATABASE_URL": floor.url(database), "JWT_SECRET": floor.env[SECRET_ENV]}
         return floor.start_api(SESSIONS_API, checkout, api_env, "/healthz")
 
     for label, checkout in (("base", base_dir), ("head", merge_dir)):
@@ -472,9 +493,19 @@ def sessions_floor(
             floor.replay(suites, url, DATABASE, lambda _suite, _url: bearer, {})
         with phase(f"{label} api stop"):
             floor.stop_api(api)
+        if label == "base":
+            for copy in (REPLAY_DATABASE, LARGER_DATABASE):
+                floor.sql("copy base", f"CREATE DATABASE {copy} TEMPLATE {DATABASE}")
     with phase("head api restart"):
         api, _url = start(merge_dir)
         floor.stop_api(api)
+    fill = (FILL_AGENTS, FILL_SESSIONS, "ANALYZE")
+    # The fix builds a GIN index on sessions (200,000 declared): its time at two sample sizes.
+    for database, rows in ((REPLAY_DATABASE, REPLAY_ROWS), (LARGER_DATABASE, 10 * REPLAY_ROWS)):
+        floor.sql("populated replay", *fill, database=database, params={"rows": rows})
+        with phase("populated replay"):
+            api, _url = start(merge_dir, database)
+            floor.stop_api(api)
     with phase("postgres stop"):
         floor.stop_postgres()
 
