@@ -15,7 +15,8 @@ Events that are not work end in `decision=skipped` and exit 0, because a require
 failed on every pull request the gate does not apply to would block all of them. An event
 Gatekeeper does not know (`deployment`, for one) is an error (exit 2): its green job could
 stand for a validation nobody ran. A `merge_group` is validated like the webhook's: its head
-against its base, with the status on the group's head. The other exception fails closed
+against its base, with the status on the group's head, and a rejected group is searched for
+the pull request that broke it (bot.engine.batch). The other exception fails closed
 (exit 2) too: an open, non-draft pull request from a builder branch into a target branch
 whose event did not run the gate (e.g. a workflow also triggered on `labeled`). Its job check
 would otherwise turn green over the verdict of the same commit, and branch protection reads
