@@ -628,7 +628,7 @@ class _Run:
     ) -> None:
         """The change once more on production-like rows (bot/migrating/replay.py)."""
         touched = _touched(before, after, head_log, self.observed.locked)
-        timed = self._to_time(before, head_log)
+        timed = self._to_time(before, base_log, head_log)
         larger = f"{database}_10x"
         if timed:  # the larger sample's copy, taken while this one is still the base's
             replay.clone(sandbox.database_url, database, larger, APP_ROLE)
@@ -715,11 +715,11 @@ class _Run:
         )
         return sqllog.of_database(sandbox.logs("database", mark), database)
 
-    def _to_time(self, before: schema.Snapshot, head_log: str) -> dict[str, int]:
+    def _to_time(self, before: schema.Snapshot, base_log: str, head_log: str) -> dict[str, int]:
         """Declared tables (-> their rows) that the change's statements hold for a time that
         grows with their rows: a rewrite, a plain CREATE INDEX, a scan under lock. Brief
         catalog changes (a nullable column) are not timed."""
-        held = {table_key(name): h for name, h in sqllog.held(head_log).items()}
+        held = {table_key(name): h for name, h in sqllog.held(head_log, base_log).items()}
         return {
             table: rows
             for table in before.tables

@@ -131,12 +131,14 @@ _AT = pglast.enums.AlterTableType
 _CONSTR = pglast.enums.ConstrType
 
 
-def held(log: str) -> dict[str, Held]:
+def held(log: str, base_log: str = "") -> dict[str, Held]:
     """Per table (as written), from a log with durations: the milliseconds its ALTER TABLE
-    and plain CREATE INDEX statements took, and whether one of them grows with its rows."""
+    and plain CREATE INDEX statements took, and whether one of them grows with its rows.
+    Statements `base_log` holds too (start-up SQL run at every start) are not the change's."""
+    known = {_normal(s.sql) for s in logged_statements(base_log)}
     out: dict[str, Held] = {}
     for statement, node in _logged(log):
-        if statement.duration_ms is None:
+        if statement.duration_ms is None or _normal(statement.sql) in known:
             continue
         if isinstance(node, pglast.ast.IndexStmt) and not node.concurrent:
             relation, lock = node.relation, "SHARE"

@@ -176,6 +176,9 @@ VOLATILE = frozenset(
     {
         "locks",
         "started_at",
+        "started",  # a stage's start on the run's clock
+        # Whether two timings rose visibly depends on the machine's load at that moment.
+        "inconclusive_timing",
         "seconds",
         "duration_ms",
         "fill_seconds",

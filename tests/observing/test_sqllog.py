@@ -97,3 +97,14 @@ def test_of_database_keeps_one_databases_entries_with_their_continuations():
     kept = sqllog.of_database(log, "app_replay")
     assert kept.splitlines() == [log.splitlines()[i] for i in (0, 1, 4)]
     assert sqllog.held(kept)["item"].ms == 3.0
+
+
+def test_held_leaves_out_what_the_base_ran_too():
+    """The base's own start-up index runs again at every start: not the change's build."""
+    base = _log((0.2, "CREATE INDEX IF NOT EXISTS s_user ON sessions (user_id)"))
+    head = _log(
+        (0.1, "CREATE INDEX IF NOT EXISTS s_user ON sessions (user_id)"),
+        (0.3, "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS tags text[]"),
+    )
+    assert sqllog.held(head, base) == {"sessions": sqllog.Held(ms=0.3, lock="", grows=False)}
+    assert sqllog.held(head)["sessions"].grows
