@@ -554,6 +554,28 @@ def test_an_event_the_gate_does_not_know_fails_instead_of_passing(tmp_path, repo
     assert "remove the event from the workflow's triggers" in step.outputs["reason"]
 
 
+def test_a_green_merge_group_gets_success_on_its_head(fake_github, repo, tmp_path):
+    """Two healthy fixes queued together: one validation of the group's head, success posted
+    there (what the queue waits for), no culprit searched and no comment."""
+    fake = fake_github
+    note = {"migrations/003_note.sql": "ALTER TABLE items ADD COLUMN IF NOT EXISTS note text;\n"}
+    base, head, ref = serve_group(fake, repo, {"builder/add-name": {}, "builder/note": note})
+    event = group_event(fake, base, head, ref)
+    event.pop("installation")  # Actions payloads carry none
+    workspace = checkout(repo, tmp_path / "workspace")
+    api = {"GITHUB_TOKEN": fake.issue_token(), "GITHUB_API_URL": fake.url}
+    step = run_step(tmp_path / "step", workspace, "merge_group", event, "--post", env=api)
+    assert step.code == 0, step.proc.stderr
+    assert step.outputs["decision"] == "approve"
+    assert [s["state"] for s in fake.statuses(REPO, head)] == ["pending", "success"]
+    verdict = json.loads((step.out / "verdict.json").read_text())
+    assert [m["pr_number"] for m in verdict["job"]["batch"]] == [7, 8]
+    assert "batch" not in verdict["evidence"] or not verdict["evidence"]["batch"].get("tried")
+    (check,) = fake.check_runs(REPO)
+    assert check.data["head_sha"] == head and check.data["conclusion"] == "success"
+    assert fake.comments(REPO, 7) == [] and fake.comments(REPO, 8) == []
+
+
 def test_a_merge_group_is_validated_reported_on_its_head_and_names_its_culprit(
     fake_github, repo, tmp_path
 ):
