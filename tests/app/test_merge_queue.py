@@ -29,6 +29,7 @@ from tests.github.fake import FakeGitHub
 from tests.github.test_client import make_client
 from tests.helpers import commit, items_repo
 from tests.helpers import run_git as git
+from tests.migrating import test_alembic as alembic
 
 from .test_service import Running, make_service, payload, synchronize, wait_final, wait_run
 
@@ -344,6 +345,46 @@ def test_the_queue_steps_are_the_prefixes_only_when_each_names_its_pull_request(
     rejected = Verdict(decision=Decision.reject, risk=Risk.high, summary="reject: it broke")
     found = find_culprit(chain, lambda *_: pytest.fail("nothing to validate"), rejected)
     assert found == "the culprit search needs one merge commit per change of the batch; not found"
+
+
+def test_a_group_with_two_alembic_heads_names_the_second(fake_github, store, tmp_path):
+    """Two revisions on the same parent: each is one head alone, two heads together, and
+    `alembic upgrade head` refuses to run. The group is rejected at migrate.heads and the
+    search names the pull request that added the second head."""
+    fake = fake_github
+    repo = alembic.main_branch(tmp_path, "INSERT INTO account (name) VALUES ('first admin');\n")
+    git(repo, "config", "user.name", "Dev")
+    git(repo, "config", "user.email", "dev@example.com")
+    # Each fix adds a column its models do not name: the models check is not this test's.
+    policy = alembic.POLICY.replace("python: ", "check_models: false, python: ")
+    commit(repo, {".github/gatekeeper.yml": policy}, "models unchecked")
+    note = alembic.revision(
+        "0003",
+        "0001",
+        'op.add_column("account", sa.Column("note", sa.Text))',
+        'op.drop_column("account", "note")',
+    )
+    email = alembic.revision("0002", "0001", alembic.EMAIL, alembic.DROP_EMAIL)
+    base, head, ref = serve_group(
+        fake,
+        repo,
+        {
+            "builder/email": {"alembic/versions/0002_email.py": email},
+            "builder/note": {"alembic/versions/0003_note.py": note},
+        },
+    )
+    with Running(make_service(fake, store)) as app:
+        answer = app.deliver("merge_group", group_event(fake, base, head, ref))
+        run = wait_run(store, answer.json()["run"])
+    assert run["decision"] == "reject", run["detail"]
+    heads = next(c for c in run["verdict"]["criteria"] if c["id"] == "migrate.heads")
+    assert heads["status"] == "failed" and "0003_note.py" in heads["evidence"]
+    named = "culprit: #8 builder/note passes alone, fails after #7 builder/email: "
+    assert run["verdict"]["reasons"][0].startswith(named)
+    assert fake.statuses(REPO, head)[-1]["state"] == "failure"
+    (comment,) = fake.comments(REPO, 8)
+    assert "passes alone, fails after #7 builder/email" in comment["body"]
+    assert fake.comments(REPO, 7) == []
 
 
 def test_a_group_destroyed_mid_search_is_cancelled_not_left_pending(fake_github, store, guarded):
