@@ -48,6 +48,8 @@ print({_MARK!r} + json.dumps({{"heads": list(script.get_heads()), "revisions": r
 _REVISION_FILE = re.compile(r"(?!\.\#|__init__)(.*\.py)$")
 # [alembic] options that move or multiply where revisions live: Alembic's reader follows them.
 _UNFOLLOWED = ("version_locations", "recursive_version_locations", "sourceless")
+# Larger ini or revision files than this are not read by the gate itself.
+_MAX_READ = 1 << 20
 
 
 class AlembicFailed(Exception):
@@ -177,8 +179,9 @@ def read_graph(workdir: Path, config: str, checkout: Path) -> Graph | None:
     literals — and the caller asks Alembic itself. What Alembic then applies is checked
     against this graph's heads (Migrator), so a file that computes its ids cannot pass for
     another graph."""
+    root = checkout.resolve()
     ini = workdir / config
-    if not ini.is_file() or _pyproject_configures(workdir):
+    if not _plain_file(ini, root) or _pyproject_configures(workdir, root):
         return None
     parser = configparser.ConfigParser(defaults={"here": str(ini.resolve().parent)})
     try:
@@ -190,13 +193,14 @@ def read_graph(workdir: Path, config: str, checkout: Path) -> Graph | None:
     if not location or unfollowed or (":" in location and not Path(location).is_absolute()):
         return None
     versions = (workdir / location / "versions").resolve()
-    if not versions.is_dir():
+    if not versions.is_dir() or not versions.is_relative_to(root):
         return None
-    root = checkout.resolve()
     revisions: dict[str, Revision] = {}
     for path in sorted(versions.iterdir()):
-        if not path.is_file() or not _REVISION_FILE.match(path.name):
+        if not _REVISION_FILE.match(path.name) or not (path.is_file() or path.is_symlink()):
             continue
+        if not _plain_file(path, root):
+            return None
         ids = _literal_ids(path)
         if ids is None or ids[0] in revisions:
             return None
@@ -209,10 +213,30 @@ def read_graph(workdir: Path, config: str, checkout: Path) -> Graph | None:
     return Graph(heads, revisions)
 
 
-def _pyproject_configures(workdir: Path) -> bool:
-    pyproject = workdir / "pyproject.toml"
+def _plain_file(path: Path, root: Path) -> bool:
+    """A regular file of the checkout, not a link and not huge: the gate reads it as itself,
+    unconfined, so a link the branch points at a file of the host's (or a file meant to
+    exhaust it) is left to Alembic's reader, which runs confined."""
     try:
-        return pyproject.is_file() and "[tool.alembic" in pyproject.read_text(encoding="utf-8")
+        return (
+            not path.is_symlink()
+            and path.is_file()
+            and path.resolve().is_relative_to(root)
+            and path.stat().st_size <= _MAX_READ
+        )
+    except OSError:
+        return False
+
+
+def _pyproject_configures(workdir: Path, root: Path) -> bool:
+    """Whether a pyproject.toml may configure Alembic (one the gate will not read: yes)."""
+    pyproject = workdir / "pyproject.toml"
+    if not (pyproject.exists() or pyproject.is_symlink()):
+        return False
+    if not _plain_file(pyproject, root):
+        return True
+    try:
+        return "[tool.alembic" in pyproject.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return True
 

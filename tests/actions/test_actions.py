@@ -554,17 +554,29 @@ def test_an_event_the_gate_does_not_know_fails_instead_of_passing(tmp_path, repo
     assert "remove the event from the workflow's triggers" in step.outputs["reason"]
 
 
-def test_a_green_merge_group_gets_success_on_its_head(fake_github, repo, tmp_path):
-    """Two healthy fixes queued together: one validation of the group's head, success posted
-    there (what the queue waits for), no culprit searched and no comment."""
-    fake = fake_github
-    note = {"migrations/003_note.sql": "ALTER TABLE items ADD COLUMN IF NOT EXISTS note text;\n"}
-    base, head, ref = serve_group(fake, repo, {"builder/add-name": {}, "builder/note": note})
+def queued_group_step(
+    fake: Any, repo: Path, tmp_path: Path, fixes: dict[str, dict[str, str]]
+) -> tuple[str, str, dict[str, Any], Any]:
+    """`fixes` (branch -> files) queued as pull requests 7, 8…; the step run in
+    `tmp_path`/workspace on the group's merge_group event with --post and a token. Returns
+    (base_sha, head_sha, the event, the step)."""
+    base, head, ref = serve_group(fake, repo, fixes)
     event = group_event(fake, base, head, ref)
     event.pop("installation")  # Actions payloads carry none
     workspace = checkout(repo, tmp_path / "workspace")
     api = {"GITHUB_TOKEN": fake.issue_token(), "GITHUB_API_URL": fake.url}
     step = run_step(tmp_path / "step", workspace, "merge_group", event, "--post", env=api)
+    return base, head, event, step
+
+
+def test_a_green_merge_group_gets_success_on_its_head(fake_github, repo, tmp_path):
+    """Two healthy fixes queued together: one validation of the group's head, success posted
+    there (what the queue waits for), no culprit searched and no comment."""
+    fake = fake_github
+    note = {"migrations/003_note.sql": "ALTER TABLE items ADD COLUMN IF NOT EXISTS note text;\n"}
+    _base, head, _event, step = queued_group_step(
+        fake, repo, tmp_path, {"builder/add-name": {}, "builder/note": note}
+    )
     assert step.code == 0, step.proc.stderr
     assert step.outputs["decision"] == "approve"
     assert [s["state"] for s in fake.statuses(REPO, head)] == ["pending", "success"]
@@ -586,12 +598,9 @@ def test_a_merge_group_is_validated_reported_on_its_head_and_names_its_culprit(
     in a comment on that pull request."""
     fake = fake_github
     broken = {"migrations/003_broken.sql": "ALTER TABLE nowhere ADD COLUMN x int;\n"}
-    base, head, ref = serve_group(fake, repo, {"builder/broken": broken, "builder/add-name": {}})
-    event = group_event(fake, base, head, ref)
-    event.pop("installation")  # Actions payloads carry none
-    workspace = checkout(repo, tmp_path / "workspace")
-    api = {"GITHUB_TOKEN": fake.issue_token(), "GITHUB_API_URL": fake.url}
-    step = run_step(tmp_path / "step", workspace, "merge_group", event, "--post", env=api)
+    base, head, event, step = queued_group_step(
+        fake, repo, tmp_path, {"builder/broken": broken, "builder/add-name": {}}
+    )
     assert step.code == 1, step.proc.stderr
     assert step.outputs["decision"] == "reject"
     assert [s["state"] for s in fake.statuses(REPO, head)] == ["pending", "failure"]
@@ -612,7 +621,7 @@ def test_a_merge_group_is_validated_reported_on_its_head_and_names_its_culprit(
     assert "builder/broken fails alone" in comment["body"]
     assert fake.comments(REPO, 8) == []
     # The group's pull requests are read through the API: without a token, say how to pass it.
-    step = run_step(tmp_path / "no-token", workspace, "merge_group", event)
+    step = run_step(tmp_path / "no-token", tmp_path / "workspace", "merge_group", event)
     assert step.code == 2 and "GITHUB_TOKEN" in step.outputs["reason"]
 
 

@@ -118,6 +118,15 @@ def serve_group(
     return queue(repo, open_pulls(fake, repo, list(fixes)))
 
 
+def validate_group(
+    fake: FakeGitHub, store: Store, base: str, head: str, ref: str
+) -> dict[str, Any]:
+    """The group's checks_requested delivered to a running App; its run once it ended."""
+    with Running(make_service(fake, store)) as app:
+        answer = app.deliver("merge_group", group_event(fake, base, head, ref))
+        return wait_run(store, answer.json()["run"])
+
+
 # The regression guard of an earlier fix on main: a duplicate index slowed every write.
 GUARD = """\
 id: P1-ITEMS-002
@@ -221,9 +230,7 @@ def test_a_group_whose_fixes_break_each_other_fails_naming_the_culprit(fake_gith
             "builder/code-integer": {"migrations/003_code.sql": ADD_CODE_INTEGER},
         },
     )
-    with Running(make_service(fake, store)) as app:
-        answer = app.deliver("merge_group", group_event(fake, base, head, ref))
-        run = wait_run(store, answer.json()["run"])
+    run = validate_group(fake, store, base, head, ref)
     assert run["decision"] == "reject", run["detail"]
     final = fake.statuses(REPO, head)[-1]
     assert final["state"] == "failure"
@@ -292,9 +299,7 @@ def test_a_group_that_breaks_a_guard_names_and_tells_the_pull_request(fake_githu
         fake, guarded, ["builder/label-index", "builder/label-lookup", "builder/sku"]
     )
     base, head, ref = queue(guarded, pulls)
-    with Running(make_service(fake, store)) as app:
-        answer = app.deliver("merge_group", group_event(fake, base, head, ref))
-        run = wait_run(store, answer.json()["run"])
+    run = validate_group(fake, store, base, head, ref)
     assert run["decision"] == "reject", run["detail"]
     named = (
         "culprit: #8 builder/label-lookup passes alone, breaks P1-ITEMS-002's guard after "
@@ -373,9 +378,7 @@ def test_a_group_with_two_alembic_heads_names_the_second(fake_github, store, tmp
             "builder/note": {"alembic/versions/0003_note.py": note},
         },
     )
-    with Running(make_service(fake, store)) as app:
-        answer = app.deliver("merge_group", group_event(fake, base, head, ref))
-        run = wait_run(store, answer.json()["run"])
+    run = validate_group(fake, store, base, head, ref)
     assert run["decision"] == "reject", run["detail"]
     heads = next(c for c in run["verdict"]["criteria"] if c["id"] == "migrate.heads")
     assert heads["status"] == "failed" and "0003_note.py" in heads["evidence"]

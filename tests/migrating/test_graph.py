@@ -104,3 +104,18 @@ def test_a_pyproject_alembic_section_goes_to_alembic(tmp_path):
     project = _project(tmp_path, {"a.py": _revision("a1", "None")})
     (project / "pyproject.toml").write_text("[tool.alembic]\nscript_location = 'other'\n")
     assert read_graph(project, "alembic.ini", project) is None
+
+
+def test_a_revision_file_that_is_a_link_goes_to_alembic(tmp_path):
+    """The gate reads these files unconfined: a link (to a host file, say) is left to
+    Alembic's reader, which runs confined as the run's account."""
+    project = _project(tmp_path, {"a.py": _revision("a1", "None")})
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.py"
+    outside.write_text(_revision("b2", "'a1'"))
+    (project / "migrations" / "versions" / "b.py").symlink_to(outside)
+    assert read_graph(project, "alembic.ini", project) is None
+    (project / "migrations" / "versions" / "b.py").unlink()
+    assert read_graph(project, "alembic.ini", project) is not None
+    (project / "alembic.ini").rename(project / "real.ini")
+    (project / "alembic.ini").symlink_to(project / "real.ini")
+    assert read_graph(project, "alembic.ini", project) is None
