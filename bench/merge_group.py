@@ -23,6 +23,15 @@ max and min of the group, of one single run and of the four singles' sum, the ra
 group to one single run (the issue's bound: under 2) and to the four (the high figure is
 the max, or the p90 from 10 runs on, as bench/validate.py reports it). A measurement, not a
 test: it exits 0 whatever the ratio, and 1 only when a run failed (did not approve).
+
+    .venv/bin/python bench/merge_group.py --search [--runs N]
+
+The culprit search of a rejected group instead: the third fix's migration is not idempotent
+(a second start-up fails), so the group of 4 is rejected and the search validates the prefixes
+and the culprit alone. Each round times that same search twice, in this process, on the same
+Jobs: restoring the base the group's run kept (bot/engine/kept.py, what every edge does), and
+making the base in every run (the floor: the search as it was before the kept base). It
+prints both, their ratio, and checks that both name the same culprit.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,6 +55,13 @@ from bench.validate import (
     run_child,
     summary,
 )
+from bot.engine.batch import Batch, failed, find_culprit
+from bot.engine.job import BatchMember, Job
+from bot.engine.kept import KeptBase
+from bot.engine.pipeline import validate as pipeline
+from bot.gitrepo import resolve
+from bot.policy import load_policy
+from bot.sandbox.select import factory
 
 BOUND = 2.0  # the group against one single run
 BASE = "builder/P1-SCHEMA-002"
@@ -76,12 +93,15 @@ FIXES = (
 )
 
 
-def build(repo: Path) -> list[str]:
-    """The demo repository at `repo` with the four fixes on BASE; their branch names."""
+def build(repo: Path, broken: int | None = None) -> list[str]:
+    """The demo repository at `repo` with the four fixes on BASE; their branch names. The fix
+    at index `broken` adds its column without IF NOT EXISTS: the second start-up fails."""
     example = load_example("build_demo.py")
     example.build(repo)
     shared = example.example_repo
-    for name, anchor, statement in FIXES:
+    for index, (name, anchor, statement) in enumerate(FIXES):
+        if index == broken:
+            statement = statement.replace(" IF NOT EXISTS", "")
         shared.git(repo, "checkout", "-q", "-b", name, BASE)
         shared.Edit("app/db.py", anchor, f'    "{statement}",\n{anchor}').apply(repo)
         shared.git(
@@ -113,9 +133,60 @@ def validate(repo: Path, out: Path, heads: list[str], env: dict[str, str]) -> fl
     return seconds
 
 
+def search(repo: Path, heads: list[str], rounds: int) -> list[tuple[float, float]]:
+    """(seconds restoring the kept base, seconds making it in every run) of the rejected
+    group's culprit search, per round; the first round is a warm-up, not returned."""
+    loaded = load_policy(POLICY)
+    base_sha = resolve(repo, BASE)
+    members = [BatchMember(ref=head, sha=resolve(repo, head)) for head in heads]
+    job = Job(
+        repository=str(repo),
+        base_ref=BASE,
+        head_ref=heads[0],
+        base_sha=base_sha,
+        head_sha=members[0].sha,
+        policy_source=loaded.source,
+    )
+    timings = []
+    with Batch(repo, job, members) as batch:
+        chain = batch.chain
+
+        def run(one: Job, where: Path, kept: KeptBase | None = None):
+            return pipeline(one, where, loaded, factory("local"), kept=kept)
+
+        for index in range(rounds + 1):
+            label = "warm-up" if index == 0 else f"run {index}/{rounds}"
+            with KeptBase() as kept:
+                whole = run(batch.job(), chain.repo, kept)
+                if not failed(whole):
+                    raise RunFailed(f"the group was not rejected: {whole.summary}")
+                started = time.monotonic()
+                restoring = find_culprit(chain, lambda j, r: run(j, r, kept), whole)
+                restored = time.monotonic() - started
+            started = time.monotonic()
+            making = find_culprit(chain, lambda j, r: run(j, r), whole)
+            made = time.monotonic() - started
+            for found in (restoring, making):
+                if isinstance(found, str) or found.head.ref != heads[2]:
+                    raise RunFailed(f"the search did not name {heads[2]}: {found}")
+            if [t["decision"] for t in restoring.tried] != [t["decision"] for t in making.tried]:
+                raise RunFailed(f"the searches differ: {restoring.tried} / {making.tried}")
+            runs = len(restoring.tried) - 1
+            print(
+                f"{label:<10} search of {runs} runs: kept base {restored:6.2f} s, "
+                f"made in each {made:6.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            if index > 0:
+                timings.append((restored, made))
+    return timings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="timed rounds after the warm-up")
+    parser.add_argument("--search", action="store_true", help="time a rejected group's search")
     options = parser.parse_args(argv)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     if len(env.get(SECRET_ENV, "")) < 32:
@@ -127,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     singles: list[list[float]] = []
     try:
         repo = scratch / "sessions-api"
+        if options.search:
+            os.environ.update({k: env[k] for k in (SECRET_ENV, "GATEKEEPER_PASS_ENV")})
+            timings = search(repo, build(repo, broken=2), options.runs)
+            report_search(timings, (load_before, os.getloadavg()))
+            return 0
         heads = build(repo)
         for index in range(options.runs + 1):
             label = "warm-up" if index == 0 else f"run {index}/{options.runs}"
@@ -149,6 +225,23 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     report(groups, singles, (load_before, os.getloadavg()))
     return 0
+
+
+def report_search(
+    timings: list[tuple[float, float]],
+    loads: tuple[tuple[float, float, float], tuple[float, float, float]],
+) -> None:
+    restored = summary([kept for kept, _ in timings])
+    made = summary([fresh for _, fresh in timings])
+    print(f"\nsessions-api search, {len(timings)} rounds  {'median':>8} {'max/p90':>12} {'min':>8}")
+    for name, (median, high, low, label) in (
+        ("restoring the kept base", restored),
+        ("making the base in each run", made),
+    ):
+        print(f"{name:<32} {median:7.2f}s {high:7.2f}s {label:>4} {low:7.2f}s")
+    print(f"{'ratio kept / made':<32} {restored[0] / made[0]:7.2f}x")
+    (before, *_), (after, *_) = loads
+    print(f"\n{os.cpu_count()} cores; 1-minute load average {before:.2f} before, {after:.2f} after")
 
 
 def report(

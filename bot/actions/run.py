@@ -55,6 +55,7 @@ from bot.actions.outputs import (
 )
 from bot.engine.batch import settle
 from bot.engine.job import Job
+from bot.engine.kept import KeptBase
 from bot.github import events, pulls
 from bot.gitrepo import GitError, resolve
 from bot.judging.verdict import EXIT_CODES, Decision, Verdict
@@ -107,7 +108,8 @@ class StepResult:
     outputs: dict[str, str] = field(default_factory=dict)
 
 
-Validator = Callable[[Job, Path, LoadedPolicy], Verdict]
+# (job, checkout, policy, a batch's kept base: bot/engine/kept.py) -> verdict
+Validator = Callable[[Job, Path, LoadedPolicy, KeptBase | None], Verdict]
 # (repository, policy) -> a bot.github.publish.Publisher: the policy asks for reviews, labels.
 PublisherFactory = Callable[[str, LoadedPolicy], Any]
 
@@ -204,12 +206,13 @@ def run_step(
                 publisher.start_check(job.head_sha)
             log(f"validating {job.head_ref} ({job.head_sha[:7]}) into {job.base_ref}")
             try:
-                verdict = validator(job, repo, loaded)
-                if chain is not None:
+                if chain is None:
+                    verdict = validator(job, repo, loaded, None)
+                else:
                     verdict = settle(
                         chain,
-                        lambda one, where: validator(one, where, loaded),
-                        verdict,
+                        job,
+                        lambda one, where, kept: validator(one, where, loaded, kept),
                         lambda: log(
                             "the merge group is rejected: looking for the pull request "
                             "that breaks it"

@@ -38,6 +38,7 @@ from bot.app.settings import Settings
 from bot.app.store import ACTIVE, Store
 from bot.engine.batch import settle
 from bot.engine.job import Job
+from bot.engine.kept import KeptBase
 from bot.engine.pipeline import Cancelled, validate
 from bot.github import events, pulls
 from bot.github.client import GitHubClient
@@ -404,7 +405,7 @@ class Service:
                     update={"policy_source": loaded.source}
                 )
 
-                def run(one: Job, where: Path) -> Verdict:
+                def run(one: Job, where: Path, kept: KeptBase | None = None) -> Verdict:
                     return validate(
                         one,
                         where,
@@ -413,13 +414,14 @@ class Service:
                         progress=stop,
                         cancelled=aborted,
                         secrets=[*self._secrets(), token],
+                        kept=kept,
                     )
 
                 if not target.merge_group:
                     return run(job, clone)
                 client = self.github.for_installation(target.installation_id)
                 chain = pulls.group_chain(clone, target, client, job)
-                return settle(chain, run, run(chain.base, clone), searching)
+                return settle(chain, chain.base, run, searching)
 
     def _secrets(self) -> list[str]:
         """The service's SecretStr settings: they may come from elsewhere than the

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.engine.job import Job
+from bot.engine.kept import KeptBase
 from bot.engine.pipeline import validate
 from bot.gitrepo import resolve
 from bot.judging.verdict import Verdict
@@ -85,15 +86,17 @@ def validate_target(
     console: Console,
     sandbox: str = "local",
     cases: Container[str] | None = None,
+    kept: KeptBase | None = None,
 ) -> Iterator[tuple[Any, Verdict]]:
     """Build `target`'s repository at `repo` and validate its cases (those named in `cases`,
     else all) one after the other: the one path from an example case to a verdict, for the
     demo and for the calibration bench. Each case is the builder's `example_repo.Case`
-    (examples/ is loaded by path, so it has no static type here)."""
+    (examples/ is loaded by path, so it has no static type here). `kept`: the cases share
+    the base the first one kept (bot/engine/kept.py), as a batch's runs do."""
     for case in load_builder(target.builder).build(repo):
         if cases is None or case.name in cases:
             with _policy(target, repo, case) as loaded:
-                yield case, _validate_case(case, repo, loaded, console, sandbox)
+                yield case, _validate_case(case, repo, loaded, console, sandbox, kept)
 
 
 def run(
@@ -148,7 +151,9 @@ def case_job(case, repo: Path, loaded) -> Job:
     )
 
 
-def _validate_case(case, repo: Path, loaded, console: Console, sandbox: str) -> Verdict:
+def _validate_case(
+    case, repo: Path, loaded, console: Console, sandbox: str, kept: KeptBase | None
+) -> Verdict:
     job = case_job(case, repo, loaded)
     with console.status(f"{case.name}: starting") as status:
         return validate(
@@ -157,6 +162,7 @@ def _validate_case(case, repo: Path, loaded, console: Console, sandbox: str) -> 
             loaded,
             factory(sandbox),
             progress=lambda stage: status.update(f"{case.name}: {stage}"),
+            kept=kept,
         )
 
 

@@ -27,6 +27,7 @@ from bot.app import history
 from bot.checking import load_suites
 from bot.cli import demo as demo_module
 from bot.engine.job import BatchMember, Job
+from bot.engine.kept import KeptBase
 from bot.engine.pipeline import validate as run_validation
 from bot.gitrepo import GitError, resolve
 from bot.judging.verdict import EXIT_CODES, Decision, Verdict
@@ -196,15 +197,14 @@ def _validate_batch(
     head that breaks it (bot.engine.batch), named first among the verdict's reasons."""
     from bot.engine.batch import Batch, settle
 
-    def validate(one: Job, where: Path) -> Verdict:
-        return run_job(one, where, loaded, sandbox=sandbox)
+    def validate(one: Job, where: Path, kept: KeptBase) -> Verdict:
+        return run_job(one, where, loaded, sandbox=sandbox, kept=kept)
 
     def searching() -> None:
         err.print("[yellow]the batch is rejected: looking for the head that breaks it[/]")
 
     with Batch(repo, job, heads) as batch:
-        whole = validate(batch.job(), batch.chain.repo)
-        return settle(batch.chain, validate, whole, searching)
+        return settle(batch.chain, batch.job(), validate, searching)
 
 
 def _validate_github_event(options: StepOptions, as_json: bool, sandbox: str | None) -> int:
@@ -212,14 +212,16 @@ def _validate_github_event(options: StepOptions, as_json: bool, sandbox: str | N
     from bot.actions.errors import ActionsError
     from bot.actions.run import run_step, take_token
 
-    def validator(job: Job, repo: Path, loaded: LoadedPolicy) -> Verdict:
+    def validator(
+        job: Job, repo: Path, loaded: LoadedPolicy, kept: KeptBase | None = None
+    ) -> Verdict:
         kind = kind_of(loaded, sandbox)
         if kind == "containers":
             try:
                 check_engine()
             except EngineUnavailable as exc:
                 raise ActionsError(str(exc)) from None
-        return run_job(job, repo, loaded, sandbox=kind)
+        return run_job(job, repo, loaded, sandbox=kind, kept=kept)
 
     if not options.event_name:
         fail("--github-event needs the event's name: GITHUB_EVENT_NAME or --github-event-name")
@@ -293,8 +295,15 @@ def require_engine() -> None:
         fail(str(exc))
 
 
-def run_job(job: Job, repo: Path, loaded: LoadedPolicy, sandbox: str | None = None) -> Verdict:
-    """Validate with the sandbox `sandbox` names (default: the policy's)."""
+def run_job(
+    job: Job,
+    repo: Path,
+    loaded: LoadedPolicy,
+    sandbox: str | None = None,
+    kept: KeptBase | None = None,
+) -> Verdict:
+    """Validate with the sandbox `sandbox` names (default: the policy's); `kept`: a batch's
+    kept base (bot/engine/kept.py)."""
     with err.status(f"validating {job.head_ref} into {job.base_ref}") as status:
         return run_validation(
             job,
@@ -302,6 +311,7 @@ def run_job(job: Job, repo: Path, loaded: LoadedPolicy, sandbox: str | None = No
             loaded,
             factory(sandbox),
             progress=lambda stage: status.update(f"{job.head_ref}: {stage}"),
+            kept=kept,
         )
 
 

@@ -17,7 +17,9 @@ head before it. Those commits are the batch's prefixes. When the whole is reject
 head alone to tell "fails alone" from "passes alone, fails after A". A head that conflicts
 with those before it is named at once: the pipeline reports the conflict (its merge stage)
 with the pair in its refs. Everything that runs a change's code goes through the caller's
-validator (the pipeline, with the caller's cancellation), never around it.
+validator (the pipeline, with the caller's cancellation), never around it. The batch's runs
+share one base: the first keeps it migrated, seeded and checked, and the search's runs restore
+it instead of making it again (bot/engine/kept.py).
 """
 
 from __future__ import annotations
@@ -28,11 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from bot.engine.job import BatchMember, Job
+from bot.engine.kept import KeptBase
 from bot.gitrepo import Scratch
 from bot.judging.verdict import Decision, Status, Verdict
 
-# (job, repository holding its commits) -> verdict: the pipeline, as the caller runs it.
-Validator = Callable[[Job, Path], Verdict]
+# (job, repository holding its commits, the batch's kept base) -> verdict: the pipeline, as
+# the caller runs it (`kept` goes to bot.engine.pipeline.validate).
+Validator = Callable[[Job, Path, KeptBase], Verdict]
+# The same, inside one batch: the search's runs, all with the batch's kept base.
+Search = Callable[[Job, Path], Verdict]
 
 
 @dataclass
@@ -125,8 +131,8 @@ class Culprit:
     """True when the head fails on its own too; False when it passes alone and fails only
     after the heads before it."""
     reason: str
-    tried: list[tuple[str, str]] = field(default_factory=list)
-    """(what was validated, its decision), in the order the search ran them."""
+    tried: list[dict[str, Any]] = field(default_factory=list)
+    """What each validation was (`_tried`), in the order the search ran them."""
 
 
 def failed(verdict: Verdict) -> bool:
@@ -135,7 +141,7 @@ def failed(verdict: Verdict) -> bool:
     return verdict.decision is Decision.reject
 
 
-def find_culprit(chain: Chain, validate: Validator, whole: Verdict) -> Culprit | str:
+def find_culprit(chain: Chain, validate: Search, whole: Verdict) -> Culprit | str:
     """The head whose addition makes the rejected batch fail; a string saying why the search
     could not tell (a prefix whose validation ended in error, prefixes not known) otherwise.
 
@@ -143,7 +149,7 @@ def find_culprit(chain: Chain, validate: Validator, whole: Verdict) -> Culprit |
     prefix is bisected for: about log2(n) validations, then one of the culprit alone (none
     when the culprit is the first head: its prefix is the head alone)."""
     heads = chain.heads
-    tried = [(" + ".join(h.label for h in heads), whole.decision.value)]
+    tried = [_tried(heads, whole)]
     if chain.conflict is not None:
         head = heads[chain.conflict]
         if chain.conflict == 0:
@@ -158,9 +164,10 @@ def find_culprit(chain: Chain, validate: Validator, whole: Verdict) -> Culprit |
     while failing - passing > 1:
         middle = (passing + failing) // 2
         verdict = validate(chain.prefix(middle), chain.repo)
-        tried.append((" + ".join(h.label for h in heads[:middle]), verdict.decision.value))
+        tried.append(_tried(heads[:middle], verdict))
         if verdict.decision is Decision.error:
-            return f"the culprit search stopped: {tried[-1][0]} ended in error: {verdict.summary}"
+            what = tried[-1]["heads"]
+            return f"the culprit search stopped: {what} ended in error: {verdict.summary}"
         if failed(verdict):
             failing, verdicts[middle] = middle, verdict
         else:
@@ -169,7 +176,7 @@ def find_culprit(chain: Chain, validate: Validator, whole: Verdict) -> Culprit |
     if failing == 1:
         return Culprit(culprit, True, f"{culprit.label} fails alone: {breaking.summary}", tried)
     alone = validate(chain.alone(culprit), chain.repo)
-    tried.append((culprit.label, alone.decision.value))
+    tried.append(_tried([culprit], alone))
     if failed(alone):
         return Culprit(culprit, True, f"{culprit.label} fails alone: {alone.summary}", tried)
     if alone.decision is Decision.error:
@@ -179,6 +186,18 @@ def find_culprit(chain: Chain, validate: Validator, whole: Verdict) -> Culprit |
     broke = f"breaks {guard}'s guard" if guard else "fails"
     reason = f"{culprit.label} passes alone, {broke} after {after}: {breaking.summary}"
     return Culprit(culprit, False, reason, tried)
+
+
+def _tried(heads: list[BatchMember], verdict: Verdict) -> dict[str, Any]:
+    """One validation of the search: which heads, its decision and seconds, and whether its
+    base was restored from the batch's kept one or made (bot/engine/kept.py)."""
+    kept = verdict.evidence.get("base_kept") or {}
+    return {
+        "heads": " + ".join(h.label for h in heads),
+        "decision": verdict.decision.value,
+        "seconds": verdict.seconds,
+        "base": "restored" if kept.get("restored") else "made",
+    }
 
 
 def _broken_guard(verdict: Verdict) -> str | None:
@@ -203,7 +222,7 @@ def with_culprit(verdict: Verdict, found: Culprit | str) -> Verdict:
             "fails_alone": found.alone,
             "reason": found.reason,
             "note": note,
-            "tried": [{"heads": what, "decision": d} for what, d in found.tried],
+            "tried": found.tried,
         }
     return verdict.model_copy(
         update={
@@ -213,16 +232,18 @@ def with_culprit(verdict: Verdict, found: Culprit | str) -> Verdict:
     )
 
 
-def settle(
-    chain: Chain, validate: Validator, whole: Verdict, searching: Callable[[], None]
-) -> Verdict:
-    """The batch's verdict as every edge reports it: a rejected one names its culprit (the
-    search's validations go through `validate`, so the caller's cancellation stops them).
-    `searching` is told first: the search can take log2(n) + 1 more validations."""
-    if not failed(whole):
-        return whole
-    searching()
-    return with_culprit(whole, find_culprit(chain, validate, whole))
+def settle(chain: Chain, whole: Job, validate: Validator, searching: Callable[[], None]) -> Verdict:
+    """The batch's verdict as every edge reports it: `whole` (the Job of the whole batch)
+    validated and, when rejected, its culprit named (the search's validations go through
+    `validate`, so the caller's cancellation stops them). `searching` is told first: the
+    search can take log2(n) + 1 more validations, each restoring the base the first kept."""
+    with KeptBase() as kept:
+        verdict = validate(whole, chain.repo, kept)
+        if not failed(verdict):
+            return verdict
+        searching()
+        found = find_culprit(chain, lambda job, repo: validate(job, repo, kept), verdict)
+        return with_culprit(verdict, found)
 
 
 def named_culprit(verdict: Verdict) -> tuple[int, str] | None:

@@ -26,6 +26,7 @@ from psycopg.sql import SQL, Identifier
 from bot.checking import RunContext, StepResult, SuiteResult, load_suites, run_suite
 from bot.checking.auth import Credentials
 from bot.engine.job import Job
+from bot.engine.kept import BaseRecord, KeptBase
 from bot.gitrepo import Scratch
 from bot.judging import rollback
 from bot.judging.decision import decide, is_required, root_cause
@@ -33,7 +34,7 @@ from bot.judging.lint import LintOptions, lint_sql
 from bot.judging.lint.model import table_key
 from bot.judging.risk import Measured, Observed, assess, predict_seconds
 from bot.judging.verdict import Criterion, Decision, Finding, Risk, Stage, Status, Verdict
-from bot.migrating import replay
+from bot.migrating import dump, replay
 from bot.migrating.migrations import MigrationFailed, Migrator, TwoHeads
 from bot.observing import ddl, schema, sqllog
 from bot.observing.locks import LockMonitor, ObservedLock, lock_strength
@@ -87,6 +88,7 @@ def validate(
     environ: Mapping[str, str] | None = None,
     cancelled: Callable[[], bool] = lambda: False,
     secrets: Iterable[str] = (),
+    kept: KeptBase | None = None,
 ) -> Verdict:
     """Validate `job` in `repo` under `loaded`. Raises only KeyboardInterrupt and the
     `Cancelled` its own `progress` callback raised: every failure is a verdict.
@@ -98,9 +100,13 @@ def validate(
     `cancelled` is polled while a stage runs: once it says so (a newer commit, the watchdog,
     a worker shutting down), or once `timeouts.run` is over, the stage is pre-empted — the
     change's processes killed, its database sessions ended — and the run raises `Cancelled`
-    or ends in `error`, however far the stage had got."""
+    or ends in `error`, however far the stage had got.
+
+    `kept` (the runs of one batch share one): the first run keeps its migrated base there,
+    and a later run of the same base restores it instead of building, migrating, seeding and
+    checking the base again (bot/engine/kept.py)."""
     environ = os.environ if environ is None else environ
-    run = _Run(job, repo, loaded, sandbox_factory, progress, environ, cancelled)
+    run = _Run(job, repo, loaded, sandbox_factory, progress, environ, cancelled, kept)
     return masking.from_environment(environ, secrets).model(run.execute())
 
 
@@ -114,8 +120,12 @@ class _Run:
         progress: Progress,
         environ: Mapping[str, str],
         cancelled: Callable[[], bool],
+        kept: KeptBase | None = None,
     ):
         self.job, self.repo, self.loaded = job, repo, loaded
+        self.kept = kept
+        # The base a run of the same batch kept, restored instead of made again.
+        self.restoring = kept.for_base(job.base_sha) if kept is not None else None
         self.cancelled = cancelled
         self.sandbox: Sandbox | None = None
         self.preempted: str | None = None  # "cancelled" or "deadline", once the watch acted
@@ -335,36 +345,12 @@ class _Run:
             spec = self._api_spec(env, confine)
             migrator = Migrator(policy, sandbox, spec, self.child_env, self.deadline, confine)
 
-            with self.stage("base schema"):
-                base_log_mark = sandbox.log_mark("database")
-                try:
-                    migrator.establish_base(base_dir)
-                except (MigrationFailed, ApiStartError) as exc:
-                    self._raise_missing_extension(exc)
-                    raise Infrastructure(
-                        f"the base branch's migrations do not apply: {exc}; "
-                        "no baseline to compare against",
-                        getattr(exc, "log_tail", ""),
-                    ) from None
-                base_log = sandbox.logs("database", base_log_mark)
-
-            if policy.seed.commands or policy.seed.sql:
-                with self.stage("seed"):
-                    try:
-                        migrator.seed(base_dir)
-                    except MigrationFailed as exc:
-                        raise Infrastructure(
-                            f"the seed failed on the base branch: {exc}; no baseline to "
-                            "compare against",
-                            exc.log_tail,
-                        ) from None
-
-            with self.stage("base checks"):
-                self._baseline(sandbox, migrator, base_dir, suites, headers)
-                sandbox.stop_api()
-                base_mark = ddl.mark(conn)
-                before = schema.snapshot(conn)
-                stats_before = schema.table_stats(conn)
+            base_log = self._restore_base(sandbox, migrator, base_dir)
+            if base_log is None:
+                base_log = self._base(sandbox, migrator, base_dir, suites, headers)
+            base_mark = ddl.mark(conn)
+            before = schema.snapshot(conn)
+            stats_before = schema.table_stats(conn)
 
             replay_db = self._replay_database(sandbox, migrator)
             if replay_db:
@@ -450,6 +436,106 @@ class _Run:
                 "api": tail(sandbox.logs("api")),
                 "database": tail(sandbox.logs("database"), 30),
             }
+
+    def _base(self, sandbox, migrator: Migrator, base_dir: Path, suites, headers) -> str:
+        """The base migrated, seeded and checked; its database's statement log meanwhile.
+        Kept for the batch's later runs when the caller keeps one (`kept`)."""
+        started = time.monotonic()
+        with self.stage("base schema"):
+            base_log_mark = sandbox.log_mark("database")
+            try:
+                migrator.establish_base(base_dir)
+            except (MigrationFailed, ApiStartError) as exc:
+                self._base_failed(exc)
+            base_log = sandbox.logs("database", base_log_mark)
+
+        if self.policy.seed.commands or self.policy.seed.sql:
+            with self.stage("seed"):
+                try:
+                    migrator.seed(base_dir)
+                except MigrationFailed as exc:
+                    raise Infrastructure(
+                        f"the seed failed on the base branch: {exc}; no baseline to "
+                        "compare against",
+                        exc.log_tail,
+                    ) from None
+
+        with self.stage("base checks"):
+            self._baseline(sandbox, migrator, base_dir, suites, headers)
+            sandbox.stop_api()
+        path = self.kept.dump_path() if self.kept is not None else None
+        if path is not None:
+            with self.stage("keep base"):
+                self._keep_base(sandbox, path, base_log, time.monotonic() - started)
+        return base_log
+
+    def _keep_base(self, sandbox: Sandbox, path: Path, base_log: str, seconds: float) -> None:
+        """Dumps the base for the batch's later runs, before any of the change's code has run
+        here; a base that cannot be dumped is not kept (each later run makes its own)."""
+        assert self.kept is not None
+        builds = [b for b in self.evidence.get("build", []) if b.get("label") == "base"]
+        seconds += sum(b["seconds"] for b in builds)
+        try:
+            dump.dump(self.policy.database.binaries, sandbox.database_url, path)
+        except SandboxError as exc:
+            self.evidence["base_kept"] = {
+                "restored": False,
+                "note": f"The base was not kept for the next runs: {_said(exc)}",
+            }
+            return
+        self.kept.record = BaseRecord(
+            base_sha=self.job.base_sha,
+            dump=path,
+            base_log=base_log,
+            baseline=dict(self.baseline),
+            evidence={k: self.evidence[k] for k in ("baseline_error",) if k in self.evidence},
+            made_by=self.job.head_ref,
+            seconds=round(seconds, 2),
+        )
+
+    def _restore_base(self, sandbox: Sandbox, migrator: Migrator, base_dir: Path) -> str | None:
+        """The base an earlier run of the batch kept, restored into this run's database; its
+        statement log. None when there is none, or it did not restore: the base is then
+        built and made here like any run's (the restore is one transaction: nothing of it
+        stays)."""
+        record = self.restoring
+        if record is None or self.kept is None:
+            return None
+        try:
+            with self.stage("restore base"):
+                dump.restore(
+                    self.policy.database.binaries, sandbox.database_url, record.dump, APP_ROLE
+                )
+        except SandboxError as exc:
+            self.evidence["base_kept"] = {
+                "restored": False,
+                "note": f"The kept base did not restore ({_said(exc)}): the base was built and "
+                "migrated again",
+            }
+            self.restoring = self.kept.record = None  # this run keeps a new one
+            with self.stage("build base"):
+                self._base_built(self._build(base_dir, "base", BuildCache(self.policy.build)))
+            return None
+        try:
+            migrator.read_base(base_dir)
+        except MigrationFailed as exc:
+            self._base_failed(exc)
+        self.baseline = dict(record.baseline)
+        self.evidence.update(record.evidence)
+        self.evidence["base_kept"] = {
+            "restored": True,
+            "from": record.made_by,
+            "note": f"The base was restored from the run of {record.made_by}, which built, "
+            f"migrated, seeded and checked it ({record.seconds:.1f} s)",
+        }
+        return record.base_log
+
+    def _base_failed(self, exc: MigrationFailed | ApiStartError) -> NoReturn:
+        self._raise_missing_extension(exc)
+        raise Infrastructure(
+            f"the base branch's migrations do not apply: {exc}; no baseline to compare against",
+            getattr(exc, "log_tail", ""),
+        ) from None
 
     def _prepare_database(self, sandbox: Sandbox, conn: psycopg.Connection) -> None:
         timeouts = self.policy.timeouts
@@ -1162,14 +1248,17 @@ class _Run:
         failing is the change's (a reject), the base's an error (no baseline).
 
         The two are independent: they build side by side, unless they would build the same
-        cached thing, when the base builds it and the merge result reuses it."""
+        cached thing, when the base builds it and the merge result reuses it. A base kept by
+        an earlier run of the batch is not built: only what it became is needed."""
         cache = BuildCache(self.policy.build)
 
         def build(workdir: Path, label: str) -> list[dict[str, Any]]:
             with self.stage(f"build {label}", within="build"):
                 return self._build(workdir, label, cache)
 
-        if cache.enabled and cache.key(base_dir) == cache.key(head_dir):
+        if self.restoring is not None:
+            base_builds, builds = [], build(head_dir, "merge")
+        elif cache.enabled and cache.key(base_dir) == cache.key(head_dir):
             base_builds = build(base_dir, "base")
             builds = build(head_dir, "merge") if _built(base_builds) else []
         else:
@@ -1177,14 +1266,8 @@ class _Run:
                 head = pool.submit(build, head_dir, "merge")
                 base_builds = build(base_dir, "base")
                 builds = head.result()
-        self.evidence["build"] = [*builds, *base_builds]
-        broken = next((b for b in base_builds if b["exit"] != 0), None)
-        if broken:
-            raise Infrastructure(
-                f"the base branch does not build (`{broken['command']}` exited "
-                f"{broken['exit']}): no baseline to compare against",
-                broken["tail"],
-            )
+        self.evidence["build"] = [*builds]
+        self._base_built(base_builds)
         ok = _built(builds)
         failed = next((b for b in builds if b["exit"] != 0), None)
         self.criterion(
@@ -1204,6 +1287,17 @@ class _Run:
         if not ok:
             self._skip_all(suites, "not run: the build failed")
             raise Aborted
+
+    def _base_built(self, base_builds: list[dict[str, Any]]) -> None:
+        """Records the base's builds; one that failed leaves no baseline: an error."""
+        self.evidence["build"] += base_builds
+        broken = next((b for b in base_builds if b["exit"] != 0), None)
+        if broken:
+            raise Infrastructure(
+                f"the base branch does not build (`{broken['command']}` exited "
+                f"{broken['exit']}): no baseline to compare against",
+                broken["tail"],
+            )
 
     def _build(self, workdir: Path, label: str, cache: BuildCache) -> list[dict[str, Any]]:
         """`build.commands` in `workdir`, or a cached build whose key files match
@@ -1402,6 +1496,12 @@ def _terminate_sessions(sandbox: Sandbox) -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
             (APP_ROLE,),
         )
+
+
+def _said(exc: SandboxError) -> str:
+    """A failed helper's error with the last line it printed (where its reason is)."""
+    lines = exc.log_tail.strip().splitlines()
+    return f"{exc}: {lines[-1]}" if lines else str(exc)
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

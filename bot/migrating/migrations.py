@@ -75,18 +75,27 @@ class Migrator:
 
     # -- the three phases --------------------------------------------------------------------
 
+    def read_base(self, base_dir: Path) -> None:
+        """What the change's migrations are told apart from (the base's SQL files, its
+        revision graph), without applying anything: a restored base (bot/engine/kept.py)
+        needs it as much as one migrated here."""
+        self.base_dir = base_dir
+        if self.mode == "directory":
+            self.base_files = self._sql_files(base_dir)
+        elif self.mode == "alembic":
+            with _as_migration():
+                self.base_graph = self.alembic.graph(base_dir)
+
     def establish_base(self, base_dir: Path) -> None:
         """Create the base schema. In startup mode the base API is left running."""
-        self.base_dir = base_dir
+        self.read_base(base_dir)
         if self.mode == "startup":
             self.start_api(base_dir, "base")
         elif self.mode == "directory":
-            self.base_files = self._sql_files(base_dir)
             for name, sql in self.base_files.items():
                 self._run_sql(name, sql)
         elif self.mode == "alembic":
             with _as_migration():
-                self.base_graph = self.alembic.graph(base_dir)
                 self.alembic.upgrade(base_dir, "heads", "base")
         else:
             self._run_command(base_dir, "base")

@@ -144,7 +144,7 @@ def new_cluster(installation: Installation, datadir: Path) -> None:
     datadir.mkdir(mode=0o700)
     installation.give(datadir)
     command = ["cp", "-R", f"{template}/.", str(datadir)]
-    _run(command, "copying the template cluster", **installation.popen_kwargs())
+    run_helper(command, "copying the template cluster", **installation.popen_kwargs())
 
 
 def server_command(
@@ -188,6 +188,15 @@ def write_authentication(directory: Path, *, app_role: bool) -> dict[str, str]:
         path.chmod(0o644)  # read by the service account that runs PostgreSQL
         settings[setting] = str(path)
     return settings
+
+
+def tool(binaries: str, name: str) -> Path:
+    """A client program (pg_dump, pg_restore) of the installation `binaries` names: the same
+    version as the server the gate starts, so it reads and writes that server's dumps."""
+    path = _find_bindir(binaries) / name
+    if not os.access(path, os.X_OK):
+        raise DatabaseStartError(f"no {name} in {path.parent}")
+    return path
 
 
 def _find_bindir(binaries: str) -> Path:
@@ -236,7 +245,7 @@ def _system_bindir() -> Path:
 
 
 def _version(bindir: Path) -> str:
-    output = _run([str(bindir / "postgres"), "--version"], "postgres --version")
+    output = run_helper([str(bindir / "postgres"), "--version"], "postgres --version")
     match = re.search(r"\(PostgreSQL\)\s+(\S+)", output)
     if match is None:
         raise DatabaseStartError(f"{bindir / 'postgres'} is not a PostgreSQL server", output)
@@ -344,7 +353,7 @@ def _template(installation: Installation) -> Path:
             installation.give(staging)  # initdb runs as the service account
             command = [str(installation.bindir / "initdb"), "-D", str(staging), *_INITDB_OPTIONS]
             env = {**environment.server(), **_INITDB_ENV}
-            _run(command, "initdb", env=env, **installation.popen_kwargs())
+            run_helper(command, "initdb", env=env, **installation.popen_kwargs())
             _seal(staging)
     return template
 
@@ -367,7 +376,7 @@ def _building(target: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _run(command: list[str], what: str, **kwargs: Any) -> str:
+def run_helper(command: list[str], what: str, **kwargs: Any) -> str:
     """Run a short helper command; any failure is a DatabaseStartError carrying its output."""
     try:
         result = subprocess.run(

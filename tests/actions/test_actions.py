@@ -610,9 +610,9 @@ def test_a_merge_group_is_validated_reported_on_its_head_and_names_its_culprit(
     assert "merged in this order: #7 **builder/broken**" in step.summary
     named = "culprit: #7 builder/broken fails alone: "
     assert verdict["reasons"][0].startswith(named)
-    assert [t["heads"] for t in verdict["evidence"]["batch"]["tried"]] == [
-        "#7 builder/broken + #8 builder/add-name",
-        "#7 builder/broken",
+    assert [(t["heads"], t["base"]) for t in verdict["evidence"]["batch"]["tried"]] == [
+        ("#7 builder/broken + #8 builder/add-name", "made"),
+        ("#7 builder/broken", "restored"),
     ]
     (check,) = fake.check_runs(REPO)
     assert check.data["head_sha"] == head and check.data["conclusion"] == "failure"

@@ -313,11 +313,12 @@ def test_a_group_that_breaks_a_guard_names_and_tells_the_pull_request(fake_githu
         8,
         False,
     )
-    assert [(t["heads"], t["decision"]) for t in found["tried"]] == [
-        ("#7 builder/label-index + #8 builder/label-lookup + #9 builder/sku", "reject"),
-        ("#7 builder/label-index", "approve"),
-        ("#7 builder/label-index + #8 builder/label-lookup", "reject"),
-        ("#8 builder/label-lookup", "approve"),
+    # The group's run made the base; the search's three runs restored it.
+    assert [(t["heads"], t["decision"], t["base"]) for t in found["tried"]] == [
+        ("#7 builder/label-index + #8 builder/label-lookup + #9 builder/sku", "reject", "made"),
+        ("#7 builder/label-index", "approve", "restored"),
+        ("#7 builder/label-index + #8 builder/label-lookup", "reject", "restored"),
+        ("#8 builder/label-lookup", "approve", "restored"),
     ]
     assert [s["state"] for s in fake.statuses(REPO, head)] == ["pending", "failure"]
     (check,) = fake.check_runs(REPO)

@@ -6,6 +6,7 @@ on a real repository, with the pipeline and PostgreSQL underneath.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,14 +57,17 @@ def test_a_head_that_breaks_the_batch_is_named(tmp_path):
     )
     found = verdict["evidence"]["batch"]
     assert found["culprit"] == "builder/code-integer" and found["fails_alone"] is False
-    assert found["tried"] == [
-        {"heads": "builder/code-text + builder/code-integer", "decision": "reject"},
-        {"heads": "builder/code-text", "decision": "approve"},
-        {"heads": "builder/code-integer", "decision": "approve"},
+    # The batch's run made the base and kept it; the search's runs restored it.
+    assert [(t["heads"], t["decision"], t["base"]) for t in found["tried"]] == [
+        ("builder/code-text + builder/code-integer", "reject", "made"),
+        ("builder/code-text", "approve", "restored"),
+        ("builder/code-integer", "approve", "restored"),
     ]
-    assert (
-        "culprit: builder/code-integer passes alone" in (tmp_path / "out" / "report.md").read_text()
-    )
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "culprit: builder/code-integer passes alone" in report
+    # The report shows the search: what each run validated, its decision and its base.
+    assert "**Culprit search**" in report
+    assert re.search(r"\| builder/code-text \| approve \| [0-9.]+ \| restored \|", report)
 
 
 def test_a_head_that_fails_alone_is_named_as_such(tmp_path):
