@@ -18,17 +18,31 @@ import os
 import re
 from pathlib import Path
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bot.observing import ddl
-from bot.sandbox.postgres import run_helper, tool
+from bot.sandbox.base import DatabaseStartError
+from bot.sandbox.postgres import major, run_helper, tool
 
 # Entries of `pg_restore --list` the change's role may not make; the new run's gate made its own.
 _GATES = re.compile(r"^\d+; \d+ \d+ (?:EVENT TRIGGER|COMMENT - EXTENSION) ")
 
 
 def dump(binaries: str, url: str, path: Path) -> None:
-    """The database at `url` (the gate's connection) into `path`, in pg_dump's custom format."""
+    """The database at `url` (the gate's connection) into `path`, in pg_dump's custom format.
+    Refused (DatabaseStartError) when `binaries` are not of the server's major version: the
+    dump could not be restored into a server like it."""
+    with psycopg.connect(url) as conn:
+        server = conn.info.server_version // 10000
+    if major(binaries) != server:
+        # pg_restore writes what its own version's server accepts: 18's sets
+        # transaction_timeout, which 15 refuses.
+        raise DatabaseStartError(
+            f"the gate's pg_restore ({binaries}: PostgreSQL {major(binaries)}) cannot restore "
+            f"into the sandbox's PostgreSQL {server}: set database.binaries to a PostgreSQL "
+            f"{server} bin directory to reuse the base"
+        )
     program = str(tool(binaries, "pg_dump"))
     options = ["--format=custom", f"--exclude-schema={ddl.SCHEMA}", "--file", str(path)]
     _run([program, *options], "pg_dump", url)

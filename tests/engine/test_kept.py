@@ -19,8 +19,10 @@ from bot.gitrepo import resolve
 from bot.policy import load_policy
 from bot.sandbox.select import factory
 from tests.helpers import ITEMS_POLICY, commit, git, items_repo, load_calibration
+from tests.sandbox.test_containers import needs_engine
 
 calibration = load_calibration()
+ADD_NAME = "ALTER TABLE items ADD COLUMN IF NOT EXISTS name text;"
 QUIET = Console(quiet=True)
 
 
@@ -90,7 +92,7 @@ def test_a_dump_that_does_not_restore_is_made_again(tmp_path: Path):
     _branch(
         repo,
         "builder/name",
-        {"migrations/002_name.sql": "ALTER TABLE items ADD COLUMN IF NOT EXISTS name text;"},
+        {"migrations/002_name.sql": ADD_NAME},
     )
     _branch(repo, "builder/drop", {"migrations/002_drop.sql": "DROP TABLE IF EXISTS items;"})
     loaded = load_policy(repo / ".github" / "gatekeeper.yml")
@@ -111,3 +113,22 @@ def test_a_dump_that_does_not_restore_is_made_again(tmp_path: Path):
         directory = kept.directory
         assert directory is not None and directory.stat().st_mode & 0o777 == 0o700
     assert not directory.exists()
+
+
+@needs_engine
+def test_a_base_whose_server_the_gates_tools_do_not_match_is_not_kept(tmp_path: Path):
+    """The containers sandbox's PostgreSQL 15 against the embedded 18's pg_restore: the dump
+    could not be restored there, so none is made; each run makes its base, and says why."""
+    repo = items_repo(tmp_path, ITEMS_POLICY)
+    _branch(repo, "builder/name", {"migrations/002_name.sql": ADD_NAME})
+    loaded = load_policy(repo / ".github" / "gatekeeper.yml")
+    with KeptBase() as kept:
+        for _ in range(2):
+            verdict = validate(
+                _job(repo, "builder/name"), repo, loaded, factory("containers"), kept=kept
+            )
+            assert verdict.decision.value == "approve", verdict.summary
+            note = verdict.evidence["base_kept"]
+            assert note["restored"] is False and "cannot restore into" in note["note"]
+            assert "PostgreSQL 15" in note["note"] and "database.binaries" in note["note"]
+        assert kept.record is None
