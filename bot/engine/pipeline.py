@@ -1264,8 +1264,13 @@ class _Run:
         else:
             with ThreadPoolExecutor(2, thread_name_prefix="gatekeeper-build") as pool:
                 head = pool.submit(build, head_dir, "merge")
-                base_builds = build(base_dir, "base")
-                builds = head.result()
+                try:
+                    base_builds = build(base_dir, "base")
+                    builds = head.result()
+                except BaseException:
+                    # Ctrl-C lands here: the pool must not wait out the other build.
+                    self.confinement.kill_all()
+                    raise
         self.evidence["build"] = [*builds]
         self._base_built(base_builds)
         ok = _built(builds)
