@@ -34,7 +34,7 @@ from bot.judging.lint import LintOptions, lint_sql
 from bot.judging.lint.model import table_key
 from bot.judging.risk import Measured, Observed, assess, predict_seconds
 from bot.judging.verdict import Criterion, Decision, Finding, Risk, Stage, Status, Verdict
-from bot.migrating import dump, replay
+from bot.migrating import replay
 from bot.migrating.migrations import MigrationFailed, Migrator, TwoHeads
 from bot.observing import ddl, schema, sqllog
 from bot.observing.locks import LockMonitor, ObservedLock, lock_strength
@@ -476,7 +476,7 @@ class _Run:
         builds = [b for b in self.evidence.get("build", []) if b.get("label") == "base"]
         seconds += sum(b["seconds"] for b in builds)
         try:
-            dump.dump(self.policy.database.binaries, sandbox.database_url, path)
+            sandbox.dump_database(path, ddl.SCHEMA)
         except SandboxError as exc:
             self.evidence["base_kept"] = {
                 "restored": False,
@@ -503,9 +503,7 @@ class _Run:
             return None
         try:
             with self.stage("restore base"):
-                dump.restore(
-                    self.policy.database.binaries, sandbox.database_url, record.dump, APP_ROLE
-                )
+                sandbox.restore_database(record.dump, APP_ROLE)
         except SandboxError as exc:
             self.evidence["base_kept"] = {
                 "restored": False,

@@ -159,6 +159,16 @@ class Sandbox(ABC):
         cursor = self._connection.execute(sql, params)
         return cursor.fetchall() if cursor.description is not None else []
 
+    @abstractmethod
+    def dump_database(self, path: Path, exclude_schema: str) -> None:
+        """The application's database into `path`, as the superuser, without the schema
+        `exclude_schema` (bot/sandbox/dump.py). Raises SandboxError."""
+
+    @abstractmethod
+    def restore_database(self, path: Path, role: str) -> None:
+        """A dump of `dump_database` into the application's (empty) database, as `role`, in
+        one transaction. Raises SandboxError, leaving the database as it was."""
+
     def available_extensions(self) -> set[str]:
         """What CREATE EXTENSION can install here (the embedded wheel lacks uuid-ossp and
         pgcrypto); the pipeline checks the policy's list against it."""

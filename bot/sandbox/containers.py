@@ -36,17 +36,19 @@ from __future__ import annotations
 
 import atexit
 import calendar
+import io
 import logging
 import os
 import re
 import secrets
 import socket
+import tarfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
 import docker
@@ -66,7 +68,7 @@ from bot.policy.model import (
     ContainerService,
     duration_seconds,
 )
-from bot.sandbox import environment, images, netns
+from bot.sandbox import dump, environment, images, netns
 from bot.sandbox.base import (
     ApiSpec,
     ApiStartError,
@@ -95,6 +97,9 @@ _DB_PORT = 5432
 _API_STOP_TIMEOUT = 5
 _PORT_ATTEMPTS = 4
 _POLL = 0.05
+# Where PostgreSQL images (the official one, prepare.sh's) keep the server's socket; local
+# connections there are trusted, so the gate's programs in the container need no password.
+_SOCKET_DIR = "/var/run/postgresql"
 # Container logs travel from the container's pipe through the engine before the API can
 # return them (a millisecond or two; reads after 5 ms still missed lines here, after 10 ms none
 # did): a read waits this long before it asks, so that it holds whatever came before it.
@@ -581,6 +586,84 @@ class ContainersSandbox(Sandbox):
     # --- SQL --------------------------------------------------------------------------------
 
     # --- logs -------------------------------------------------------------------------------
+
+    # --- the database copied to another run (bot/sandbox/dump.py) -----------------------------
+
+    def dump_database(self, path: Path, exclude_schema: str) -> None:
+        """With the database container's own pg_dump (the server's version), through its
+        socket: no password on any command line, the dump streamed out to `path`."""
+        with open(path, "wb") as out:
+            self._exec_database(["pg_dump", *dump.dump_options(exclude_schema)], out)
+
+    def restore_database(self, path: Path, role: str) -> None:
+        """With the database container's own pg_restore: the dump and its chosen entries are
+        copied into the container's /tmp, restored, and removed."""
+        inside = f"/tmp/gatekeeper-{self.run_id}.dump"
+        self._put(inside, path.read_bytes())
+        try:
+            listing = self._exec_database(["pg_restore", "--list", inside], dbname=False)
+            self._put(f"{inside}.list", dump.chosen(listing).encode())
+            self._exec_database(
+                ["pg_restore", *dump.restore_options(f"{inside}.list", role), inside]
+            )
+        finally:
+            with suppress(SandboxError):
+                self._exec_database(["rm", "-f", inside, f"{inside}.list"], dbname=False)
+
+    def _exec_database(
+        self, command: list[str], out: BinaryIO | None = None, *, dbname: bool = True
+    ) -> str:
+        """`command` in the database container, as its superuser through the local socket
+        (the image's `trust` for local connections); its output into `out`, else returned.
+        A non-zero exit is a SandboxError with the end of its errors."""
+        if self._database is None:
+            raise SandboxError("the sandbox is not running")
+        if dbname:
+            command = [
+                *command,
+                "--host",
+                _SOCKET_DIR,
+                "--username",
+                SUPERUSER,
+                "--dbname",
+                self.database,
+            ]
+        api = self._require_client().api
+        container = self._database.get_wrapped_container().id
+        try:
+            exec_id = api.exec_create(container, command, stdout=True, stderr=True)["Id"]
+            output, errors = bytearray(), bytearray()
+            for chunk, error in api.exec_start(exec_id, stream=True, demux=True):
+                if chunk and out is not None:
+                    out.write(chunk)
+                elif chunk:
+                    output.extend(chunk)
+                if error:
+                    errors.extend(error)
+            code = api.exec_inspect(exec_id)["ExitCode"]
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"{command[0]} in the database container: {exc}") from None
+        if code != 0:
+            raise SandboxError(
+                f"{command[0]} failed with code {code}",
+                last_lines(errors.decode(errors="replace"), 5),
+            )
+        return output.decode(errors="replace")
+
+    def _put(self, inside: str, data: bytes) -> None:
+        """`data` as the file `inside` of the database container, readable by whichever
+        account the image runs its programs as (only the server and the gate run there)."""
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            member = tarfile.TarInfo(os.path.basename(inside))
+            member.size, member.mode = len(data), 0o644
+            tar.addfile(member, io.BytesIO(data))
+        assert self._database is not None
+        wrapped = self._database.get_wrapped_container()
+        try:
+            wrapped.put_archive(os.path.dirname(inside), archive.getvalue())
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"copying into the database container: {exc}") from None
 
     def log_mark(self, source: LogSource) -> int:
         return self._logs[source].mark()

@@ -40,7 +40,7 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from bot.policy.loader import LoadedPolicy
-from bot.sandbox import environment, loopback, netns, postgres
+from bot.sandbox import dump, environment, loopback, netns, postgres
 from bot.sandbox.base import (
     ApiSpec,
     ApiStartError,
@@ -128,6 +128,7 @@ class LocalSandbox(Sandbox):
         self._socket_dir: Path | None = None
         self._port: int | None = None
         self._relay: netns.Relay | None = None
+        self._bindir: Path | None = None  # the running server's programs
 
     @property
     def tmpdir(self) -> Path | None:
@@ -163,6 +164,7 @@ class LocalSandbox(Sandbox):
             self._log_path(source).touch(mode=0o600)
             self._log_path(source).chmod(0o600)
         installation = postgres.prepare(self.binaries)
+        self._bindir = installation.bindir
         self._tmpdir.chmod(0o711)  # the service account must reach its data and socket dirs
         datadir, socket_dir = self.datadir or self._tmpdir / "data", self._tmpdir / "socket"
         if self.datadir is not None:
@@ -383,6 +385,17 @@ class LocalSandbox(Sandbox):
         return returncode
 
     # --- logs -----------------------------------------------------------------------------
+
+    def dump_database(self, path: Path, exclude_schema: str) -> None:
+        dump.dump_with(self._require_bindir(), self.database_url, path, exclude_schema)
+
+    def restore_database(self, path: Path, role: str) -> None:
+        dump.restore_with(self._require_bindir(), self.database_url, path, role)
+
+    def _require_bindir(self) -> Path:
+        if self._bindir is None:
+            raise SandboxError("the sandbox is not running")
+        return self._bindir
 
     def _log_path(self, source: LogSource) -> Path:
         return self._require_started() / f"{source}.log"

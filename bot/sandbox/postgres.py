@@ -190,19 +190,6 @@ def write_authentication(directory: Path, *, app_role: bool) -> dict[str, str]:
     return settings
 
 
-def tool(binaries: str, name: str) -> Path:
-    """A client program (pg_dump, pg_restore) of the installation `binaries` names."""
-    path = _find_bindir(binaries) / name
-    if not os.access(path, os.X_OK):
-        raise DatabaseStartError(f"no {name} in {path.parent}")
-    return path
-
-
-def major(binaries: str) -> int:
-    """The major version of the installation `binaries` names (18 for 18.6)."""
-    return int(_version(_find_bindir(binaries)).split(".")[0])
-
-
 def _find_bindir(binaries: str) -> Path:
     if binaries == "embedded":
         bindir = _embedded_bindir()
