@@ -7,9 +7,9 @@ became (a dump of its database once migrated, seeded and checked, its statement 
 baseline results); the later runs restore the dump instead of building, migrating, seeding and
 checking the base again, and go straight to the change.
 
-The dump is taken by the gate before any of the change's code has run in that run, and tried
-once on a scratch database of the same cluster, so a later run never meets a dump it cannot
-restore; it lives in a 0700 directory of the gate's, removed with the batch.
+The dump is taken by the gate before any of the change's code has run in that run, and lives
+in a 0700 directory of the gate's, removed with the batch. A later run that cannot restore it
+makes its base itself, and keeps that one instead (bot/engine/pipeline.py).
 """
 
 from __future__ import annotations

@@ -583,10 +583,6 @@ class ContainersSandbox(Sandbox):
             _discard(container)
         return returncode
 
-    # --- SQL --------------------------------------------------------------------------------
-
-    # --- logs -------------------------------------------------------------------------------
-
     # --- the database copied to another run (bot/sandbox/dump.py) -----------------------------
 
     def dump_database(self, path: Path, exclude_schema: str) -> None:
@@ -664,6 +660,8 @@ class ContainersSandbox(Sandbox):
             wrapped.put_archive(os.path.dirname(inside), archive.getvalue())
         except docker.errors.APIError as exc:
             raise SandboxError(f"copying into the database container: {exc}") from None
+
+    # --- logs -------------------------------------------------------------------------------
 
     def log_mark(self, source: LogSource) -> int:
         return self._logs[source].mark()

@@ -24,8 +24,6 @@ import os
 import re
 from pathlib import Path
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
 from bot.sandbox.postgres import run_helper
 
 # Entries of `pg_restore --list` the change's role may not make; the new run's gate made its own.
@@ -66,13 +64,7 @@ def restore_with(bindir: Path, url: str, path: Path, role: str) -> None:
 
 
 def _run(command: list[str], what: str, url: str = "") -> str:
-    """Runs `command` on the database at `url`, whose password (if any) goes through the
-    environment: a command line is readable by every process of the host."""
+    """Runs `command` on the database at `url` (the local sandbox's superuser, through its
+    0700 socket directory: the URL holds no password)."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    if url:
-        parts = conninfo_to_dict(url)
-        password = parts.pop("password", None)
-        if password is not None:
-            env["PGPASSWORD"] = str(password)
-        command = [*command, "--dbname", make_conninfo(**parts)]
-    return run_helper(command, what, env=env)
+    return run_helper([*command, "--dbname", url] if url else command, what, env=env)
