@@ -29,7 +29,7 @@ from pydantic import (
 # `${name}` in a step's strings is replaced by a run variable or a value an earlier step captured.
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-# The run variables every suite may use without capturing them (bot/engine/pipeline.py sets them).
+# The run variables every suite may use without capturing them (bot/engine/state.py sets them).
 RUN_VARIABLES = frozenset({"run_id"})
 
 

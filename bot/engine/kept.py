@@ -9,7 +9,7 @@ checking the base again, and go straight to the change.
 
 The dump is taken by the gate before any of the change's code has run in that run, and lives
 in a 0700 directory of the gate's, removed with the batch. A later run that cannot restore it
-makes its base itself, and keeps that one instead (bot/engine/pipeline.py).
+makes its base itself, and keeps that one instead (bot/engine/baseline.py).
 """
 
 from __future__ import annotations
