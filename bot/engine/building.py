@@ -46,6 +46,7 @@ class Building(RunState):
                 except BaseException:
                     # Ctrl-C lands here: the pool must not wait out the other build.
                     self.confinement.kill_all()
+                    shell.stop(self.building)
                     raise
         self.evidence["build"] = [*builds]
         self._base_built(base_builds)
@@ -107,7 +108,8 @@ class Building(RunState):
             start = time.monotonic()
             confined = self.confinement
             prefix = confined.networked if self.policy.build.network else confined.prefix
-            result = shell.run(command, workdir, self.child_env, budget_end - start, prefix)
+            remaining = budget_end - start
+            result = shell.run(command, workdir, self.child_env, remaining, prefix, self.building)
             output = result.output
             if result.code is None:
                 output += f"\n(timed out: build.timeout is {self.policy.build.timeout:.0f} s)"

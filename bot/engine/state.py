@@ -8,6 +8,7 @@ The run itself is bot/engine/pipeline.py; each group of stages is a module of it
 from __future__ import annotations
 
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -100,6 +101,8 @@ class RunState:
         # The populated copy, once the change migrated it: the way back is tried there.
         self.populated: str | None = None
         self.confinement = confine.NOT_ISOLATED
+        # The build commands running now, in either build thread (shell.stop).
+        self.building: set[subprocess.Popen] = set()
         self.started = time.monotonic()
         self.deadline = self.started + self.policy.timeouts.run
 

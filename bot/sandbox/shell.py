@@ -28,8 +28,10 @@ def run(
     env: Mapping[str, str],
     timeout: float,
     prefix: Sequence[str] = (),
+    running: set[subprocess.Popen] | None = None,
 ) -> Result:
-    """`prefix` confines the command (bot/sandbox/confine.py): killing the group kills it."""
+    """`prefix` confines the command (bot/sandbox/confine.py): killing the group kills it.
+    `running` holds the process while it runs, for `stop` from another thread."""
     process = subprocess.Popen(
         [*prefix, "/bin/sh", "-c", command],
         cwd=cwd,
@@ -40,6 +42,8 @@ def run(
         errors="replace",
         start_new_session=True,
     )
+    if running is not None:
+        running.add(process)
     try:
         output, _ = process.communicate(timeout=max(timeout, 0.1))
         return Result(process.returncode, output)
@@ -51,6 +55,16 @@ def run(
         _kill_group(process)
         process.wait()
         raise
+    finally:
+        if running is not None:
+            running.discard(process)
+
+
+def stop(running: set[subprocess.Popen]) -> None:
+    """Kill the process groups of the commands `run` is running with `running`: where no
+    run account can be killed whole (not root), what another thread started."""
+    for process in running.copy():
+        _kill_group(process)
 
 
 def _kill_group(process: subprocess.Popen) -> None:
