@@ -206,24 +206,25 @@ class Migration(RunState):
     def _down_and_up(self, migrator: Migrator, head_dir: Path, conn, environ, before) -> str:
         """'' when down and up work and land on the same schemas, else what went wrong."""
         after = schema.snapshot(conn)
-        try:
-            migrator.down_to_base(head_dir, environ)
-        except MigrationFailed as exc:
-            return f"the downgrade failed: {exc}"
-        down = schema.diff(before, schema.snapshot(conn))
-        if not down.is_empty:
-            return "after the downgrade the schema differs from the base's:\n" + "\n".join(
-                down.lines()[:10]
-            )
-        try:
-            migrator.up_again(head_dir, environ)
-        except MigrationFailed as exc:
-            return f"the upgrade after the downgrade failed: {exc}"
-        up = schema.diff(after, schema.snapshot(conn))
-        if not up.is_empty:
-            return "upgraded again, the schema differs from the first upgrade's:\n" + "\n".join(
-                up.lines()[:10]
-            )
+        steps = (
+            (migrator.down_to_base, "the downgrade", before, "after the downgrade", "the base's"),
+            (
+                migrator.up_again,
+                "the upgrade after the downgrade",
+                after,
+                "upgraded again,",
+                "the first upgrade's",
+            ),
+        )
+        for step, name, expected, when, whose in steps:
+            try:
+                step(head_dir, environ)
+            except MigrationFailed as exc:
+                return f"{name} failed: {exc}"
+            differs = schema.diff(expected, schema.snapshot(conn))
+            if not differs.is_empty:
+                lines = "\n".join(differs.lines()[:10])
+                return f"{when} the schema differs from {whose}:\n{lines}"
         return ""
 
     def _database_errors(self, log: str) -> None:
